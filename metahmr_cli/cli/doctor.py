@@ -1,0 +1,151 @@
+"""``metahmr doctor``: what this machine can do (torch/CUDA, renderer, ffmpeg, optional backends)."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import platform
+import subprocess
+import sys
+from dataclasses import asdict, dataclass
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+
+@dataclass
+class Check:
+    """One line of the doctor report."""
+
+    name: str
+    ok: bool
+    detail: str
+    fix: str = ""
+
+
+def _module_version(name: str) -> str | None:
+    try:
+        module = importlib.import_module(name)
+    except Exception:
+        return None
+    return str(getattr(module, "__version__", "installed"))
+
+
+def check_torch() -> list[Check]:
+    """torch, torchvision, CUDA devices and bf16 support."""
+    out: list[Check] = []
+    try:
+        import torch
+    except Exception as exc:  # pragma: no cover - torch is a dependency
+        return [Check("torch", False, f"import failed: {exc}", "pip install torch torchvision")]
+    out.append(Check("torch", True, f"{torch.__version__} (threads: {torch.get_num_threads()})"))
+    try:
+        import torchvision
+        from torchvision.ops import nms
+
+        nms(torch.zeros(1, 4), torch.zeros(1), 0.5)
+        out.append(Check("torchvision", True, torchvision.__version__))
+    except Exception as exc:
+        out.append(Check("torchvision", False, f"{exc}", "install a torchvision that matches your torch"))
+    if torch.cuda.is_available():
+        names = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+        bf16 = torch.cuda.is_bf16_supported()
+        out.append(Check("cuda", True, f"{len(names)} device(s): {', '.join(names)}; bf16={bf16}"))
+    else:
+        out.append(Check("cuda", False, "no CUDA device visible: everything runs on the CPU (slower)",
+                         "on a GPU machine install the CUDA build of torch"))
+    return out
+
+
+def check_renderer() -> Check:
+    """Try an offscreen pyrender context (EGL first, as used by ``process``)."""
+    os.environ.setdefault("PYOPENGL_PLATFORM", "egl")
+    code = (
+        "import numpy as np\n"
+        "if not hasattr(np, 'infty'): np.infty = np.inf\n"
+        "import pyrender\n"
+        "r = pyrender.OffscreenRenderer(32, 32)\n"
+        "r.render(pyrender.Scene())\n"
+        "r.delete()\n"
+    )
+    env = dict(os.environ)
+    try:
+        proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+    except subprocess.TimeoutExpired:
+        return Check("renderer", False, "pyrender offscreen timed out", "renders will be skipped")
+    if proc.returncode == 0:
+        return Check("renderer", True, f"pyrender offscreen ({env['PYOPENGL_PLATFORM']})")
+    last = (proc.stderr.strip().splitlines() or ["unknown error"])[-1]
+    return Check("renderer", False, f"pyrender offscreen failed: {last}",
+                 "pip install 'metahmr[render]'; EGL needs libEGL (Mesa or the NVIDIA driver); "
+                 "process still runs with renders disabled")
+
+
+def check_ffmpeg() -> Check:
+    """The ffmpeg binary bundled with imageio-ffmpeg (videos in and out)."""
+    try:
+        import imageio_ffmpeg
+
+        exe = imageio_ffmpeg.get_ffmpeg_exe()
+        proc = subprocess.run([exe, "-version"], capture_output=True, text=True, timeout=30)
+        first = proc.stdout.splitlines()[0] if proc.stdout else exe
+        return Check("ffmpeg", proc.returncode == 0, first)
+    except Exception as exc:
+        return Check("ffmpeg", False, str(exc), "pip install imageio-ffmpeg (videos need it)")
+
+
+def check_backends() -> list[Check]:
+    """Optional detectors and keypoint backends."""
+    table = [
+        ("ultralytics", "detector + yolo pose (AGPL-3.0)", "pip install 'metahmr[detect]'"),
+        ("rtmlib", "RTMPose keypoints", "pip install 'metahmr[keypoints]'"),
+        ("onnxruntime", "ONNX runtime for RTMPose", "pip install 'metahmr[keypoints]'"),
+        ("mediapipe", "mediapipe pose keypoints (works offline)", "pip install 'metahmr[keypoints]'"),
+        ("mmpose", "mmpose keypoints (optional, bring your own install)", "see mmpose's install guide"),
+        ("smplx", "SMPL layer", "pip install smplx"),
+        ("trimesh", "mesh export", "pip install trimesh"),
+        ("tensorboard", "training logs", "pip install 'metahmr[train]'"),
+    ]
+    out = []
+    for module, what, fix in table:
+        version = _module_version(module)
+        out.append(Check(module, version is not None, f"{what}: {version or 'not installed'}", "" if version else fix))
+    return out
+
+
+def run_checks(render: bool = True) -> list[Check]:
+    """All checks, in report order."""
+    checks = [Check("python", True, f"{platform.python_version()} on {platform.platform()}")]
+    checks += check_torch()
+    if render:
+        checks.append(check_renderer())
+    checks.append(check_ffmpeg())
+    checks += check_backends()
+    return checks
+
+
+def doctor(
+    as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON."),
+    no_render: bool = typer.Option(False, "--no-render", help="Skip the (slower) renderer check."),
+) -> None:
+    """Report torch/CUDA, the rendering backend, ffmpeg and which optional backends are usable."""
+    checks = run_checks(render=not no_render)
+    if as_json:
+        typer.echo(json.dumps([asdict(c) for c in checks], indent=2))
+        return
+    table = Table(title="metahmr doctor")
+    table.add_column("check")
+    table.add_column("")
+    table.add_column("detail", overflow="fold")
+    table.add_column("fix", overflow="fold")
+    for c in checks:
+        table.add_row(c.name, "[green]ok[/]" if c.ok else "[yellow]no[/]", c.detail, c.fix)
+    Console().print(table)
+    Console().print("Assets (weights, SMPL, checkpoints): run `metahmr weights status`.")
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``doctor`` command to the root app."""
+    app.command("doctor", epilog="Example:\n\n  metahmr doctor --no-render")(doctor)

@@ -1,0 +1,150 @@
+"""``metahmr weights``: what is installed, what is missing and how to get it; SMPL import; stand-in body."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from metahmr_cli import assets
+
+weights_app = typer.Typer(
+    help="Inspect and install weights, body models and regressors.",
+    no_args_is_help=True,
+    epilog=(
+        "Examples:\n\n"
+        "  metahmr weights status\n\n"
+        "  metahmr weights import-smpl ~/Downloads/SMPL_python_v.1.1.0/smpl/models/*.pkl\n\n"
+        "  metahmr weights make-standin\n\n"
+        "  metahmr weights random-checkpoint metahmr_cliff_hrnet --out /tmp/random_hrnet.pt"
+    ),
+)
+
+CHECKPOINT_KINDS = (
+    "metahmr_cliff_hrnet", "metahmr_cliff_resnet", "metahmr_hmr_resnet", "cliff_hr48", "cliff_res50", "spin_hmr",
+)
+
+
+def _sha256(path: Path, limit: int = 1 << 40) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        read = 0
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+            read += len(chunk)
+            if read >= limit:
+                break
+    return digest.hexdigest()
+
+
+@weights_app.command("status")
+def status(
+    weights: Path | None = typer.Option(None, "--weights", help="A weights root to look in first."),
+    as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON instead of a table."),
+    checksums: bool = typer.Option(False, "--checksums", help="Also compute SHA-256 of every file found."),
+) -> None:
+    """List every asset each command needs: where it was looked for, found or missing, and how to get it."""
+    manifest = assets.load_manifest().get("files", {})
+    rows = []
+    for name, spec in assets.ASSETS.items():
+        lookup = assets.find_asset(name, weights=weights)
+        row = {
+            "name": name,
+            "description": spec.description,
+            "needed_by": list(spec.needed_by),
+            "required": not spec.optional,
+            "found": str(lookup.found) if lookup.found else None,
+            "searched": [str(p) for _, p in lookup.searched],
+            "howto": spec.howto.format(dir=assets.weights_root(weights) / Path(spec.relpath).parent),
+            "licence": spec.licence,
+        }
+        if checksums and lookup.found:
+            row["sha256"] = _sha256(lookup.found)
+            expected = manifest.get(name, {}).get("sha256")
+            row["sha256_matches_manifest"] = None if not expected else expected == row["sha256"]
+        rows.append(row)
+    if as_json:
+        typer.echo(json.dumps({"weights_roots": [str(p) for _, p in assets.weights_roots(weights)],
+                               "assets": rows}, indent=2))
+        return
+    console = Console()
+    console.print("Weights roots, in lookup order: " + ", ".join(
+        f"{p} [{label}]" for label, p in assets.weights_roots(weights)))
+    table = Table(show_lines=True)
+    table.add_column("asset")
+    table.add_column("needed by")
+    table.add_column("status")
+    table.add_column("where / how to get it", overflow="fold")
+    for row in rows:
+        if row["found"]:
+            state = "[green]found[/]"
+            where = row["found"] + (f"\nsha256 {row['sha256'][:16]}…" if "sha256" in row else "")
+        else:
+            state = "[red]missing[/]" if row["required"] else "[yellow]missing (optional)[/]"
+            where = "looked in: " + "; ".join(sorted({str(Path(p).parent) for p in row["searched"]}))
+            where += "\n" + row["howto"]
+        table.add_row(f"{row['name']}\n{row['description']}", "\n".join(row["needed_by"]), state, where)
+    console.print(table)
+    console.print(
+        "Tests and demos run without licensed files: `metahmr weights make-standin` makes an open stand-in "
+        "body (never SMPL) and `metahmr weights random-checkpoint` writes random weights in the released layouts."
+    )
+
+
+@weights_app.command("import-smpl")
+def import_smpl(
+    files: list[Path] = typer.Argument(..., help="Official SMPL .pkl (or converted .npz) files."),
+    out: Path | None = typer.Option(None, "--out", help="Destination folder (default: <weights root>/smpl)."),
+) -> None:
+    """Convert official SMPL .pkl files (no chumpy needed, no pickled code executed) into the weights folder."""
+    from metahmr_cli.body.pkl import import_smpl_files
+
+    dest = out or assets.weights_root() / "smpl"
+    written = import_smpl_files(list(files), dest)
+    for path in written:
+        typer.echo(f"wrote {path}")
+    missing = [n for n in ("J_regressor_extra.npy", "J_regressor_h36m.npy", "smpl_mean_params.npz")
+               if not (dest / n).is_file()]
+    if missing:
+        typer.echo(
+            f"Also needed in {dest}: {', '.join(missing)} (from SPIN's data archive, github.com/nkolot/SPIN)."
+        )
+
+
+@weights_app.command("make-standin")
+def make_standin(
+    out: Path | None = typer.Option(None, "--out", help="Destination folder (default: <weights root>/standin)."),
+    seed: int = typer.Option(0, help="Seed of the generator (the body is deterministic for a seed)."),
+) -> None:
+    """Generate the open stand-in body (SMPL file format, not SMPL) for tests, demos and synthetic data."""
+    from metahmr_cli.body.standin import write_standin_assets
+
+    dest = out or assets.weights_root() / "standin"
+    written = write_standin_assets(dest, seed=seed)
+    for path in sorted({str(p) for p in written.values()}):
+        typer.echo(f"wrote {path}")
+
+
+@weights_app.command("random-checkpoint")
+def random_checkpoint(
+    kind: str = typer.Argument(..., help=f"One of: {', '.join(CHECKPOINT_KINDS)}."),
+    out: Path = typer.Option(..., "--out", help="File to write."),
+    seed: int = typer.Option(0, help="Random seed."),
+) -> None:
+    """Write a random-weight checkpoint in exactly a released file layout (to check a setup end to end)."""
+    if kind not in CHECKPOINT_KINDS:
+        typer.echo(f"unknown kind {kind!r}; use one of: {', '.join(CHECKPOINT_KINDS)}", err=True)
+        raise typer.Exit(code=2)
+    from metahmr_cli.models.checkpoints import write_random_checkpoint
+
+    path = write_random_checkpoint(out, kind, seed=seed)
+    typer.echo(f"wrote {path} (random weights: results are meaningless)")
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``weights`` group to the root app."""
+    app.add_typer(weights_app, name="weights")
