@@ -1,0 +1,76 @@
+"""The root CLI: help with examples, `weights status`, `doctor`, and clean error reporting."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from typer.testing import CliRunner
+
+from metahmr_cli import assets
+from metahmr_cli.cli.app import app
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def empty_roots(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    for var in (assets.ENV_HOME, assets.ENV_SMPL_DIR, assets.ENV_CHECKPOINT):
+        monkeypatch.delenv(var, raising=False)
+    return tmp_path
+
+
+def test_help_lists_command_groups_and_examples():
+    result = runner.invoke(app, ["--help"])
+    assert result.exit_code == 0
+    for word in ("process", "train", "eval", "weights", "doctor", "Examples"):
+        assert word in result.output
+
+
+def test_weights_status_reports_every_asset_missing(empty_roots):
+    result = runner.invoke(app, ["weights", "status", "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    names = {row["name"] for row in report["assets"]}
+    assert names == set(assets.ASSETS)
+    for row in report["assets"]:
+        assert row["found"] is None
+        assert row["searched"], row["name"]
+        assert row["howto"]
+    smpl = next(r for r in report["assets"] if r["name"] == "smpl_neutral")
+    assert any(str(empty_roots / "weights" / "smpl") in p for p in smpl["searched"])
+
+
+def test_weights_status_finds_files_and_checksums(empty_roots):
+    folder = empty_roots / "weights" / "smpl"
+    folder.mkdir(parents=True)
+    (folder / "J_regressor_extra.npy").write_bytes(b"abc")
+    result = runner.invoke(app, ["weights", "status", "--json", "--checksums"])
+    row = next(r for r in json.loads(result.output)["assets"] if r["name"] == "j_regressor_extra")
+    assert row["found"] == str(folder / "J_regressor_extra.npy")
+    # sha256("abc"), computed independently
+    assert row["sha256"] == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+
+
+def test_doctor_json_reports_torch_and_ffmpeg():
+    result = runner.invoke(app, ["doctor", "--json", "--no-render"])
+    assert result.exit_code == 0, result.output
+    checks = {c["name"]: c for c in json.loads(result.output)}
+    assert checks["torch"]["ok"] is True
+    assert checks["ffmpeg"]["ok"] is True
+    assert "cuda" in checks
+
+
+def test_console_script_reports_metahmr_errors_cleanly(empty_roots):
+    code = (
+        "import sys; from metahmr_cli.cli.app import main; "
+        "sys.argv=['metahmr','weights','import-smpl', 'missing.pkl']; main()"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=empty_roots)
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stderr
+    assert "missing.pkl" in proc.stderr + proc.stdout
