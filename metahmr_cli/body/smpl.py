@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from metahmr_cli.assets import SMPL_MODEL_NAMES
 from metahmr_cli.body.joints import (
     JOINT_SELECTION,
     NUM_EXTRA_JOINTS,
@@ -35,12 +36,6 @@ GENDERS = ("neutral", "male", "female")
 SMPL_NUM_VERTICES = 6890
 NUM_BETAS = 10
 NUM_H36M_JOINTS = 17
-
-_OFFICIAL_PKL_NAMES = {
-    "neutral": ("basicmodel_neutral_lbs_10_207_0_v1.1.0.pkl",),
-    "male": ("basicModel_m_lbs_10_207_0_v1.0.0.pkl", "basicmodel_m_lbs_10_207_0_v1.1.0.pkl"),
-    "female": ("basicModel_f_lbs_10_207_0_v1.0.0.pkl", "basicmodel_f_lbs_10_207_0_v1.1.0.pkl"),
-}
 
 EXTRA_REGRESSOR_FILE = "J_regressor_extra.npy"
 H36M_REGRESSOR_FILE = "J_regressor_h36m.npy"
@@ -61,7 +56,7 @@ _REGRESSOR_HOWTO = (
 def model_file_candidates(gender: str) -> list[str]:
     """File names tried, in order, for the model file of ``gender`` in a body folder."""
     g = _check_gender(gender)
-    return [f"SMPL_{g.upper()}.npz", f"SMPL_{g.upper()}.pkl", *_OFFICIAL_PKL_NAMES[g], f"STANDIN_{g.upper()}.npz"]
+    return [*SMPL_MODEL_NAMES[g], f"STANDIN_{g.upper()}.npz"]
 
 
 @dataclass
