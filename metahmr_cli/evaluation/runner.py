@@ -1,0 +1,605 @@
+"""Run an evaluation: dataset -> networks -> each TTO method -> per-sample metrics (cached) -> report.
+
+The loader is deterministic (no shuffle, no augmentation, partial last batch kept). For every batch the
+ground truth is prepared once (protocols), then every method runs through the one TTO engine
+(:func:`metahmr_cli.tto.run_tto`) with a ``step_callback`` that records the metrics after every update, which
+gives the stepwise curves of the paper's Figure 3.
+
+Results are cached per batch: ``<cache_dir>/<method>-<key>/b<start>-<end>.npz`` where ``key`` hashes
+everything that changes the numbers (checkpoint content id, dataset file, body, schedule settings, keypoints,
+protocol, dtype, device type, seed). An interrupted run resumes from the batches already written; a batch is
+written atomically, so a crash never leaves a half-written file behind.
+
+2D keypoints for the test-time loss (``keypoints``):
+- ``gt``: the dataset's GT 2D keypoints (``part``; released default);
+- ``openpose``: the dataset's OpenPose detections (``openpose`` key; released ``--use_openpose2d``:
+  OpenPose slots weighted 1, GT slots 0);
+- ``detected``: keypoints stored in the npz under ``keypoints_detected`` ((N, 49, 3) in the 49-joint order or
+  (N, 25, 3) OpenPose BODY_25, full-resolution image pixels, confidence 0 = missing), e.g. written by a
+  keypoint estimator beforehand. Running an estimator inside the evaluation is not supported; a dataset
+  without that key is a clear error.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from metahmr_cli.errors import ConfigError, DatasetError
+from metahmr_cli.evaluation import protocols as P
+from metahmr_cli.evaluation.paper_numbers import match_paper_result
+from metahmr_cli.evaluation.reports import EvalReport, MethodResult, write_reports
+
+log = logging.getLogger(__name__)
+
+METHODS: tuple[str, ...] = ("none", "eft", "metahmr", "reference")
+KEYPOINT_SOURCES: tuple[str, ...] = ("gt", "openpose", "detected")
+EVAL_DATASET_NAMES: dict[str, str] = {
+    "3dpw": "3dpw-test",
+    "h36m": "h36m-p2",
+    "mpi-inf-3dhp": "mpi-inf-3dhp-test",
+}
+"""Short names on the command line -> test-split entries of the datasets config (released test files)."""
+CACHE_VERSION = 1
+
+
+@dataclass
+class EvalConfig:
+    """Settings of ``metahmr eval``.
+
+    Attributes:
+        dataset: "3dpw", "h36m" (= h36m-p2), "h36m-p1", "mpi-inf-3dhp", any name of the datasets config, or a
+            path to a SPIN-format ``.npz`` (images relative to its folder unless ``image_root`` is given).
+        datasets_config: datasets config file (TOML/JSON); None = $METAHMR_DATASETS_CONFIG or built-ins.
+        image_root: override of the dataset's image folder.
+        checkpoint: network checkpoint (Meta-HMR release, official CLIFF, SPIN, or ours).
+        body: "smpl", "standin" or a body-model folder.
+        methods: any of "none", "eft", "metahmr", "reference", in report order.
+        steps: most TTO updates per method (for "reference": Adam updates after the step-0 update).
+        scope: adapted weights ("head" | "last_stage" | "all"); None = each schedule's default.
+        grouping: "person" (one weight copy per person, the paper) or "batch" (one copy per loader batch,
+            the released evaluation when batch_size = 20). Applies to every TTO method.
+        batch_size: loader batch (and group size with grouping "batch"); released 20.
+        keypoints: 2D keypoints driving TTO: "gt", "openpose" or "detected" (see the module docstring).
+        baseline_net: network used by "none" and "eft": "main" or "aux" (the auxiliary net; with a Meta-HMR
+            checkpoint this is the CLIFF/HMR the paper's EFT baselines start from).
+        h36m_gt: Human3.6M GT joints from the "mesh" (released Meta-HMR) or "S" (SPIN).
+        gt_source: override of the GT source for any dataset ("mesh" | "S"); None = dataset default.
+        pve_alignment: "none" (released) or "pelvis".
+        gender_rule: GT body per sample: "released" ('m' male, anything else female, no key male) or
+            "neutral" ('m' male, 'f' female, anything else neutral; for data made with the neutral body).
+        device: "auto", "cpu", "cuda", "cuda:N". dtype: "float32" or "float64".
+        seed: seed of torch/numpy (released eval: 2023).
+        out: output folder of the report files.
+        max_samples: evaluate only the first N samples.
+        cache_dir: per-batch result cache; None = ``<out>/cache``.
+        resume: reuse cached batches.
+        num_workers: data-loader workers.
+        progress: show a progress bar.
+        plots: write the stepwise and per-joint PNG figures (CSV files are always written).
+        extra: free-form settings recorded in the report and in the cache key.
+    """
+
+    dataset: str = "3dpw"
+    datasets_config: str | None = None
+    image_root: str | None = None
+    checkpoint: str | None = None
+    body: str = "smpl"
+    methods: tuple[str, ...] = ("none", "eft", "metahmr", "reference")
+    steps: int = 14
+    scope: Literal["head", "last_stage", "all"] | None = None
+    grouping: Literal["person", "batch"] = "person"
+    batch_size: int = 20
+    keypoints: Literal["gt", "openpose", "detected"] = "gt"
+    baseline_net: Literal["main", "aux"] = "main"
+    h36m_gt: Literal["mesh", "S"] = "mesh"
+    gt_source: Literal["mesh", "S"] | None = None
+    pve_alignment: Literal["none", "pelvis"] = "none"
+    gender_rule: Literal["released", "neutral"] = "released"
+    device: str = "auto"
+    dtype: Literal["float32", "float64"] = "float32"
+    seed: int = 2023
+    out: str = "runs/eval"
+    max_samples: int | None = None
+    cache_dir: str | None = None
+    resume: bool = True
+    num_workers: int = 0
+    progress: bool = True
+    plots: bool = True
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def validate(self) -> None:
+        """Raise ConfigError naming the bad setting and its valid values."""
+        methods = list(self.methods)
+        if not methods:
+            raise ConfigError("methods is empty; choose from none, eft, metahmr, reference (e.g. --tto none,metahmr)")
+        for m in methods:
+            if m not in METHODS:
+                raise ConfigError(f"unknown method {m!r}; choose from {', '.join(METHODS)}")
+        if len(set(methods)) != len(methods):
+            raise ConfigError(f"methods lists a method twice: {methods}")
+        checks = [("keypoints", self.keypoints, KEYPOINT_SOURCES), ("grouping", self.grouping, ("person", "batch")),
+                  ("baseline_net", self.baseline_net, ("main", "aux")), ("h36m_gt", self.h36m_gt, ("mesh", "S")),
+                  ("pve_alignment", self.pve_alignment, ("none", "pelvis")),
+                  ("gender_rule", self.gender_rule, P.GENDER_RULES),
+                  ("dtype", self.dtype, ("float32", "float64"))]
+        for name, value, valid in checks:
+            if value not in valid:
+                raise ConfigError(f"{name} = {value!r} is not valid; choose one of {', '.join(valid)}")
+        if self.scope is not None and self.scope not in ("head", "last_stage", "all"):
+            raise ConfigError(f"scope = {self.scope!r} is not valid; choose head, last_stage or all")
+        if self.gt_source is not None and self.gt_source not in ("mesh", "S"):
+            raise ConfigError(f"gt_source = {self.gt_source!r} is not valid; choose mesh or S")
+        if self.steps < 0:
+            raise ConfigError(f"steps must be >= 0, got {self.steps}")
+        if self.batch_size < 1:
+            raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.max_samples is not None and self.max_samples < 1:
+            raise ConfigError(f"max_samples must be >= 1, got {self.max_samples}")
+        if not self.checkpoint:
+            raise ConfigError("no checkpoint given; pass --checkpoint PATH (a Meta-HMR, CLIFF or metahmr checkpoint)")
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+
+
+def _hash(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def _file_fingerprint(path: Path) -> dict[str, Any]:
+    st = path.stat()
+    return {"path": str(path.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+def _atomic_savez(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}.npz")
+    np.savez(tmp, **arrays)
+    os.replace(tmp, path)
+
+
+def _batches(n: int, batch_size: int) -> list[tuple[int, int]]:
+    return [(s, min(s + batch_size, n)) for s in range(0, n, batch_size)]
+
+
+def _forward_fill(arr: np.ndarray) -> np.ndarray:
+    """Fill NaN columns of (B, S+1) from the left (a person that stopped keeps its last value)."""
+    out = arr.copy()
+    for k in range(1, out.shape[1]):
+        missing = ~np.isfinite(out[:, k])
+        out[missing, k] = out[missing, k - 1]
+    return out
+
+
+def _raw_genders(npz: Path, n: int, rule: str) -> np.ndarray:
+    """Gender codes straight from the npz (released rule: 0 for 'm', 1 for any other value, -1 without the
+    key; see :func:`protocols.encode_gender`)."""
+    from metahmr_cli.data.npzio import load_npz
+
+    d = load_npz(npz)
+    if "gender" not in d:
+        return np.full(n, -1 if rule == "released" else P.NEUTRAL_CODE, dtype=np.int64)
+    return P.encode_gender(d["gender"], rule)  # type: ignore[arg-type]
+
+
+def _detected_keypoints(npz: Path, n: int) -> np.ndarray:
+    from metahmr_cli.data.npzio import load_npz
+
+    d = load_npz(npz)
+    if "keypoints_detected" not in d:
+        raise DatasetError(
+            f"--keypoints detected: {npz} has no 'keypoints_detected' key. Detected keypoints are not available "
+            "for this dataset; store them in the npz as 'keypoints_detected' ((N, 49, 3) or (N, 25, 3) in image "
+            "pixels, confidence 0 = missing) or use --keypoints gt / --keypoints openpose."
+        )
+    kp = np.asarray(d["keypoints_detected"], dtype=np.float64)
+    if kp.ndim != 3 or kp.shape[0] != n or kp.shape[1:] not in ((49, 3), (25, 3)):
+        raise DatasetError(f"{npz}: 'keypoints_detected' has shape {kp.shape}; expected ({n}, 49, 3) or ({n}, 25, 3)")
+    if kp.shape[1] == 25:
+        kp = np.concatenate([kp, np.zeros((n, 24, 3))], axis=1)
+    return kp
+
+
+# ---------------------------------------------------------------------------------------------- runner
+
+
+class _Evaluator:
+    """State shared by the batches of one evaluation."""
+
+    def __init__(self, config: EvalConfig) -> None:
+        from metahmr_cli.config import config_to_dict, resolve_device
+        from metahmr_cli.data.datasets import HMRDataset
+        from metahmr_cli.data.registry import load_datasets_config
+
+        config.validate()
+        self.config = config
+        self.device = torch.device(resolve_device(config.device))
+        self.dtype = torch.float64 if config.dtype == "float64" else torch.float32
+        torch.manual_seed(config.seed)
+        np.random.seed(config.seed % (2**32))
+        if self.device.type == "cuda":
+            torch.backends.cudnn.deterministic = True
+            torch.backends.cudnn.benchmark = False
+
+        dcfg = load_datasets_config(config.datasets_config)
+        name = config.dataset
+        if name not in dcfg.datasets and name in EVAL_DATASET_NAMES:
+            name = EVAL_DATASET_NAMES[name]
+        spec = dcfg.resolve(name, image_root=config.image_root)
+        if not spec.npz.is_file():
+            raise DatasetError(
+                f"dataset {config.dataset!r}: annotation file {spec.npz} does not exist; set the data root in the "
+                "datasets config (root = ...) or $METAHMR_DATA, or pass a path to an .npz"
+            )
+        self.spec = spec
+        self.dataset = HMRDataset(spec, is_train=False, seed=config.seed)
+        n_total = len(self.dataset)
+        self.n = n_total if config.max_samples is None else min(n_total, config.max_samples)
+        family = P.protocol_family(config.dataset) or P.protocol_family(spec.name) or \
+            P.protocol_family(spec.npz.name)
+        self.family = family
+        ann = self.dataset.ann
+        self.has_mesh_gt = bool((ann.has_smpl > 0).any())
+        gt_source = config.gt_source
+        if gt_source is None and family is None:
+            # a dataset of unknown family: compare meshes when it has SMPL ground truth, else its 3D joints
+            if self.has_mesh_gt:
+                gt_source = "mesh"
+            elif ann.S is not None:
+                gt_source = "S"
+            else:
+                raise DatasetError(f"dataset {config.dataset!r} ({spec.npz}) has neither SMPL ground truth "
+                                   "('pose'/'shape') nor 3D joints ('S'): nothing to evaluate against")
+        self.protocol = P.make_protocol(family or spec.name, h36m_gt=config.h36m_gt,
+                                        pve_alignment=config.pve_alignment, gt_source=gt_source,
+                                        gender_rule=config.gender_rule)
+        self.genders = _raw_genders(spec.npz, n_total, config.gender_rule)
+        self.detected = _detected_keypoints(spec.npz, n_total) if config.keypoints == "detected" else None
+        self.config_dict = config_to_dict(config)
+
+        self._nets = None
+        self._bodies = None
+        self.checkpoint = Path(config.checkpoint).expanduser()  # type: ignore[arg-type]
+        if not self.checkpoint.is_file():
+            from metahmr_cli.errors import AssetNotFoundError
+
+            raise AssetNotFoundError(f"checkpoint {self.checkpoint} does not exist; pass --checkpoint PATH")
+        from metahmr_cli.models.checkpoints import file_identifier
+
+        self.checkpoint_id = file_identifier(self.checkpoint)
+        self.out = Path(config.out).expanduser()
+        self.cache_root = Path(config.cache_dir).expanduser() if config.cache_dir else self.out / "cache"
+
+    # ---- lazily loaded heavy state
+    @property
+    def nets(self):  # -> LoadedNetworks
+        if self._nets is None:
+            from metahmr_cli.body.smpl import load_mean_params
+            from metahmr_cli.models.checkpoints import load_networks
+
+            self._nets = load_networks(self.checkpoint, device=self.device, dtype=self.dtype,
+                                       mean_params=load_mean_params(self.body_dir))
+            self._nets.main.eval()
+            if self._nets.aux is not None:
+                self._nets.aux.eval()
+        return self._nets
+
+    @property
+    def body_dir(self) -> Path:
+        from metahmr_cli.assets import body_dir
+
+        return body_dir(self.config.body)
+
+    @property
+    def bodies(self) -> P.EvalBodies:
+        if self._bodies is None:
+            from metahmr_cli.body.smpl import load_body_model
+
+            bd = self.body_dir
+            kw = {"device": self.device, "dtype": self.dtype}
+            neutral = load_body_model(bd, "neutral", **kw)
+            male = female = None
+            if self.protocol.gt_source == "mesh":
+                male = load_body_model(bd, "male", **kw)
+                female = load_body_model(bd, "female", **kw)
+            self._bodies = P.EvalBodies(neutral=neutral, male=male, female=female)
+        return self._bodies
+
+    # ---- cache
+    def method_key(self, method: str) -> str:
+        c = self.config
+        body = c.body if c.body in ("smpl", "standin") else str(Path(c.body).expanduser().resolve())
+        key = {
+            "v": CACHE_VERSION,
+            "method": method,
+            "checkpoint": self.checkpoint_id,
+            "dataset": _file_fingerprint(self.spec.npz),
+            "image_root": str(self.spec.image_root),
+            "downsample": self.spec.downsample,
+            "body": body,
+            "steps": c.steps if method != "none" else 0,
+            "scope": c.scope if method != "none" else None,
+            "grouping": c.grouping if method != "none" else None,
+            "batch_size": c.batch_size,
+            "keypoints": c.keypoints if method != "none" else None,
+            "baseline_net": c.baseline_net if method in ("none", "eft") else None,
+            "protocol": self.protocol.name,
+            "dtype": c.dtype,
+            "device": self.device.type,
+            "seed": c.seed,
+            "extra": c.extra,
+        }
+        return f"{method}-{_hash(key)}"
+
+    def cache_path(self, method: str, start: int, end: int) -> Path:
+        return self.cache_root / self.method_key(method) / f"b{start:07d}-{end:07d}.npz"
+
+    # ---- per batch
+    def tto_inputs(self, batch: dict[str, Any]):
+        from metahmr_cli.geometry.camera import CropInfo
+        from metahmr_cli.geometry.crop import apply_affine, normalize_crop_keypoints
+        from metahmr_cli.tto import TTOInputs
+
+        dev, dt = self.device, self.dtype
+        kp_crop = batch["keypoints"].to(dev, dt)
+        if self.detected is not None:
+            idx = batch["sample_index"].numpy()
+            det = torch.as_tensor(self.detected[idx], dtype=dt, device=dev)
+            det[..., :2] = det[..., :2] / float(self.spec.downsample)
+            xy = apply_affine(det[..., :2], batch["crop_trans"].to(dev, dt))
+            kp_crop = torch.cat([xy, det[..., 2:3]], dim=-1)
+        keypoints2d = normalize_crop_keypoints(kp_crop)
+        crop = CropInfo(
+            center=batch["center"].to(dev, dt),
+            scale=batch["scale"].to(dev, dt),
+            img_hw=torch.stack([batch["img_h"], batch["img_w"]], dim=-1).to(dev, dt),
+            focal=batch["focal_length"].to(dev, dt),
+            crop_trans=batch["crop_trans"].to(dev, dt),
+        )
+        return TTOInputs(
+            images=batch["img"].to(dev, dt),
+            crop=crop,
+            keypoints2d=keypoints2d,
+            has_smpl=batch["has_smpl"].to(dev, dt),
+            has_pose_3d=batch["has_pose_3d"].to(dev, dt),
+        )
+
+    def ground_truth(self, batch: dict[str, Any]) -> P.GroundTruth:
+        dev, dt = self.device, self.dtype
+        idx = batch["sample_index"].numpy()
+        ann = self.dataset.ann
+        return P.GroundTruth(
+            gender=torch.as_tensor(self.genders[idx], device=dev),
+            has_smpl=batch["has_smpl"].to(dev, dt),
+            has_pose_3d=batch["has_pose_3d"].to(dev, dt),
+            pose=batch["pose"].to(dev, dt) if self.has_mesh_gt else None,
+            betas=batch["betas"].to(dev, dt) if self.has_mesh_gt else None,
+            S=batch["pose_3d"].to(dev, dt) if ann.S is not None else None,
+        )
+
+    def tto_config(self, method: str):
+        from metahmr_cli.losses import LossWeights
+        from metahmr_cli.tto import TTOConfig
+
+        c = self.config
+        if c.keypoints == "gt":
+            weights = LossWeights()
+        elif c.keypoints == "openpose":
+            weights = LossWeights(openpose_2d=1.0, gt_2d=0.0)
+        else:
+            weights = LossWeights(openpose_2d=1.0, gt_2d=1.0)
+        net = self.nets.aux if (method in ("none", "eft") and c.baseline_net == "aux") else self.nets.main
+        if net is None:
+            raise ConfigError(f"--baseline-net aux: checkpoint {self.checkpoint.name} has no auxiliary network")
+        return TTOConfig(
+            schedule=method,  # type: ignore[arg-type]
+            scope=c.scope if method != "none" else None,
+            grouping=c.grouping,
+            group_size=c.batch_size,
+            max_steps=c.steps if method != "none" else None,
+            loss_weights=weights,
+            chunk_size=max(64, c.batch_size),
+            camera=getattr(net, "arch", "cliff"),
+        ), net
+
+    def run_method(self, method: str, inputs: Any, prepared: P.PreparedGT) -> dict[str, np.ndarray]:
+        from metahmr_cli.tto import run_tto
+
+        cfg, main = self.tto_config(method)
+        aux = self.nets.aux if method in ("metahmr", "reference") else None
+        if method in ("metahmr", "reference") and aux is None:
+            raise ConfigError(
+                f"method {method!r} needs an auxiliary network but checkpoint {self.checkpoint.name} has none; "
+                "use a Meta-HMR checkpoint or choose --tto none,eft"
+            )
+        body = self.bodies.neutral
+        B = len(inputs)
+        n_cols = (self.config.steps + 2) if method == "reference" else (self.config.steps + 1)
+        if method == "none":
+            n_cols = 1
+        step_vals = {m: np.full((B, n_cols), np.nan) for m in P.METRICS}
+
+        def callback(step: int, decoded: Any, active: Tensor) -> None:
+            # decoded holds every person after min(step, steps_i) updates: a person that stopped early
+            # keeps its last prediction, which is what the curve should show for it.
+            del active
+            if step >= n_cols:
+                return
+            vals = P.evaluate_vertices(decoded.vertices.detach(), prepared, self.protocol, body)
+            for m in P.METRICS:
+                step_vals[m][:, step] = vals[m]
+
+        result = run_tto(main, aux, body, inputs, cfg, step_callback=callback)
+        final = P.evaluate_vertices(result.vertices.detach(), prepared, self.protocol, body)
+        steps = result.steps.detach().cpu().numpy().astype(np.int64)
+        out: dict[str, np.ndarray] = {
+            "mpjpe": final["mpjpe"], "pa_mpjpe": final["pa_mpjpe"], "pve": final["pve"],
+            "joint_err": final["joint_err"], "pa_joint_err": final["pa_joint_err"],
+            "steps": steps,
+            "reproj_before": result.reproj_before.detach().cpu().double().numpy(),
+            "reproj_after": result.reproj_after.detach().cpu().double().numpy(),
+            "converged": result.converged.detach().cpu().numpy().astype(bool),
+            "fell_back": result.fell_back.detach().cpu().numpy().astype(bool),
+            "reverted": result.reverted.detach().cpu().numpy().astype(bool),
+        }
+        for m in P.METRICS:
+            arr = step_vals[m]
+            # the final numbers are authoritative from the person's last update on
+            for i in range(B):
+                k = int(min(max(steps[i], 0), n_cols - 1))
+                arr[i, k:] = final[m][i]
+            out[f"step_{m}"] = _forward_fill(arr)
+        return out
+
+
+def run_evaluation(config: EvalConfig) -> EvalReport:
+    """Evaluate ``config.methods`` on ``config.dataset``; writes the report files into ``config.out``.
+
+    Returns:
+        the :class:`EvalReport` (per-sample results of every method; ``files`` lists what was written).
+    Raises:
+        ConfigError, DatasetError, AssetNotFoundError, CheckpointError with a message naming the fix.
+    """
+    from torch.utils.data import DataLoader
+
+    ev = _Evaluator(config)
+    methods = list(config.methods)
+    batches = _batches(ev.n, config.batch_size)
+
+    cached: dict[tuple[str, int], dict[str, np.ndarray]] = {}
+    todo: list[int] = []
+    for b, (s, e) in enumerate(batches):
+        need = False
+        for m in methods:
+            path = ev.cache_path(m, s, e)
+            if config.resume and path.is_file():
+                try:
+                    with np.load(path) as z:
+                        cached[(m, b)] = {k: z[k] for k in z.files}
+                    continue
+                except (OSError, ValueError) as exc:
+                    log.warning("ignoring unreadable cache file %s (%s)", path, exc)
+            need = True
+        if need:
+            todo.append(b)
+    from_cache = {m: sum(int(batches[b][1] - batches[b][0]) for (mm, b) in cached if mm == m) for m in methods}
+
+    seconds = dict.fromkeys(methods, 0.0)
+    ann = ev.dataset.ann
+    imgnames = {i: str(ann.imgname[i]) for i in range(ev.n)}
+
+    t_start = time.perf_counter()
+    computed_samples = 0
+    if todo:
+        loader = DataLoader(ev.dataset, batch_sampler=[list(range(*batches[b])) for b in todo],
+                            num_workers=config.num_workers, shuffle=False)
+        progress = _make_progress(config.progress)
+        with progress:
+            task = progress.add_task(f"eval {config.dataset}", total=sum(batches[b][1] - batches[b][0]
+                                                                          for b in todo), rate="")
+            for b, batch in zip(todo, loader, strict=True):
+                s, e = batches[b]
+                gt = ev.ground_truth(batch)
+                prepared = P.prepare_ground_truth(gt, ev.protocol, ev.bodies)
+                inputs = None
+                for m in methods:
+                    if (m, b) in cached:
+                        continue
+                    if inputs is None:
+                        inputs = ev.tto_inputs(batch)
+                    torch.manual_seed(config.seed + b)
+                    t0 = time.perf_counter()
+                    res = ev.run_method(m, inputs, prepared)
+                    seconds[m] += time.perf_counter() - t0
+                    res["sample_index"] = np.arange(s, e, dtype=np.int64)
+                    _atomic_savez(ev.cache_path(m, s, e), res)
+                    cached[(m, b)] = res
+                computed_samples += e - s
+                elapsed = max(time.perf_counter() - t_start, 1e-9)
+                progress.update(task, advance=e - s, rate=f"{computed_samples / elapsed:.2f} samples/s")
+    elapsed = time.perf_counter() - t_start
+
+    results: dict[str, MethodResult] = {}
+    for m in methods:
+        parts = [cached[(m, b)] for b in range(len(batches))]
+        cat = {k: np.concatenate([p[k] for p in parts], axis=0) for k in parts[0]} if parts else {}
+        results[m] = MethodResult(
+            method=m,
+            sample_index=cat["sample_index"].astype(np.int64),
+            values={k: cat[k] for k in ("mpjpe", "pa_mpjpe", "pve", "steps", "reproj_before", "reproj_after",
+                                        "converged", "fell_back", "reverted")},
+            joint_err=cat["joint_err"],
+            pa_joint_err=cat["pa_joint_err"],
+            stepwise={mm: cat[f"step_{mm}"] for mm in P.METRICS},
+            seconds=seconds[m],
+        )
+
+    paper = {m: match_paper_result(ev.family, ev.checkpoint, m, config.keypoints) for m in methods}
+    report = EvalReport(
+        dataset=config.dataset,
+        dataset_npz=str(ev.spec.npz),
+        protocol=ev.protocol,
+        checkpoint=ev.checkpoint_id,
+        keypoints=config.keypoints,
+        config=ev.config_dict,
+        methods=results,
+        joint_names=ev.protocol.joint_names(),
+        imgnames=imgnames,
+        paper=paper,
+        samples_per_second=(computed_samples / elapsed) if computed_samples else float("nan"),
+        from_cache=from_cache,
+    )
+    write_reports(report, ev.out, plots=config.plots)
+    return report
+
+
+class _NullProgress:
+    def __enter__(self) -> _NullProgress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def add_task(self, *args: Any, **kwargs: Any) -> int:
+        return 0
+
+    def update(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+def _make_progress(enabled: bool):
+    if not enabled:
+        return _NullProgress()
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    return Progress(
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]}"),
+        TimeRemainingColumn(),
+        console=Console(stderr=True),
+        transient=False,
+    )
+
+
+def config_from_dict(values: dict[str, Any]) -> EvalConfig:
+    """An EvalConfig from plain values (e.g. a config file), unknown keys rejected with the closest name."""
+    from metahmr_cli.config import apply_overrides
+
+    return apply_overrides(EvalConfig(), values)
+
+
+__all__ = ["EVAL_DATASET_NAMES", "METHODS", "EvalConfig", "EvalReport", "config_from_dict", "run_evaluation"]

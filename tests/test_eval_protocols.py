@@ -1,0 +1,155 @@
+"""Evaluation protocols: joint selection, pelvis, gendered ground truth, protocol names."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from metahmr_cli.errors import ConfigError, DatasetError
+from metahmr_cli.evaluation import protocols as P
+
+H36M_TO_J17 = [6, 5, 4, 1, 2, 3, 16, 15, 14, 11, 12, 13, 8, 10, 0, 7, 9]  # written out, not imported
+J24_TO_J17 = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 18, 14, 16, 17]
+
+
+class PickBody:
+    """A fake body: regress_h36m picks vertex i as H36M joint i; forward returns a constant-tagged mesh."""
+
+    def __init__(self, tag: float = 0.0, num_vertices: int = 20):
+        self.tag = tag
+        self.num_vertices = num_vertices
+
+    def regress_h36m(self, vertices: torch.Tensor) -> torch.Tensor:
+        return vertices[:, :17, :]
+
+    def __call__(self, rotmat: torch.Tensor, betas: torch.Tensor):
+        B = rotmat.shape[0]
+        # the mesh encodes the body's tag and the sample's first beta, so the selection is visible
+        v = torch.full((B, self.num_vertices, 3), self.tag, dtype=betas.dtype) + betas[:, :1, None]
+        return SimpleNamespace(vertices=v)
+
+
+def test_encode_gender_released_rule():
+    assert P.encode_gender(np.array(["m", "f", "f", "m"])).tolist() == [0, 1, 1, 0]
+    assert P.encode_gender([b"m", b"f"]).tolist() == [0, 1]
+    # any string other than 'm' means 1 (female), as released
+    assert P.encode_gender(["male", "x"]).tolist() == [1, 1]
+    assert P.encode_gender(np.array([-1, 0, 1])).tolist() == [-1, 0, 1]
+
+
+def test_gendered_gt_selection_on_hand_made_batch():
+    male, female = PickBody(tag=100.0), PickBody(tag=200.0)
+    gender = torch.tensor([0, 1, -1, 1, 0])  # m, f, missing, f, m
+    betas = torch.arange(5, dtype=torch.float32)[:, None].repeat(1, 10)
+    gt = P.GroundTruth(gender=gender, has_smpl=torch.ones(5), has_pose_3d=torch.zeros(5),
+                       pose=torch.zeros(5, 72), betas=betas)
+    verts = P.gt_mesh(gt, P.EvalBodies(neutral=PickBody(), male=male, female=female))
+    tags = verts[:, 0, 0] - betas[:, 0]
+    # female exactly where gender == 1; male for 0 and for a missing gender (-1)
+    assert tags.tolist() == [100.0, 200.0, 100.0, 200.0, 100.0]
+    # all-male and all-female batches
+    gt_m = P.GroundTruth(gender=torch.full((2,), -1), has_smpl=torch.ones(2), has_pose_3d=torch.zeros(2),
+                         pose=torch.zeros(2, 72), betas=torch.zeros(2, 10))
+    assert P.gt_mesh(gt_m, P.EvalBodies(PickBody(), male, female))[:, 0, 0].tolist() == [100.0, 100.0]
+
+
+def test_mesh_joints_subtract_pelvis_taken_before_selection():
+    rng = np.random.default_rng(0)
+    verts = torch.from_numpy(rng.normal(size=(3, 20, 3)))
+    joints, pelvis = P.mesh_eval_joints(verts, PickBody(), "J14")
+    v = verts.numpy()
+    expected = v[:, H36M_TO_J17[:14]] - v[:, [0]]
+    np.testing.assert_allclose(joints.numpy(), expected)
+    np.testing.assert_allclose(pelvis.numpy(), v[:, 0])
+    joints17, _ = P.mesh_eval_joints(verts, PickBody(), "J17")
+    np.testing.assert_allclose(joints17.numpy(), v[:, H36M_TO_J17] - v[:, [0]])
+    # J17 contains the pelvis itself (H36M row 0) at position 14 -> zero after centring
+    np.testing.assert_allclose(joints17.numpy()[:, 14], 0.0)
+
+
+def test_s_joints_use_j24_subsets_without_recentring():
+    S = torch.arange(2 * 24 * 4, dtype=torch.float64).reshape(2, 24, 4)
+    out = P.s_eval_joints(S, "J17")
+    np.testing.assert_allclose(out.numpy(), S.numpy()[:, J24_TO_J17, :3])
+    np.testing.assert_allclose(P.s_eval_joints(S, "J14").numpy(), S.numpy()[:, J24_TO_J17[:14], :3])
+    with pytest.raises(DatasetError, match="S"):
+        P.s_eval_joints(torch.zeros(2, 17, 4), "J14")
+
+
+def test_protocol_choices_per_dataset():
+    pw = P.make_protocol("3dpw")
+    assert (pw.gt_source, pw.joint_set, pw.pve_alignment, pw.released) == ("mesh", "J14", "none", True)
+    assert P.make_protocol("3dpw_test_w2d_smpl3d_gender_openpose.npz").released
+    h = P.make_protocol("h36m-p2")
+    assert (h.gt_source, h.joint_set, h.released) == ("mesh", "J14", True)
+    spin = P.make_protocol("h36m", h36m_gt="S")
+    assert (spin.gt_source, spin.released) == ("S", False)
+    mpi = P.make_protocol("mpi-inf-3dhp")
+    assert (mpi.gt_source, mpi.joint_set, mpi.has_pve) == ("S", "J17", False)
+    assert P.make_protocol("/data/mpi_inf_3dhp_valid_openpose.npz").joint_set == "J17"
+    other = P.make_protocol("synthetic_test.npz")
+    assert (other.gt_source, other.joint_set, other.released) == ("mesh", "J14", False)
+    assert not P.make_protocol("3dpw", pve_alignment="pelvis").released
+    assert "no alignment" in pw.metric_name("pve")
+    assert "pelvis-aligned" in P.make_protocol("3dpw", pve_alignment="pelvis").metric_name("pve")
+    assert "J17" in mpi.metric_name("mpjpe") and "Procrustes" in mpi.metric_name("pa_mpjpe")
+    assert len(pw.joint_names()) == 14 and len(mpi.joint_names()) == 17
+    with pytest.raises(ConfigError, match="pve_alignment"):
+        P.make_protocol("3dpw", pve_alignment="mean")  # type: ignore[arg-type]
+
+
+def test_evaluate_vertices_offset_mesh():
+    """A prediction equal to the GT mesh moved by a constant offset: zero joint errors (pelvis-centred),
+    PVE = offset norm without alignment, zero with pelvis alignment; invalid samples are NaN."""
+    rng = np.random.default_rng(3)
+    gt_v = torch.from_numpy(rng.normal(size=(3, 20, 3)))
+    offset = torch.tensor([0.0, 0.3, 0.4], dtype=torch.float64)
+    body = PickBody()
+    for align, expected in (("none", 500.0), ("pelvis", 0.0)):
+        proto = P.make_protocol("3dpw", pve_alignment=align)
+        joints, pelvis = P.mesh_eval_joints(gt_v, body, "J14")
+        prepared = P.PreparedGT(joints=joints, joints_valid=torch.tensor([True, True, False]), vertices=gt_v,
+                                pelvis=pelvis, mesh_valid=torch.tensor([True, True, False]))
+        out = P.evaluate_vertices(gt_v + offset, prepared, proto, body)
+        np.testing.assert_allclose(out["mpjpe"][:2], 0.0, atol=1e-9)
+        np.testing.assert_allclose(out["pa_mpjpe"][:2], 0.0, atol=1e-6)
+        np.testing.assert_allclose(out["pve"][:2], expected, atol=1e-6)
+        assert np.isnan(out["mpjpe"][2]) and np.isnan(out["pve"][2])
+        assert out["joint_err"].shape == (3, 14)
+
+
+def test_gendered_gt_with_standin_bodies(standin_dir):
+    from metahmr_cli.body.smpl import load_body_model
+    from metahmr_cli.geometry.rotation import axis_angle_to_rotmat
+
+    bodies = P.EvalBodies(*(load_body_model(standin_dir, g, device="cpu", dtype=torch.float64)
+                            for g in ("neutral", "male", "female")))
+    gen = torch.Generator().manual_seed(0)
+    pose = 0.2 * torch.randn(4, 72, generator=gen, dtype=torch.float64)
+    betas = torch.randn(4, 10, generator=gen, dtype=torch.float64)
+    gender = torch.tensor([1, 0, -1, 1])
+    gt = P.GroundTruth(gender=gender, has_smpl=torch.ones(4), has_pose_3d=torch.zeros(4), pose=pose, betas=betas)
+    verts = P.gt_mesh(gt, bodies)
+    rot = axis_angle_to_rotmat(pose.reshape(4, 24, 3))
+    male_v = bodies.male(rot, betas).vertices
+    female_v = bodies.female(rot, betas).vertices
+    assert not torch.allclose(male_v, female_v)
+    for i, expect in enumerate([female_v, male_v, male_v, female_v]):
+        torch.testing.assert_close(verts[i], expect[i])
+    # the prepared GT joints come from the regressor on that mesh, pelvis-centred
+    prepared = P.prepare_ground_truth(gt, P.make_protocol("3dpw"), bodies)
+    h36m = bodies.neutral.regress_h36m(verts)
+    torch.testing.assert_close(prepared.joints, h36m[:, H36M_TO_J17[:14]] - h36m[:, [0]])
+
+
+def test_neutral_gender_rule():
+    assert P.encode_gender(["m", "f", "n", "x"], rule="neutral").tolist() == [0, 1, 2, 2]
+    gt = P.GroundTruth(gender=torch.tensor([2, 0, 1]), has_smpl=torch.ones(3), has_pose_3d=torch.zeros(3),
+                       pose=torch.zeros(3, 72), betas=torch.zeros(3, 10))
+    verts = P.gt_mesh(gt, P.EvalBodies(neutral=PickBody(300.0), male=PickBody(100.0), female=PickBody(200.0)))
+    assert verts[:, 0, 0].tolist() == [300.0, 100.0, 200.0]
+    proto = P.make_protocol("3dpw", gender_rule="neutral")
+    assert not proto.released and "neutral" in proto.name
