@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
+import importlib.util
 import json
 import os
 import platform
@@ -26,11 +28,13 @@ class Check:
 
 
 def _module_version(name: str) -> str | None:
-    try:
-        module = importlib.import_module(name)
-    except Exception:
+    """Installed version of a module, found without importing it (some backends are slow or noisy to import)."""
+    if importlib.util.find_spec(name) is None:
         return None
-    return str(getattr(module, "__version__", "installed"))
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return "installed"
 
 
 def check_torch() -> list[Check]:

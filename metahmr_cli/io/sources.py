@@ -304,7 +304,9 @@ def read_image(
         raise InputError(
             f"Image {path} is too large to decode safely ({exc}). Downscale it or raise max_pixels."
         ) from exc
-    except UnidentifiedImageError as exc:
+    except (UnidentifiedImageError, ImportError) as exc:
+        # ImportError: once ultralytics is imported it wraps Image.open and, for an unidentified file, tries
+        # to load a HEIF plugin that is usually not installed; the file is still not a readable image.
         raise InputError(
             f"{path} is not a readable image (unknown or damaged format). Convert it to JPEG or PNG."
         ) from exc
