@@ -1,0 +1,175 @@
+"""Settings of ``metahmr train`` (one dataclass; the recipes in ``train/*.toml`` fill it).
+
+Every choice in which the paper and the released code differ is a named setting (defaults = released code):
+
+=================  ===============================  ===============================================
+setting            released code (default)          paper
+=================  ===============================  ===============================================
+grouping           "batch": one adapted copy w' per  "sample": one w' per training image (Fig. 1,
+                   batch (group_size = batch)        Eq. 7)
+aux_mode           "released": the aux net gets no   "paper": the aux net is trained on the ground
+                   loss (frozen by first-order       truth by L_train(f_u) (Eq. 5/8)
+                   MAML, only its BN stats drift)
+scope              "head" (fc1, fc2, decoders)       all of f (not specified)
+=================  ===============================  ===============================================
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from ..errors import ConfigError
+from ..losses import LossWeights
+
+__all__ = ["BACKBONES", "TrainConfig"]
+
+BACKBONES = ("resnet", "hrnet", "resnet_tiny")
+
+
+@dataclass
+class TrainConfig:
+    """Everything one training run needs (saved into every checkpoint; ``--resume`` restores it).
+
+    Networks:
+        arch: "cliff" (bbox_info in the head) or "hmr" (crop camera, no bbox_info).
+        backbone: "hrnet" (main: pose-HRNet-W48, aux: cls-HRNet-W48, as released), "resnet" (ResNet-50 both),
+            "resnet_tiny" (a few-channel ResNet for toy runs and tests; no released layout).
+        main_iters, aux_iters: head iterations (None = released: main 10, aux 3).
+        body: body model: "smpl", "standin" or a body-model folder.
+    Initialisation (paths; None = random):
+        init_backbone: backbone file for the main net (pose_resnet.pth / pose_hrnet_w48_256x192.pth).
+        init_aux: checkpoint of the auxiliary net (official CLIFF res50/hr48 file, SPIN hmr.pt for HMR, or
+            a Meta-HMR release / our checkpoint whose ``model_aux`` is used).
+        init_from: Meta-HMR release or our checkpoint to start both nets from (fine-tuning; overrides the two
+            above). resume: checkpoint (or run folder) to continue exactly; set by ``--resume``.
+    Optimisation:
+        batch_size: samples per optimiser step *per process* (released: 30 HRNet, 40 ResNet).
+        epochs, max_steps: stop after this many epochs or optimiser steps (whichever first; None = no limit).
+        optimizer: "adam" (released, betas 0.9/0.999, eps 1e-8, no weight decay) or "sgd" (plain, for checks).
+        outer_lr: learning rate of the main net (1e-4); inner_lr: α of the inner step (1e-5);
+        aux_lr: learning rate of the aux net (None = 1e-6 with aux_mode "released", outer_lr with "paper").
+        meta: False = plain CLIFF/HMR training of the main net (no inner step; ablation row 1).
+        pseudo: False = inner loss from the 2D keypoints only (no auxiliary pseudo terms; ablation row 2).
+        aux_mode: "released" or "paper" (see the module docstring).
+        aux_net_mode: "train" (released: dropout on, BN statistics drift) or "eval" for the aux forward.
+        net_mode: "train" (released) or "eval" for the main net: "eval" runs BatchNorm on running statistics
+            (frozen) and switches dropout off; used for small-batch fine-tuning and exact equivalence checks.
+        grouping: "batch" (released: one w' shared by each group of ``group_size`` samples) or "sample" (paper).
+        group_size: samples per shared w' with grouping "batch" (None = the whole per-process batch).
+        scope: weights the inner step adapts: "head" (released), "last_stage" or "all".
+        loss_weights: term weights (released values); ``outer_scale`` = 60 multiplies the outer loss only.
+    Data:
+        datasets_config: datasets TOML (see train/datasets.example.toml); None = $METAHMR_DATASETS_CONFIG etc.
+        data: mix preset "wo3dpw" (released), "w3dpw" (with 3DPW), a custom mix "h36m=0.5,coco+mpii=0.5", one
+            dataset name, or a path to an npz.
+        augment: flip / colour / rotation / scale augmentation (released: on).
+        syn_occ: paste Pascal-VOC occluders on h36m and mpi-inf-3dhp crops (released: on); occluders: the
+            occluder file (None = the datasets config's ``occluders``).
+        num_workers: data-loader workers per process.
+    Run:
+        seed (2023 released), deterministic: deterministic kernels (bit-identical resume), amp: bf16 autocast of
+        the backbones on CUDA, device: "auto" | "cpu" | "cuda" | "cuda:N", nproc: processes (GPUs) on this
+        machine, checkpoint_every: steps between checkpoints (and one at every epoch end), eval_every: steps
+        between evaluations (0 = never), eval_dataset / eval_max_samples / eval_methods: what they run,
+        out: run folder (runs/x -> runs/x2 ... when it exists), progress: rich progress display,
+        log_every: steps between CSV rows.
+    """
+
+    # networks
+    arch: Literal["cliff", "hmr"] = "cliff"
+    backbone: Literal["resnet", "hrnet", "resnet_tiny"] = "hrnet"
+    main_iters: int | None = None
+    aux_iters: int | None = None
+    body: str = "smpl"
+    # initialisation
+    init_backbone: str | None = None
+    init_aux: str | None = None
+    init_from: str | None = None
+    resume: str | None = None
+    # optimisation
+    batch_size: int = 30
+    epochs: int | None = 25
+    max_steps: int | None = None
+    optimizer: Literal["adam", "sgd"] = "adam"
+    outer_lr: float = 1e-4
+    inner_lr: float = 1e-5
+    aux_lr: float | None = None
+    meta: bool = True
+    pseudo: bool = True
+    aux_mode: Literal["released", "paper"] = "released"
+    aux_net_mode: Literal["train", "eval"] = "train"
+    net_mode: Literal["train", "eval"] = "train"
+    grouping: Literal["batch", "sample"] = "batch"
+    group_size: int | None = None
+    scope: Literal["head", "last_stage", "all"] = "head"
+    loss_weights: LossWeights = field(default_factory=LossWeights)
+    # data
+    datasets_config: str | None = None
+    data: str = "wo3dpw"
+    augment: bool = True
+    syn_occ: bool = True
+    occluders: str | None = None
+    num_workers: int = 4
+    # run
+    seed: int = 2023
+    deterministic: bool = False
+    amp: bool = True
+    device: str = "auto"
+    nproc: int = 1
+    checkpoint_every: int = 1000
+    eval_every: int = 0
+    eval_dataset: str = "3dpw-test"
+    eval_max_samples: int | None = 500
+    eval_methods: tuple[str, ...] = ("none", "metahmr")
+    out: str = "runs/train"
+    progress: bool = True
+    log_every: int = 1
+
+    @property
+    def camera(self) -> Literal["cliff", "hmr"]:
+        """Camera model of the decoder: CLIFF's full-image camera or HMR's crop camera."""
+        return "cliff" if self.arch == "cliff" else "hmr"
+
+    def resolved_aux_lr(self) -> float:
+        """The aux net's learning rate (released 1e-6; paper mode defaults to ``outer_lr``)."""
+        if self.aux_lr is not None:
+            return float(self.aux_lr)
+        return 1e-6 if self.aux_mode == "released" else float(self.outer_lr)
+
+    def validate(self) -> None:
+        """Raise ConfigError naming the bad setting and its valid values."""
+        choices = [
+            ("arch", self.arch, ("cliff", "hmr")),
+            ("backbone", self.backbone, BACKBONES),
+            ("optimizer", self.optimizer, ("adam", "sgd")),
+            ("aux_mode", self.aux_mode, ("released", "paper")),
+            ("aux_net_mode", self.aux_net_mode, ("train", "eval")),
+            ("net_mode", self.net_mode, ("train", "eval")),
+            ("grouping", self.grouping, ("batch", "sample")),
+            ("scope", self.scope, ("head", "last_stage", "all")),
+        ]
+        for name, value, valid in choices:
+            if value not in valid:
+                raise ConfigError(f"{name} = {value!r} is not valid; choose one of {', '.join(valid)}.")
+        if self.arch == "hmr" and self.backbone == "hrnet":
+            raise ConfigError("arch 'hmr' is released with the ResNet-50 backbone only; use --backbone resnet "
+                              "(or resnet_tiny for toy runs).")
+        positive = [("batch_size", self.batch_size), ("checkpoint_every", self.checkpoint_every),
+                    ("log_every", self.log_every), ("nproc", self.nproc)]
+        for name, value in positive:
+            if int(value) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {value}.")
+        for name, value in (("epochs", self.epochs), ("max_steps", self.max_steps), ("group_size", self.group_size),
+                            ("main_iters", self.main_iters), ("aux_iters", self.aux_iters)):
+            if value is not None and int(value) < 1:
+                raise ConfigError(f"{name} must be >= 1 (or unset), got {value}.")
+        if self.epochs is None and self.max_steps is None:
+            raise ConfigError("set epochs or max_steps (both are unset, the run would never stop).")
+        for name, value in (("outer_lr", self.outer_lr), ("inner_lr", self.inner_lr)):
+            if not float(value) >= 0:
+                raise ConfigError(f"{name} must be >= 0, got {value}.")
+        if self.aux_lr is not None and not float(self.aux_lr) >= 0:
+            raise ConfigError(f"aux_lr must be >= 0, got {self.aux_lr}.")
+        if self.num_workers < 0 or self.eval_every < 0:
+            raise ConfigError("num_workers and eval_every must be >= 0.")
