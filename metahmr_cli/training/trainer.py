@@ -333,7 +333,9 @@ class Trainer:
         if self.sampler.batches_per_epoch < 1:
             raise ConfigError(f"the training data has {len(self.dataset)} samples, fewer than one global batch "
                               f"({cfg.batch_size} x {self.dist.world_size} processes); lower --batch-size.")
-        self.loader = DataLoader(self.dataset, batch_sampler=self.sampler, num_workers=cfg.num_workers,
+        # never more loader workers than this process's share of the CPU cores
+        workers = min(cfg.num_workers, max(1, (os.cpu_count() or 1) // self.dist.world_size))
+        self.loader = DataLoader(self.dataset, batch_sampler=self.sampler, num_workers=workers,
                                  pin_memory=self.device.type == "cuda", generator=torch.Generator(),
                                  persistent_workers=False)
 
