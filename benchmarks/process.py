@@ -1,0 +1,144 @@
+"""End-to-end throughput of ``metahmr process``: images/s, people/s and the time per stage.
+
+Runs the real pipeline (decode, detect, keypoints, crops, networks + TTO, writers, renders) on the example
+photos, repeated to ``--images`` inputs, with random-weight networks in a released layout (or the tiny test
+backbone) and the open stand-in body, so it needs no downloads. Person boxes are imported (a random-weight
+detector finds nobody); keypoints come from MediaPipe (offline) unless ``--keypoints template``.
+
+The regression time is measured by a run with ``--tto none``; TTO = (tto stage with TTO) - (regression).
+
+    python benchmarks/process.py --device cpu --images 8 --network tiny
+    python benchmarks/process.py --device cuda --images 64 --network hrnet --batch-size 32
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+EXAMPLES = REPO / "examples"
+BOXES = {"messi5": [[65, 55, 460, 340, 0.9]], "basketball1": [[30, 75, 200, 480], [430, 20, 640, 480, 0.8]]}
+NETWORKS = {"tiny": None, "resnet": "metahmr_cliff_resnet", "hrnet": "metahmr_cliff_hrnet"}
+
+
+class _TemplateKeypoints:
+    """Cheap stand-in for a keypoint model: a standing person spread over each box (GT slots)."""
+
+    def __call__(self, image, boxes, *, path, frame):
+        out = np.zeros((len(boxes), 49, 3), np.float32)
+        ys = np.linspace(0.05, 0.95, 24, dtype=np.float32)
+        xs = 0.5 + 0.2 * np.sin(np.arange(24, dtype=np.float32))
+        for i, (x1, y1, x2, y2) in enumerate(boxes):
+            out[i, 25:, 0] = x1 + xs * (x2 - x1)
+            out[i, 25:, 1] = y1 + ys * (y2 - y1)
+            out[i, 25:, 2] = 1.0
+        return out
+
+
+def _prepare(work: Path, n_images: int, network: str) -> tuple[Path, Path, Path, Path]:
+    import torch
+
+    from metahmr_cli.body.smpl import load_mean_params
+    from metahmr_cli.body.standin import write_standin_assets
+    from metahmr_cli.models import build_regressor, save_networks, write_random_checkpoint
+
+    body = work / "standin"
+    write_standin_assets(body)
+    mean = load_mean_params(body)
+    ckpt = work / f"{network}.pt"
+    if NETWORKS[network] is None:
+        torch.manual_seed(0)
+        save_networks(ckpt, build_regressor("cliff", "resnet_tiny", 3, mean_params=mean),
+                      build_regressor("cliff", "resnet_tiny", 3, mean_params=mean))
+    else:
+        write_random_checkpoint(ckpt, NETWORKS[network], mean_params=mean)
+    photos = work / "photos"
+    photos.mkdir()
+    boxes = {}
+    sources = sorted(EXAMPLES.glob("*.jpg")) + sorted(EXAMPLES.glob("*.png"))
+    for i in range(n_images):
+        src = sources[i % len(sources)]
+        name = f"img{i:04d}{src.suffix}"
+        shutil.copy(src, photos / name)
+        boxes[name] = BOXES[src.stem]
+    boxes_json = work / "boxes.json"
+    boxes_json.write_text(json.dumps(boxes))
+    return body, ckpt, photos, boxes_json
+
+
+def _run(photos: Path, out: Path, body: Path, ckpt: Path, boxes: Path, args: argparse.Namespace,
+         schedule: str, render: bool) -> dict:
+    from metahmr_cli.pipeline import Pipeline, ProcessConfig
+    from metahmr_cli.tto import TTOConfig
+
+    cfg = ProcessConfig(inputs=[str(photos)], out=out, body=str(body), checkpoint=ckpt, boxes_json=boxes,
+                        keypoints="mediapipe", device=args.device, batch_size=args.batch_size, render=render,
+                        tto=TTOConfig(schedule=schedule, max_steps=args.steps))
+    stages = {"keypoints": _TemplateKeypoints()} if args.keypoints == "template" else {}
+    t0 = time.perf_counter()
+    report = Pipeline(cfg, progress=False, **stages).run()
+    wall = time.perf_counter() - t0
+    s = report.summary
+    return {"wall_seconds": wall, "run_seconds": s["wall_seconds"], "images": s["processed"]["images"],
+            "people": s["processed"]["people"], "stages": s["stage_seconds"], "counts": s["counts"]}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--images", type=int, default=8)
+    ap.add_argument("--network", choices=sorted(NETWORKS), default="tiny")
+    ap.add_argument("--steps", type=int, default=14)
+    ap.add_argument("--schedule", default="metahmr")
+    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--keypoints", choices=("mediapipe", "template"), default="mediapipe")
+    ap.add_argument("--no-render", action="store_true")
+    ap.add_argument("--json", type=Path, help="also write the numbers to this file")
+    args = ap.parse_args()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        body, ckpt, photos, boxes = _prepare(work, args.images, args.network)
+        render = not args.no_render
+        # warm-up on a copy of one image (imports, OpenGL context, first-call costs)
+        warm = work / "warm"
+        warm.mkdir()
+        shutil.copy(next(photos.iterdir()), warm / next(photos.iterdir()).name)
+        _run(warm, work / "out_warm", body, ckpt, boxes, args, args.schedule, render)
+        plain = _run(photos, work / "out_none", body, ckpt, boxes, args, "none", False)
+        full = _run(photos, work / "out_full", body, ckpt, boxes, args, args.schedule, render)
+
+    regress = plain["stages"]["tto"]
+    stages = dict(full["stages"])
+    stages["regress"] = regress
+    stages["tto"] = max(full["stages"]["tto"] - regress, 0.0)
+    t = full["run_seconds"]
+    result = {
+        "device": args.device, "network": args.network, "schedule": args.schedule, "steps": args.steps,
+        "batch_size": args.batch_size, "keypoints": args.keypoints, "render": render,
+        "images": full["images"], "people": full["people"], "seconds": t,
+        "images_per_second": full["images"] / t, "people_per_second": full["people"] / t,
+        "plain_regression_images_per_second": plain["images"] / plain["run_seconds"],
+        "stage_seconds_per_image": {k: stages[k] / max(full["images"], 1) for k in
+                                    ("decode", "detect", "keypoints", "crop", "regress", "tto", "write", "render")},
+    }
+    print(f"{result['images']} images, {result['people']} people on {args.device} ({args.network}, "
+          f"{args.schedule} x{args.steps}, batch {args.batch_size}, keypoints {args.keypoints}, "
+          f"render {'on' if render else 'off'})")
+    print(f"  {result['images_per_second']:.2f} images/s, {result['people_per_second']:.2f} people/s "
+          f"(plain regression without renders: {result['plain_regression_images_per_second']:.2f} images/s)")
+    for k, v in result["stage_seconds_per_image"].items():
+        print(f"  {k:<10s} {1000 * v:8.1f} ms/image")
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,121 @@
+"""``metahmr process``: photos and videos in, SMPL meshes (.npz), overlays and a manifest out."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.console import Console
+
+from metahmr_cli.errors import MetaHMRError
+
+EPILOG = """\
+Examples:
+
+  metahmr process ./photos --out results/                      # every image in the folder
+
+  metahmr process clip.mp4 --out results/ --side-view          # overlay MP4 at the source frame rate
+
+  metahmr process "shots/**/*.jpg" --tto reference --steps 14   # the released evaluation schedule
+
+  metahmr process ./photos --tto none --no-render               # plain regression, result files only
+
+  metahmr process ./photos --keypoints mediapipe --save-mesh obj
+
+  metahmr process ./photos --boxes-json boxes.json --keypoints-json people.json --keypoints openpose-json
+
+  metahmr process ./photos --config run.toml                    # any setting from a TOML/JSON file
+
+Outputs (see docs/output-schema.md): <stem>.npz per image (<stem>/frame_NNNNNN.npz per video frame),
+<stem>_overlay.png / <stem>.mp4, optional meshes, manifest.jsonl (one status per input) and summary.json.
+Finished inputs are skipped on a re-run unless --overwrite is given.
+Exit codes: 0 all inputs ok or without people, 1 some inputs failed, 2 usage or setup error.
+"""
+
+console = Console(stderr=True)
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``process`` command to the root app."""
+
+    @app.command("process", epilog=EPILOG, no_args_is_help=True)
+    def process(
+        inputs: list[str] = typer.Argument(..., help="Images, videos, folders or quoted glob patterns."),
+        out: Path | None = typer.Option(None, "--out", "-o", help="Output folder (default: results)."),
+        config: Path | None = typer.Option(None, "--config", help="TOML/JSON file with any process setting."),
+        recursive: bool = typer.Option(False, "--recursive", "-r", help="Scan sub-folders of folders."),
+        weights: Path | None = typer.Option(None, "--weights", help="Weights root to look in first."),
+        checkpoint: Path | None = typer.Option(
+            None, "--checkpoint", help="Network checkpoint (default: the Meta-HMR HRNet release)."),
+        body: str | None = typer.Option(None, "--body", help="smpl | standin | PATH to a body folder."),
+        gender: str | None = typer.Option(None, "--gender", help="neutral | male | female (default: neutral)."),
+        detector: str | None = typer.Option(None, "--detector", help="YOLO weights (default: yolo11m.pt)."),
+        det_conf: float | None = typer.Option(None, "--det-conf", help="Detection score threshold (default: 0.5)."),
+        det_iou: float | None = typer.Option(None, "--det-iou", help="Detection NMS IoU (default: 0.45)."),
+        max_people: int | None = typer.Option(None, "--max-people", help="Most people per image (default: all)."),
+        min_box: float | None = typer.Option(None, "--min-box", help="Smallest box side in pixels (default: 16)."),
+        keypoints: str | None = typer.Option(
+            None, "--keypoints",
+            help="rtmpose | yolo-pose | mediapipe | openpose-json | coco-json | mmpose (default: rtmpose)."),
+        keypoints_model: str | None = typer.Option(
+            None, "--keypoint-model", "--keypoints-model", help="Model file of the keypoint backend."),
+        boxes_json: Path | None = typer.Option(None, "--boxes-json", help="Import person boxes from JSON."),
+        keypoints_json: Path | None = typer.Option(None, "--keypoints-json", help="Import 2D keypoints (JSON)."),
+        focal: float | None = typer.Option(None, "--focal", help="Focal length in pixels for every input."),
+        fov: float | None = typer.Option(None, "--fov", help="Horizontal field of view in degrees."),
+        tto: str | None = typer.Option(None, "--tto", help="metahmr | reference | eft | none (default: metahmr)."),
+        steps: int | None = typer.Option(None, "--steps", help="Most TTO steps (default: schedule default, 14)."),
+        scope: str | None = typer.Option(None, "--scope", help="head | last_stage | all (default: schedule default)."),
+        grouping: str | None = typer.Option(None, "--grouping", help="person | batch (default: schedule default)."),
+        lr: float | None = typer.Option(None, "--lr", help="TTO learning rate (default: schedule default)."),
+        batch_size: int | None = typer.Option(None, "--batch-size", help="People per network batch (default: 32)."),
+        device: str | None = typer.Option(None, "--device", help="auto | cpu | cuda | cuda:N (default: auto)."),
+        dtype: str | None = typer.Option(None, "--dtype", help="float32 | float64 (default: float32)."),
+        render: bool | None = typer.Option(None, "--render/--no-render", help="Write overlays (default: on)."),
+        side_view: bool = typer.Option(False, "--side-view", help="Also render a side view."),
+        save_mesh: str | None = typer.Option(None, "--save-mesh", help="none | obj | ply | glb (default: none)."),
+        save_vertices: bool | None = typer.Option(
+            None, "--save-vertices/--no-save-vertices", help="Store vertices in the .npz (default: on)."),
+        overwrite: bool = typer.Option(False, "--overwrite", help="Redo inputs that are already done."),
+        video_stride: int | None = typer.Option(None, "--video-stride", help="Every n-th video frame (default: 1)."),
+        max_frames: int | None = typer.Option(None, "--max-frames", help="Most frames per video (default: all)."),
+        progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+    ) -> None:
+        """Recover SMPL meshes of every person in photos and videos.
+
+        Detects people, estimates 2D keypoints, regresses SMPL with the main network and refines each person
+        with test-time optimisation guided by the auxiliary network.
+        """
+        from metahmr_cli.config import apply_overrides, load_config_file
+        from metahmr_cli.pipeline import Pipeline, ProcessConfig
+
+        overrides: dict[str, Any] = {
+            "inputs": list(inputs), "out": out, "recursive": recursive or None, "weights": weights,
+            "checkpoint": checkpoint, "body": body, "gender": gender, "detector": detector, "det_conf": det_conf,
+            "det_iou": det_iou, "max_people": max_people, "min_box": min_box, "keypoints": keypoints,
+            "keypoints_model": keypoints_model, "boxes_json": boxes_json, "keypoints_json": keypoints_json,
+            "focal": focal, "fov": fov, "batch_size": batch_size, "device": device, "dtype": dtype,
+            "render": render, "side_view": side_view or None, "save_mesh": save_mesh, "save_vertices": save_vertices,
+            "overwrite": overwrite or None, "video_stride": video_stride, "max_frames": max_frames,
+            "tto.schedule": tto, "tto.max_steps": steps, "tto.scope": scope, "tto.grouping": grouping,
+            "tto.lr": lr,
+        }
+        try:
+            cfg = ProcessConfig()
+            if config is not None:
+                cfg = apply_overrides(cfg, load_config_file(config))
+            cfg = apply_overrides(cfg, overrides)
+            pipeline = Pipeline(cfg, progress=progress, console=console)
+            report = pipeline.run()
+        except MetaHMRError as exc:
+            console.print(f"[bold red]error:[/] {exc}", highlight=False)
+            raise typer.Exit(code=2) from None
+        c = report.counts
+        style = "red" if c["failed"] else "green"
+        console.print(
+            f"[{style}]done[/]: {c['ok']} ok, {c['no_person']} without people, {c['failed']} failed, "
+            f"{c['skipped']} skipped -> {report.out_dir} (manifest.jsonl, summary.json)", highlight=False)
+        if c["failed"]:
+            console.print("failed inputs and reasons are listed in manifest.jsonl", highlight=False)
+        raise typer.Exit(code=report.exit_code)

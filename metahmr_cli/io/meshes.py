@@ -1,0 +1,61 @@
+"""Per-person mesh files (OBJ, PLY, GLB) written with trimesh, atomically.
+
+Vertices are written in the camera frame of the result file (metres, OpenCV axes: x right, y down, z forward),
+so the meshes of one image line up with each other and with the ``transl`` of the ``.npz``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from metahmr_cli.io.writers import atomic_path
+
+MeshFormat = Literal["obj", "ply", "glb"]
+MESH_FORMATS: tuple[str, ...] = ("obj", "ply", "glb")
+
+
+def write_mesh(path: str | Path, vertices: np.ndarray, faces: np.ndarray,
+               color_rgb: tuple[float, float, float] | None = None) -> Path:
+    """Write one triangle mesh; the format comes from the suffix of ``path`` (.obj, .ply or .glb).
+
+    vertices: (V, 3) float; faces: (F, 3) int; color_rgb: optional uniform colour in [0, 1] (PLY and GLB keep it).
+    """
+    import trimesh
+
+    path = Path(path)
+    fmt = path.suffix.lower().lstrip(".")
+    if fmt not in MESH_FORMATS:
+        raise ValueError(f"unsupported mesh format '{path.suffix}' for {path}; use one of {MESH_FORMATS}")
+    vertices = np.asarray(vertices, dtype=np.float64)
+    faces = np.asarray(faces, dtype=np.int64)
+    if vertices.ndim != 2 or vertices.shape[1] != 3:
+        raise ValueError(f"vertices must be (V, 3), got {vertices.shape}")
+    if faces.ndim != 2 or faces.shape[1] != 3:
+        raise ValueError(f"faces must be (F, 3), got {faces.shape}")
+    if faces.size and (faces.min() < 0 or faces.max() >= len(vertices)):
+        raise ValueError(f"faces index outside 0..{len(vertices) - 1}")
+    mesh = trimesh.Trimesh(vertices=vertices, faces=faces, process=False)
+    if color_rgb is not None and fmt != "obj":
+        rgba = np.array([*(np.clip(color_rgb, 0, 1) * 255), 255], dtype=np.uint8)
+        mesh.visual.vertex_colors = np.tile(rgba, (len(vertices), 1))
+    with atomic_path(path) as tmp:
+        mesh.export(str(tmp), file_type=fmt)
+    return path
+
+
+def write_person_meshes(stem: str | Path, vertices: np.ndarray, faces: np.ndarray, fmt: MeshFormat,
+                        colors: list[tuple[float, float, float]] | None = None) -> list[Path]:
+    """Write one mesh per person as ``<stem>_person<NN>.<fmt>``.
+
+    vertices: (P, V, 3); faces: (F, 3). Returns the written paths in person order.
+    """
+    stem = Path(stem)
+    paths = []
+    for i, v in enumerate(np.asarray(vertices)):
+        p = stem.with_name(f"{stem.name}_person{i:02d}.{fmt}")
+        write_mesh(p, v, faces, None if colors is None else colors[i])
+        paths.append(p)
+    return paths

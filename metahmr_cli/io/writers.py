@@ -1,0 +1,504 @@
+"""Output files of ``metahmr process``: the versioned per-image ``.npz`` schema, the manifest and the run summary.
+
+Every file is written atomically: the bytes go to a hidden temporary file in the destination folder, which is
+renamed over the final name with :func:`os.replace` once complete. An interrupted run therefore leaves either the
+old file, the new file, or a temporary file that :func:`clean_temp_files` removes at the start of the next run.
+
+Schema "1.0" of a result file (leading axis P = number of people, possibly 0; camera frame in metres, OpenCV
+axes: x right, y down, z forward):
+
+==========================  ===============  =========  ==========================================================
+key                         shape            dtype      meaning
+==========================  ===============  =========  ==========================================================
+schema_version              ()               str        "1.0"
+source                      ()               str        input path as given
+frame_index                 ()               int64      video frame index, -1 for a still image
+body_model                  ()               str        "smpl" | "standin" (+ gender, see ``gender``)
+gender                      ()               str        "neutral" | "male" | "female"
+checkpoint                  ()               str        checkpoint identifier (file name + short sha256)
+tto_schedule                ()               str        "metahmr" | "reference" | "eft" | "none"
+tto_config                  ()               str        JSON of the test-time optimisation settings
+image_size                  (2,)             int64      [H, W] of the (EXIF-upright) image in pixels
+K                           (3, 3)           float32    intrinsics [[f,0,W/2],[0,f,H/2],[0,0,1]]
+global_orient               (P, 3)           float32    axis-angle of the root, camera frame
+body_pose                   (P, 69)          float32    axis-angle of the 23 body joints
+betas                       (P, 10)          float32    shape coefficients
+transl                      (P, 3)           float32    body translation in the camera frame (m)
+joints3d                    (P, 49, 3)       float32    the 49 joints, camera frame (m), transl included
+keypoints2d                 (P, 49, 3)       float32    input 2D evidence in image px + confidence (0 = missing)
+bbox                        (P, 4)           float32    detector box x1, y1, x2, y2 in image px
+det_score                   (P,)             float32    detector confidence (1.0 for imported boxes)
+tto_steps                   (P,)             int64      test-time optimisation steps taken
+reproj_error_before         (P,)             float32    mean 2D keypoint error (px) of the plain regression
+reproj_error_after          (P,)             float32    the same after test-time optimisation
+tto_converged               (P,)             bool       early stop reached before the step budget
+fell_back                   (P,)             bool       TTO was skipped (too few keypoints) or reverted
+vertices (optional)         (P, V, 3)        float32    mesh vertices, camera frame (m), transl included
+==========================  ===============  =========  ==========================================================
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import json
+import logging
+import math
+import os
+import secrets
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+SCHEMA_VERSION = "1.0"
+TEMP_MARKER = ".metahmr-tmp-"
+MANIFEST_NAME = "manifest.jsonl"
+SUMMARY_NAME = "summary.json"
+NUM_OUTPUT_JOINTS = 49
+
+Status = Literal["ok", "no_person", "failed", "skipped"]
+STATUSES: tuple[str, ...] = ("ok", "no_person", "failed", "skipped")
+
+# key -> (shape with "P"/"V" placeholders, numpy dtype kind(s))
+_STR_KEYS = ("schema_version", "source", "body_model", "gender", "checkpoint", "tto_schedule", "tto_config")
+_ARRAY_SPEC: dict[str, tuple[tuple[int | str, ...], str]] = {
+    "frame_index": ((), "i"),
+    "image_size": ((2,), "i"),
+    "K": ((3, 3), "f"),
+    "global_orient": (("P", 3), "f"),
+    "body_pose": (("P", 69), "f"),
+    "betas": (("P", 10), "f"),
+    "transl": (("P", 3), "f"),
+    "joints3d": (("P", NUM_OUTPUT_JOINTS, 3), "f"),
+    "keypoints2d": (("P", NUM_OUTPUT_JOINTS, 3), "f"),
+    "bbox": (("P", 4), "f"),
+    "det_score": (("P",), "f"),
+    "tto_steps": (("P",), "i"),
+    "reproj_error_before": (("P",), "f"),
+    "reproj_error_after": (("P",), "f"),
+    "tto_converged": (("P",), "b"),
+    "fell_back": (("P",), "b"),
+}
+_OPTIONAL_SPEC: dict[str, tuple[tuple[int | str, ...], str]] = {
+    "vertices": (("P", "V", 3), "f"),
+}
+_EXPECTED_DTYPES = {"f": np.float32, "i": np.int64, "b": np.bool_}
+# Per-person values that may legitimately be NaN (no keypoints -> no reprojection error).
+_NAN_ALLOWED = {"reproj_error_before", "reproj_error_after"}
+
+REQUIRED_KEYS: tuple[str, ...] = _STR_KEYS + tuple(_ARRAY_SPEC)
+OPTIONAL_KEYS: tuple[str, ...] = tuple(_OPTIONAL_SPEC)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# atomic writes
+
+
+def temp_path_for(path: str | Path) -> Path:
+    """A unique hidden temporary name beside ``path`` that keeps its suffix (writers pick formats by suffix)."""
+    path = Path(path)
+    return path.with_name(f".{path.stem}{TEMP_MARKER}{os.getpid()}-{secrets.token_hex(4)}{path.suffix}")
+
+
+def is_temp_file(path: str | Path) -> bool:
+    """True for temporary files made by :func:`temp_path_for`."""
+    name = Path(path).name
+    return name.startswith(".") and TEMP_MARKER in name
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path to write to; on success it replaces ``path``, on error it is removed.
+
+    Example::
+
+        with atomic_path(out / "a.png") as tmp:
+            cv2.imwrite(str(tmp), image)
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temp_path_for(path)
+    try:
+        yield tmp
+        if not tmp.exists():
+            raise OSError(f"writer produced no file for {path}")
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+
+
+def write_bytes_atomic(path: str | Path, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically (fsync before the rename)."""
+    path = Path(path)
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    return path
+
+
+def write_text_atomic(path: str | Path, text: str) -> Path:
+    """Write UTF-8 ``text`` to ``path`` atomically."""
+    return write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def write_json_atomic(path: str | Path, obj: Any) -> Path:
+    """Write ``obj`` as indented JSON atomically (NaN/inf become null)."""
+    return write_text_atomic(path, json.dumps(_jsonable(obj), indent=2, allow_nan=False) + "\n")
+
+
+def write_image_atomic(path: str | Path, image_rgb: np.ndarray) -> Path:
+    """Write an RGB uint8 image (H, W, 3) to ``path`` (format from the suffix) atomically."""
+    import cv2
+
+    path = Path(path)
+    image_rgb = np.ascontiguousarray(image_rgb)
+    if image_rgb.ndim != 3 or image_rgb.shape[2] != 3 or image_rgb.dtype != np.uint8:
+        raise ValueError(f"expected an (H, W, 3) uint8 image, got {image_rgb.shape} {image_rgb.dtype}")
+    with atomic_path(path) as tmp:
+        ok = cv2.imwrite(str(tmp), cv2.cvtColor(image_rgb, cv2.COLOR_RGB2BGR))
+        if not ok:
+            raise OSError(f"could not encode image {path}")
+    return path
+
+
+def clean_temp_files(out_dir: str | Path) -> list[Path]:
+    """Remove temporary files left by an interrupted run anywhere below ``out_dir``; returns what was removed."""
+    out_dir = Path(out_dir)
+    removed: list[Path] = []
+    if not out_dir.is_dir():
+        return removed
+    for p in out_dir.rglob(f".*{TEMP_MARKER}*"):
+        if p.is_file() and is_temp_file(p):
+            with contextlib.suppress(OSError):
+                p.unlink()
+                removed.append(p)
+    if removed:
+        logger.info("removed %d temporary file(s) left by an interrupted run in %s", len(removed), out_dir)
+    return removed
+
+
+# --------------------------------------------------------------------------------------------------------------
+# result files
+
+
+@dataclass
+class FrameResult:
+    """Everything written for one image or video frame. Arrays have leading axis P (people), see module doc."""
+
+    source: str
+    image_size: tuple[int, int]
+    K: np.ndarray                      # (3, 3)
+    global_orient: np.ndarray          # (P, 3)
+    body_pose: np.ndarray              # (P, 69)
+    betas: np.ndarray                  # (P, 10)
+    transl: np.ndarray                 # (P, 3)
+    joints3d: np.ndarray               # (P, 49, 3)
+    keypoints2d: np.ndarray            # (P, 49, 3)
+    bbox: np.ndarray                   # (P, 4)
+    det_score: np.ndarray              # (P,)
+    tto_steps: np.ndarray              # (P,)
+    reproj_error_before: np.ndarray    # (P,)
+    reproj_error_after: np.ndarray     # (P,)
+    tto_converged: np.ndarray          # (P,)
+    fell_back: np.ndarray              # (P,)
+    body_model: str = "smpl"
+    gender: str = "neutral"
+    checkpoint: str = ""
+    tto_schedule: str = "metahmr"
+    tto_config: Mapping[str, Any] | str = field(default_factory=dict)
+    frame_index: int = -1
+    vertices: np.ndarray | None = None  # (P, V, 3)
+
+    @property
+    def num_people(self) -> int:
+        return int(np.asarray(self.global_orient).shape[0])
+
+    @classmethod
+    def empty(cls, source: str, image_size: tuple[int, int], K: np.ndarray, *, num_vertices: int | None = None,
+              **meta: Any) -> FrameResult:
+        """A result with zero people (status ``no_person``)."""
+        z = lambda *s: np.zeros((0, *s), np.float32)
+        return cls(source=source, image_size=image_size, K=K, global_orient=z(3), body_pose=z(69), betas=z(10),
+                   transl=z(3), joints3d=z(NUM_OUTPUT_JOINTS, 3), keypoints2d=z(NUM_OUTPUT_JOINTS, 3), bbox=z(4),
+                   det_score=z(), tto_steps=np.zeros(0, np.int64), reproj_error_before=z(),
+                   reproj_error_after=z(), tto_converged=np.zeros(0, bool), fell_back=np.zeros(0, bool),
+                   vertices=None if num_vertices is None else z(num_vertices, 3), **meta)
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        """The npz payload: every key of the schema with its canonical dtype."""
+        cfg = self.tto_config if isinstance(self.tto_config, str) else json.dumps(_jsonable(self.tto_config),
+                                                                                sort_keys=True)
+        out: dict[str, np.ndarray] = {
+            "schema_version": np.array(SCHEMA_VERSION),
+            "source": np.array(str(self.source)),
+            "body_model": np.array(str(self.body_model)),
+            "gender": np.array(str(self.gender)),
+            "checkpoint": np.array(str(self.checkpoint)),
+            "tto_schedule": np.array(str(self.tto_schedule)),
+            "tto_config": np.array(cfg),
+            "frame_index": np.array(int(self.frame_index), np.int64),
+            "image_size": np.asarray(self.image_size, np.int64).reshape(2),
+        }
+        for key, (_, kind) in {**_ARRAY_SPEC, **_OPTIONAL_SPEC}.items():
+            if key in out:
+                continue
+            val = getattr(self, key)
+            if val is None:
+                continue
+            out[key] = np.asarray(_to_numpy(val), dtype=_EXPECTED_DTYPES[kind])
+        return out
+
+
+def write_result_npz(path: str | Path, result: FrameResult) -> Path:
+    """Write ``result`` to ``path`` (a ``.npz``) atomically, after checking it against the schema.
+
+    Raises ValueError naming every problem when the result does not match the schema (nothing is written then).
+    """
+    path = Path(path)
+    if path.suffix != ".npz":
+        raise ValueError(f"result files must end with .npz, got {path}")
+    arrays = result.to_arrays()
+    problems = validate_result_arrays(arrays)
+    if problems:
+        raise ValueError(f"result for {result.source} does not match schema {SCHEMA_VERSION}: " + "; ".join(problems))
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        np.savez(fh, **arrays)
+        fh.flush()
+        os.fsync(fh.fileno())
+    return path
+
+
+def load_result_npz(path: str | Path) -> dict[str, np.ndarray]:
+    """Load a result file into a dict (strings become 0-d str arrays; ``allow_pickle`` stays off)."""
+    with np.load(path, allow_pickle=False) as data:
+        return {k: data[k] for k in data.files}
+
+
+def validate_result_arrays(arrays: Mapping[str, np.ndarray]) -> list[str]:
+    """Check a result payload against schema "1.0"; returns a list of problems (empty when valid)."""
+    problems: list[str] = []
+    for key in _STR_KEYS:
+        if key not in arrays:
+            problems.append(f"missing key '{key}'")
+            continue
+        a = np.asarray(arrays[key])
+        if a.shape != () or a.dtype.kind != "U":
+            problems.append(f"'{key}' must be a string scalar, got shape {a.shape} dtype {a.dtype}")
+    if "schema_version" in arrays and np.asarray(arrays["schema_version"]).dtype.kind == "U":
+        version = str(arrays["schema_version"])
+        if version != SCHEMA_VERSION:
+            problems.append(f"schema_version is '{version}', expected '{SCHEMA_VERSION}'")
+    if "tto_config" in arrays and np.asarray(arrays["tto_config"]).dtype.kind == "U":
+        try:
+            json.loads(str(arrays["tto_config"]))
+        except ValueError:
+            problems.append("'tto_config' is not valid JSON")
+
+    sizes: dict[str, int] = {}
+    specs = [(k, s, True) for k, s in _ARRAY_SPEC.items()] + [(k, s, False) for k, s in _OPTIONAL_SPEC.items()]
+    for key, (shape, kind), required in specs:
+        if key not in arrays:
+            if required:
+                problems.append(f"missing key '{key}'")
+            continue
+        a = np.asarray(arrays[key])
+        expected = _EXPECTED_DTYPES[kind]
+        if a.dtype != expected:
+            problems.append(f"'{key}' has dtype {a.dtype}, expected {np.dtype(expected).name}")
+        if a.ndim != len(shape):
+            problems.append(f"'{key}' has shape {a.shape}, expected {_fmt_shape(shape)}")
+            continue
+        for dim, want in zip(a.shape, shape, strict=True):
+            if isinstance(want, str):
+                got = sizes.setdefault(want, dim)
+                if got != dim:
+                    problems.append(f"'{key}' has {want}={dim}, other keys have {want}={got}")
+                    break
+            elif dim != want:
+                problems.append(f"'{key}' has shape {a.shape}, expected {_fmt_shape(shape)}")
+                break
+        if kind == "f" and a.size and key not in _NAN_ALLOWED and not np.all(np.isfinite(a)):
+            problems.append(f"'{key}' contains NaN or inf")
+    if "image_size" in arrays:
+        hw = np.asarray(arrays["image_size"])
+        if hw.shape == (2,) and np.any(hw <= 0):
+            problems.append(f"'image_size' must be positive, got {hw.tolist()}")
+    verts = np.asarray(arrays.get("vertices", np.zeros((0, 1, 3))))
+    if verts.ndim == 3 and verts.shape[1] < 1:
+        problems.append("'vertices' has no vertices")
+    return problems
+
+
+def validate_result_npz(path: str | Path) -> list[str]:
+    """Check one result file against schema "1.0"; returns a list of problems (empty when the file is valid).
+
+    A missing, truncated or unreadable file is reported as a problem rather than raised.
+    """
+    path = Path(path)
+    if not path.is_file():
+        return [f"{path} does not exist"]
+    try:
+        arrays = load_result_npz(path)
+    except Exception as exc:  # zipfile/pickle/OS errors of damaged files
+        return [f"{path} cannot be read: {type(exc).__name__}: {exc}"]
+    return validate_result_arrays(arrays)
+
+
+def result_num_people(path: str | Path) -> int:
+    """Number of people stored in a (valid) result file."""
+    with np.load(path, allow_pickle=False) as data:
+        return int(data["global_orient"].shape[0])
+
+
+# --------------------------------------------------------------------------------------------------------------
+# manifest and summary
+
+
+@dataclass
+class ManifestRecord:
+    """One line of ``manifest.jsonl``: the outcome of one input (an image, or a whole video)."""
+
+    input: str                       # the input path as found
+    key: str                         # output name stem relative to the output folder (unique per input)
+    kind: str = "image"              # "image" | "video"
+    status: str = "ok"               # ok | no_person | failed | skipped
+    reason: str | None = None        # why failed / skipped / no_person
+    people: int = 0                  # people found (videos: summed over frames)
+    frames: int | None = None        # videos: frames processed
+    outputs: list[str] = field(default_factory=list)   # paths relative to the output folder
+    timings: dict[str, float] = field(default_factory=dict)  # seconds per stage
+    previous_status: str | None = None   # for "skipped": the status of the run that made the outputs
+    schema_version: str = SCHEMA_VERSION
+    run_id: str | None = None
+    finished_at: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        d = {k: getattr(self, k) for k in self.__dataclass_fields__}
+        return {k: v for k, v in d.items() if v is not None or k in ("reason",)}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> ManifestRecord:
+        known = {k: d[k] for k in cls.__dataclass_fields__ if k in d}
+        return cls(**known)
+
+
+def read_manifest(path: str | Path) -> dict[str, ManifestRecord]:
+    """Records of a manifest by input ``key`` (last record wins); damaged lines (an interrupted append) are skipped."""
+    path = Path(path)
+    records: dict[str, ManifestRecord] = {}
+    if not path.is_file():
+        return records
+    for n, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
+        line = line.strip()
+        if not line:
+            continue
+        try:
+            rec = ManifestRecord.from_dict(json.loads(line))
+        except (ValueError, TypeError) as exc:
+            logger.warning("ignoring damaged line %d of %s (%s)", n, path, exc)
+            continue
+        records[rec.key] = rec
+    return records
+
+
+class Manifest:
+    """The manifest of an output folder.
+
+    During a run, each record is appended as one JSON line and flushed to disk, so a killed run loses at most the
+    line being written (damaged lines are ignored on reading). :meth:`finalize` rewrites the file atomically with
+    one record per input: this run's inputs in their order, then inputs of earlier runs not seen this time.
+    """
+
+    def __init__(self, out_dir: str | Path, run_id: str | None = None) -> None:
+        self.out_dir = Path(out_dir)
+        self.path = self.out_dir / MANIFEST_NAME
+        self.run_id = run_id
+        self.previous: dict[str, ManifestRecord] = read_manifest(self.path)
+        self.records: dict[str, ManifestRecord] = {}
+
+    def add(self, record: ManifestRecord) -> None:
+        """Record the outcome of one input and append it to the file."""
+        if record.status not in STATUSES:
+            raise ValueError(f"unknown status {record.status!r}; expected one of {STATUSES}")
+        record.run_id = record.run_id or self.run_id
+        record.finished_at = record.finished_at or _now()
+        self.records[record.key] = record
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        line = json.dumps(_jsonable(record.to_dict()), allow_nan=False) + "\n"
+        with open(self.path, "a", encoding="utf-8") as fh:
+            fh.write(line)
+            fh.flush()
+            os.fsync(fh.fileno())
+
+    def finalize(self, order: list[str] | None = None) -> Path:
+        """Rewrite the manifest atomically with one record per input (this run's in ``order`` when given)."""
+        merged: dict[str, ManifestRecord] = {}
+        for key in order or []:
+            if key in self.records:
+                merged[key] = self.records[key]
+        for key, rec in self.records.items():
+            merged.setdefault(key, rec)
+        for key, rec in self.previous.items():
+            merged.setdefault(key, rec)
+        text = "".join(json.dumps(_jsonable(r.to_dict()), allow_nan=False) + "\n" for r in merged.values())
+        return write_text_atomic(self.path, text)
+
+    def counts(self) -> dict[str, int]:
+        """Number of this run's inputs per status."""
+        c = dict.fromkeys(STATUSES, 0)
+        for r in self.records.values():
+            c[r.status] += 1
+        return c
+
+
+def write_summary(out_dir: str | Path, summary: Mapping[str, Any]) -> Path:
+    """Write ``summary.json`` (run counts, timings, config) atomically."""
+    data = {"schema_version": SCHEMA_VERSION, **summary}
+    return write_json_atomic(Path(out_dir) / SUMMARY_NAME, data)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# helpers
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
+
+
+def _fmt_shape(shape: tuple[int | str, ...]) -> str:
+    return "(" + ", ".join(str(s) for s in shape) + ("," if len(shape) == 1 else "") + ")"
+
+
+def _to_numpy(x: Any) -> np.ndarray:
+    if hasattr(x, "detach"):
+        x = x.detach().cpu().numpy()
+    return np.asarray(x)
+
+
+def _jsonable(obj: Any) -> Any:
+    """Convert numpy/pathlib/dataclass values into plain JSON types; non-finite floats become None."""
+    if isinstance(obj, Mapping):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple, set)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, Path):
+        return str(obj)
+    if isinstance(obj, np.generic):
+        obj = obj.item()
+    if isinstance(obj, np.ndarray):
+        return _jsonable(obj.tolist())
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if hasattr(obj, "__dataclass_fields__"):
+        return _jsonable({k: getattr(obj, k) for k in obj.__dataclass_fields__})
+    if isinstance(obj, (str, int, float, bool)) or obj is None:
+        return obj
+    return str(obj)
