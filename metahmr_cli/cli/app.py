@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.logging import RichHandler
 
 from metahmr_cli import __version__
+from metahmr_cli.cli.common import print_error
 from metahmr_cli.errors import MetaHMRError
 
 EPILOG = """\
@@ -74,7 +75,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         app(args=argv, standalone_mode=True)
     except MetaHMRError as exc:
-        console.print(f"[bold red]error:[/] {exc}", highlight=False)
+        print_error(console, exc)
         sys.exit(2)
 
 

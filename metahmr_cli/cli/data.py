@@ -8,6 +8,7 @@ import typer
 from rich.console import Console
 from rich.text import Text
 
+from metahmr_cli.cli.common import print_error
 from metahmr_cli.errors import ConfigError
 
 data_app = typer.Typer(
@@ -97,7 +98,7 @@ def check(
         except ConfigError as exc:
             if explicit:
                 raise
-            console.print(f"[red]✗[/] {name}: {exc}", highlight=False)
+            print_error(console, f"{name}: {exc}", prefix="[red]✗[/] ")
             failed += 1
             continue
         if not explicit and not spec.npz.is_file():

@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
+from metahmr_cli.cli.common import print_error
 from metahmr_cli.errors import MetaHMRError
 
 EPILOG = """\
@@ -137,7 +138,7 @@ def register(app: typer.Typer) -> None:
             )
             report = run_evaluation(cfg)
         except MetaHMRError as exc:
-            err.print(f"[bold red]error:[/] {exc}", highlight=False)
+            print_error(err, exc)
             raise typer.Exit(code=2) from exc
         console.print(rich_table(report))
         for name, res in report.methods.items():

@@ -8,6 +8,7 @@ from typing import Any
 import typer
 from rich.console import Console
 
+from metahmr_cli.cli.common import print_error
 from metahmr_cli.errors import MetaHMRError
 
 EPILOG = """\
@@ -109,7 +110,7 @@ def register(app: typer.Typer) -> None:
             pipeline = Pipeline(cfg, progress=progress, console=console)
             report = pipeline.run()
         except MetaHMRError as exc:
-            console.print(f"[bold red]error:[/] {exc}", highlight=False)
+            print_error(console, exc)
             raise typer.Exit(code=2) from None
         c = report.counts
         style = "red" if c["failed"] else "green"

@@ -7,6 +7,7 @@ from typing import Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from metahmr_cli.errors import ConfigError
@@ -45,12 +46,12 @@ def _print_plan(plan: Any, console: Console, source: str) -> None:
     table.add_column("item")
     table.add_column("value", overflow="fold")
     for section, label, value in plan.rows:
-        table.add_row(section, label, value)
+        table.add_row(section, escape(str(label)), escape(str(value)))
     console.print(table)
     if plan.problems:
         console.print(f"[bold red]{len(plan.problems)} problem(s):[/]")
         for p in plan.problems:
-            console.print(f"  - {p}", highlight=False)
+            console.print(f"  - {p}", highlight=False, markup=False)
     else:
         console.print("[green]all files found; ready to train.[/]")
 
