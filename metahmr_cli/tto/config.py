@@ -1,0 +1,194 @@
+"""Settings, inputs and results of test-time optimisation (TTO).
+
+Every choice in which the paper and the released code differ is a named setting here; ``None`` means
+"the schedule's default" (see :mod:`metahmr_cli.tto.schedules` for the defaults and the reasons for them).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import torch
+from torch import Tensor
+
+from metahmr_cli.errors import ConfigError, InputError
+from metahmr_cli.geometry.camera import CropInfo
+from metahmr_cli.losses import LossWeights
+
+ScheduleName = Literal["metahmr", "reference", "eft", "none"]
+ScopeName = Literal["head", "last_stage", "all"]
+GroupingName = Literal["person", "batch"]
+OptimizerName = Literal["sgd", "adam"]
+
+SCHEDULES: tuple[str, ...] = ("metahmr", "reference", "eft", "none")
+SCOPES: tuple[str, ...] = ("head", "last_stage", "all")
+GROUPINGS: tuple[str, ...] = ("person", "batch")
+OPTIMIZERS: tuple[str, ...] = ("sgd", "adam")
+CAMERAS: tuple[str, ...] = ("cliff", "hmr")
+
+
+@dataclass
+class TTOConfig:
+    """How to run test-time optimisation.
+
+    Attributes:
+        schedule: "metahmr" (paper, Eq. 9 iterated per person), "reference" (the released evaluation),
+            "eft" (2D-only exemplar fine-tuning, the baseline) or "none" (plain regression).
+        scope: which weights are adapted: "head" (fc1, fc2, decpose, decshape, deccam), "last_stage"
+            (last backbone stage + head) or "all". For "reference" this is the scope of the Adam phase
+            (the step-0 SGD update always acts on the head, as in the released code). None = schedule default.
+        grouping: "person" (one weight copy per person, the paper) or "batch" (one copy shared by each run
+            of ``group_size`` consecutive people with a batch-reduced loss, the released code).
+            None = schedule default ("batch" for "reference", else "person").
+        group_size: people per shared copy when ``grouping == "batch"`` (released eval: 20).
+        optimizer: "sgd" or "adam" (for "reference": the optimiser of the phase after step 0). None = default.
+        lr: learning rate of that optimiser. None = schedule default.
+        max_steps: the most updates (for "reference": the most Adam updates after the step-0 SGD update).
+            None = schedule default (14 for metahmr/reference, 20 for eft, 0 for none).
+        early_stop: stop a person (or group) when the schedule's convergence test passes.
+        early_stop_tol: tolerance of that test: |L_prev - L| < tol for metahmr/reference (default 2e-5),
+            L_2D < tol for eft (default 1e-4). None = schedule default.
+        loss_weights: weights of the loss terms. None = schedule default (:class:`LossWeights` defaults).
+        min_keypoints: people with fewer visible keypoints (conf > 0) in the loss slots keep the
+            plain regression (``fell_back``).
+        chunk_size: most people optimised at once (bounds memory); chunks run one after another.
+        record_losses: keep the loss of every iteration in :attr:`TTOResult.losses`.
+        camera: "cliff" (full-image perspective camera) or "hmr" (crop camera); must fit the network.
+    """
+
+    schedule: ScheduleName = "metahmr"
+    scope: ScopeName | None = None
+    grouping: GroupingName | None = None
+    group_size: int = 20
+    optimizer: OptimizerName | None = None
+    lr: float | None = None
+    max_steps: int | None = None
+    early_stop: bool = True
+    early_stop_tol: float | None = None
+    loss_weights: LossWeights | None = None
+    min_keypoints: int = 4
+    chunk_size: int = 64
+    record_losses: bool = False
+    camera: Literal["cliff", "hmr"] = "cliff"
+
+    def validate(self) -> None:
+        """Raise :class:`ConfigError` naming the bad field and its valid values."""
+        checks: list[tuple[str, Any, tuple[str, ...], bool]] = [
+            ("schedule", self.schedule, SCHEDULES, False),
+            ("scope", self.scope, SCOPES, True),
+            ("grouping", self.grouping, GROUPINGS, True),
+            ("optimizer", self.optimizer, OPTIMIZERS, True),
+            ("camera", self.camera, CAMERAS, False),
+        ]
+        for name, value, valid, nullable in checks:
+            if (value is None and not nullable) or (value is not None and value not in valid):
+                raise ConfigError(f"tto.{name} = {value!r} is not valid; choose one of {', '.join(valid)}.")
+        if self.group_size < 1:
+            raise ConfigError(f"tto.group_size must be >= 1, got {self.group_size}.")
+        if self.chunk_size < 1:
+            raise ConfigError(f"tto.chunk_size must be >= 1, got {self.chunk_size}.")
+        if self.max_steps is not None and self.max_steps < 0:
+            raise ConfigError(f"tto.max_steps must be >= 0, got {self.max_steps}.")
+        if self.lr is not None and not self.lr >= 0:
+            raise ConfigError(f"tto.lr must be a non-negative number, got {self.lr}.")
+        if self.early_stop_tol is not None and not self.early_stop_tol >= 0:
+            raise ConfigError(f"tto.early_stop_tol must be >= 0, got {self.early_stop_tol}.")
+        if self.min_keypoints < 0:
+            raise ConfigError(f"tto.min_keypoints must be >= 0, got {self.min_keypoints}.")
+
+
+@dataclass
+class TTOInputs:
+    """What the engine needs about P people.
+
+    Attributes:
+        images: (P, 3, 256, 192) normalised crops.
+        crop: where each crop sits in its full image (P entries).
+        keypoints2d: (P, 49, 3) 2D keypoints in normalised crop coordinates + confidence.
+        has_smpl: (P,) gates of the pseudo pose/shape/vertex terms (ones when None).
+        has_pose_3d: (P,) gates of the pseudo 3D-joint term (ones when None).
+    """
+
+    images: Tensor
+    crop: CropInfo
+    keypoints2d: Tensor
+    has_smpl: Tensor | None = None
+    has_pose_3d: Tensor | None = None
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+    def validated(self) -> TTOInputs:
+        """Check shapes and fill the default gates; returns a new :class:`TTOInputs`."""
+        imgs, kp = self.images, self.keypoints2d
+        if not isinstance(imgs, Tensor) or imgs.ndim != 4 or imgs.shape[1] != 3:
+            raise InputError(
+                f"TTOInputs.images must be a (P, 3, H, W) tensor, got {getattr(imgs, 'shape', type(imgs))}."
+            )
+        p = imgs.shape[0]
+        if not isinstance(kp, Tensor) or tuple(kp.shape) != (p, 49, 3):
+            raise InputError(
+                f"TTOInputs.keypoints2d must be a ({p}, 49, 3) tensor (normalised crop coords + conf), "
+                f"got {getattr(kp, 'shape', type(kp))}."
+            )
+        if len(self.crop) != p:
+            raise InputError(f"TTOInputs.crop holds {len(self.crop)} people but images hold {p}.")
+        gates = {}
+        for name in ("has_smpl", "has_pose_3d"):
+            g = getattr(self, name)
+            if g is None:
+                g = torch.ones(p, device=imgs.device, dtype=imgs.dtype)
+            elif not isinstance(g, Tensor) or tuple(g.shape) != (p,):
+                raise InputError(f"TTOInputs.{name} must be a ({p},) tensor or None, got {getattr(g, 'shape', g)}.")
+            gates[name] = g
+        return TTOInputs(images=imgs, crop=self.crop, keypoints2d=kp, **gates)
+
+    def __getitem__(self, idx: Tensor | slice | list[int]) -> TTOInputs:
+        """Select people along P."""
+        return TTOInputs(
+            images=self.images[idx],
+            crop=self.crop[idx],
+            keypoints2d=self.keypoints2d[idx],
+            has_smpl=None if self.has_smpl is None else self.has_smpl[idx],
+            has_pose_3d=None if self.has_pose_3d is None else self.has_pose_3d[idx],
+        )
+
+
+@dataclass
+class TTOResult:
+    """Per-person outcome of :func:`metahmr_cli.tto.run_tto` (leading axis P, input order).
+
+    Attributes:
+        rotmat: (P, 24, 3, 3); betas: (P, 10); cam_crop: (P, 3) weak-perspective crop camera [s, tx, ty].
+        transl: (P, 3) full-image camera translation (metres, ``cam_crop_to_full``).
+        vertices: (P, V, 3) and joints: (P, 49, 3) in the model frame (no translation).
+        steps: (P,) int64 number of parameter updates applied (0 for fallbacks and "none").
+        losses: (P, max_steps + 1) float, NaN-padded, or None unless ``record_losses``. Entry k is the
+            loss at the parameters after k updates (the loss that drives update k + 1); see
+            :func:`metahmr_cli.tto.run_tto` for which loss each schedule records.
+        reproj_before / reproj_after: (P,) mean 2D error in full-image pixels over the keypoints with
+            conf > 0 in the slots the 2D loss uses (NaN when there are none), before and after TTO.
+        converged: (P,) bool, the early-stopping test passed.
+        fell_back: (P,) bool, too few keypoints: plain regression returned.
+        reverted: (P,) bool, a non-finite loss or update was met: the last finite state is returned.
+        metrics_per_step: the values returned by ``step_callback`` in step order (None without a callback).
+    """
+
+    rotmat: Tensor
+    betas: Tensor
+    cam_crop: Tensor
+    transl: Tensor
+    vertices: Tensor
+    joints: Tensor
+    steps: Tensor
+    losses: Tensor | None
+    reproj_before: Tensor
+    reproj_after: Tensor
+    converged: Tensor
+    fell_back: Tensor
+    reverted: Tensor
+    metrics_per_step: list[Any] | None = field(default=None)
+
+    def __len__(self) -> int:
+        return int(self.rotmat.shape[0])

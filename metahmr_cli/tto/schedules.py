@@ -1,0 +1,151 @@
+"""Named TTO schedules and their defaults.
+
+A schedule resolves to a list of phases. Every phase applies up to ``steps`` updates of one optimiser to one
+weight scope, driven by one loss. Iterations are numbered across phases: iteration k evaluates the loss at the
+parameters after k updates, applies update k + 1 and then runs the convergence test.
+
+``metahmr`` (paper-faithful, the default)
+    Paper Sec. 3.4 / Eq. 9: every iteration minimises the full L_expl (the training loss form: 2D keypoints,
+    and pose, betas, vertices and 3D joints against the pseudo mesh of the frozen auxiliary net, computed
+    once), per person, stopping when two consecutive losses are within ``early_stop_tol`` (2e-5, the released
+    threshold) or after at most M = 14 updates (paper). Eq. 9 is a plain gradient step with the paper's test-time
+    learning rate 1e-5, so the optimiser is SGD with lr 1e-5. The default scope is the head (fc1, fc2,
+    decpose, decshape, deccam): it is exactly the parameter set the released meta-training adapts in its
+    inner loop (notes 4.1), so test time repeats the update the meta-parameters were trained for; it is also
+    the cheapest (backbone features are computed once). ``scope="all"`` gives the literal reading of Eq. 9
+    (all of w).
+``reference`` (the released evaluation, notes 4.4)
+    Iteration 0: SGD lr 1e-5 on the head with the full pseudo loss (first-order). Iterations 1..14: Adam
+    (betas 0.9/0.999, eps 1e-8) lr 1e-5 on ALL weights with the unweighted L_2D only. Convergence test after
+    each Adam update: |L_prev - L| < 2e-5, where at iteration 1 L_prev is the iteration-0 pseudo loss (the
+    released quirk). Grouping "batch" with group_size 20: one weight copy per consecutive group, batch-reduced
+    losses. At most 1 + 14 updates.
+``eft`` (EFT baseline, notes 7.1)
+    Adam lr 5e-6 on all weights, up to 20 updates, per person, on the EFT loss (see
+    :func:`metahmr_cli.tto.eft.eft_loss`); stops when the masked L_2D drops below 1e-4 (EFT's default).
+``none``
+    Plain regression, no update.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from metahmr_cli.errors import ConfigError
+from metahmr_cli.losses import LossWeights
+from metahmr_cli.tto.config import TTOConfig
+
+LossKind = Literal["expl", "2d", "eft"]
+
+PAPER_TTO_LR = 1e-5
+"""Test-time learning rate of the paper (Sec. 3.5) and of the released step-0 update (inner_lr)."""
+REFERENCE_ADAM_LR = 1e-5
+"""Released ``--after_innerlr`` of the README run."""
+REFERENCE_MAX_ADAM_STEPS = 14
+"""Released ``--test_val_step`` of the README run."""
+EARLY_STOP_TOL = 2e-5
+"""Released ``--adapt_val_step`` threshold on |loss_prev - loss|."""
+EFT_LR = 5e-6
+EFT_MAX_STEPS = 20
+EFT_THRESH_2D = 1e-4
+
+
+@dataclass(frozen=True)
+class Phase:
+    """One stretch of updates with one optimiser, scope and loss."""
+
+    scope: str
+    optimizer: str
+    lr: float
+    loss: LossKind
+    steps: int
+
+
+@dataclass(frozen=True)
+class ResolvedSchedule:
+    """A schedule with every default filled in."""
+
+    name: str
+    phases: tuple[Phase, ...]
+    grouping: str
+    group_size: int
+    stop_rule: Literal["delta", "threshold", "none"]
+    tol: float
+    weights: LossWeights
+    needs_aux: bool
+
+    @property
+    def max_steps(self) -> int:
+        """Upper bound on the number of updates of one person."""
+        return sum(p.steps for p in self.phases)
+
+    @property
+    def max_iterations(self) -> int:
+        """Length of the per-person loss record (``max_steps + 1`` of the config)."""
+        return self.max_steps + 1 if self.name != "reference" else self.max_steps
+
+    @property
+    def scopes(self) -> tuple[str, ...]:
+        """Scopes of all phases, widest first."""
+        order = {"all": 0, "last_stage": 1, "head": 2}
+        return tuple(sorted({p.scope for p in self.phases}, key=order.__getitem__))
+
+
+def resolve_schedule(config: TTOConfig) -> ResolvedSchedule:
+    """Fill the ``None`` fields of ``config`` with the defaults of its schedule.
+
+    Returns:
+        the resolved schedule; raises :class:`ConfigError` for invalid settings.
+    """
+    config.validate()
+    name = config.schedule
+    weights = config.loss_weights if config.loss_weights is not None else LossWeights()
+    stop_rule: Literal["delta", "threshold", "none"]
+    if name == "none":
+        return ResolvedSchedule(name, (), "person", config.group_size, "none", 0.0, weights, False)
+    if name == "metahmr":
+        steps = 14 if config.max_steps is None else config.max_steps
+        phases = (
+            Phase(
+                scope=config.scope or "head",
+                optimizer=config.optimizer or "sgd",
+                lr=PAPER_TTO_LR if config.lr is None else config.lr,
+                loss="expl",
+                steps=steps,
+            ),
+        )
+        stop_rule, tol, grouping, needs_aux = "delta", EARLY_STOP_TOL, config.grouping or "person", True
+    elif name == "reference":
+        steps = REFERENCE_MAX_ADAM_STEPS if config.max_steps is None else config.max_steps
+        phases = (
+            Phase(scope="head", optimizer="sgd", lr=PAPER_TTO_LR, loss="expl", steps=1),
+            Phase(
+                scope=config.scope or "all",
+                optimizer=config.optimizer or "adam",
+                lr=REFERENCE_ADAM_LR if config.lr is None else config.lr,
+                loss="2d",
+                steps=steps,
+            ),
+        )
+        stop_rule, tol, grouping, needs_aux = "delta", EARLY_STOP_TOL, config.grouping or "batch", True
+    elif name == "eft":
+        steps = EFT_MAX_STEPS if config.max_steps is None else config.max_steps
+        phases = (
+            Phase(
+                scope=config.scope or "all",
+                optimizer=config.optimizer or "adam",
+                lr=EFT_LR if config.lr is None else config.lr,
+                loss="eft",
+                steps=steps,
+            ),
+        )
+        stop_rule, tol, grouping, needs_aux = "threshold", EFT_THRESH_2D, config.grouping or "person", False
+    else:  # pragma: no cover - validate() rejects it
+        raise ConfigError(f"unknown TTO schedule {name!r}")
+    if config.early_stop_tol is not None:
+        tol = config.early_stop_tol
+    if not config.early_stop:
+        stop_rule = "none"
+    phases = tuple(p for p in phases if p.steps > 0)
+    return ResolvedSchedule(name, phases, grouping, config.group_size, stop_rule, tol, weights, needs_aux)
