@@ -28,6 +28,7 @@ import torch
 
 from metahmr_cli import __version__
 from metahmr_cli.constants import BBOX_MARGIN_DETECTOR, IMAGENET_MEAN, IMAGENET_STD
+from metahmr_cli.detect.mediapipe_person import MEDIAPIPE_DETECTOR
 from metahmr_cli.errors import AssetNotFoundError, ConfigError, InputError, MetaHMRError
 from metahmr_cli.io.writers import (
     FrameResult,
@@ -65,7 +66,8 @@ class ProcessConfig:
         weights: explicit weights root (otherwise $METAHMR_HOME, ./weights, the per-user data folder).
         checkpoint: network checkpoint path (None: the default Meta-HMR release in the weights folder).
         body: "smpl", "standin" or a body-model folder; gender: which model file of it.
-        detector: YOLO weight file name/path (or a ``.yaml`` config: random weights, tests only).
+        detector: YOLO weight file name/path (or a ``.yaml`` config: random weights, tests only), or
+            ``"mediapipe"``: MediaPipe's bundled single-person detector (offline, one person per image).
         det_conf / det_iou: detection score threshold / NMS IoU; max_people: most people per image (None = all);
         min_box: smallest box side in pixels.
         keypoints: 2D keypoint backend; keypoints_model: its model file (None: the backend's default).
@@ -356,7 +358,8 @@ class Pipeline:
         if self.networks is None:
             self._checkpoint_path = attempt(
                 lambda: resolve_asset("metahmr_cliff_hrnet_3dpw", cfg.checkpoint, weights=cfg.weights))
-        if self.detector is None and cfg.boxes_json is None and cfg.keypoints_json is None:
+        if (self.detector is None and cfg.boxes_json is None and cfg.keypoints_json is None
+                and cfg.detector != MEDIAPIPE_DETECTOR):
             from metahmr_cli.detect import resolve_yolo_model
 
             attempt(lambda: resolve_yolo_model(cfg.detector, weights=cfg.weights))
@@ -411,6 +414,10 @@ class Pipeline:
             self._imported_boxes = ImportedBoxes(cfg.boxes_json)
         elif self.detector is None and self._imported_keypoints is not None:
             self._imported_boxes = _BoxesFromKeypoints(self._imported_keypoints)
+        elif self.detector is None and cfg.detector == MEDIAPIPE_DETECTOR:
+            from metahmr_cli.detect.mediapipe_person import MediaPipePersonDetector
+
+            self.detector = MediaPipePersonDetector(conf=cfg.det_conf, min_box_size=cfg.min_box)
         elif self.detector is None:
             from metahmr_cli.detect import YoloDetector
 

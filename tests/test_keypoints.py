@@ -409,6 +409,9 @@ OPENCV_DATA = "usr/share/doc/opencv-doc/examples/data"
 
 @pytest.fixture(scope="session")
 def opencv_samples(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    examples = Path(__file__).resolve().parent.parent / "examples"
+    if (examples / "messi5.jpg").is_file():
+        return examples
     for root in (Path("/"), Path("/tmp/opencvdoc")):
         if (root / OPENCV_DATA / "messi5.jpg").is_file():
             return root / OPENCV_DATA

@@ -51,7 +51,8 @@ def register(app: typer.Typer) -> None:
             None, "--checkpoint", help="Network checkpoint (default: the Meta-HMR HRNet release)."),
         body: str | None = typer.Option(None, "--body", help="smpl | standin | PATH to a body folder."),
         gender: str | None = typer.Option(None, "--gender", help="neutral | male | female (default: neutral)."),
-        detector: str | None = typer.Option(None, "--detector", help="YOLO weights (default: yolo11m.pt)."),
+        detector: str | None = typer.Option(None, "--detector", help="YOLO weights name or path (default: yolo11m.pt), "
+                                                 "or 'mediapipe' (offline, one person per image)."),
         det_conf: float | None = typer.Option(None, "--det-conf", help="Detection score threshold (default: 0.5)."),
         det_iou: float | None = typer.Option(None, "--det-iou", help="Detection NMS IoU (default: 0.45)."),
         max_people: int | None = typer.Option(None, "--max-people", help="Most people per image (default: all)."),

@@ -2,6 +2,7 @@
 
 from metahmr_cli.detect.base import Detections, Detector, box_iou, filter_detections
 from metahmr_cli.detect.boxes_json import ImportedBoxes, candidate_keys, load_boxes_json, lookup_key
+from metahmr_cli.detect.mediapipe_person import MEDIAPIPE_DETECTOR, MediaPipePersonDetector
 from metahmr_cli.detect.weights import resolve_model_file
 from metahmr_cli.detect.yolo import (
     DEFAULT_DETECTOR,
@@ -15,6 +16,8 @@ __all__ = [
     "Detections",
     "Detector",
     "ImportedBoxes",
+    "MEDIAPIPE_DETECTOR",
+    "MediaPipePersonDetector",
     "YoloDetector",
     "box_iou",
     "candidate_keys",
