@@ -8,6 +8,7 @@ import pickle
 import tempfile
 import zipfile
 from pathlib import Path
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -34,8 +35,11 @@ class ArrayOnlyUnpickler(pickle.Unpickler):
         raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
 
 
-def _read_npy_member(data: bytes) -> np.ndarray:
-    f = io.BytesIO(data)
+def read_npy_restricted(f: BinaryIO) -> Any:
+    """Read one ``.npy`` stream positioned at its start; object arrays go through :class:`ArrayOnlyUnpickler`.
+
+    Returns the array, or for object arrays whatever the (array-only) pickle holds, e.g. a list of arrays.
+    """
     version = np.lib.format.read_magic(f)
     readers = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
     if version in readers:
@@ -43,9 +47,13 @@ def _read_npy_member(data: bytes) -> np.ndarray:
     else:
         _shape, _fortran, dtype = np.lib.format._read_array_header(f, version)
     if dtype.hasobject:
-        return np.asarray(ArrayOnlyUnpickler(f).load())
+        return ArrayOnlyUnpickler(f).load()
     f.seek(0)
     return np.load(f, allow_pickle=False)
+
+
+def _read_npy_member(data: bytes) -> np.ndarray:
+    return np.asarray(read_npy_restricted(io.BytesIO(data)))
 
 
 def load_npz(path: str | Path) -> dict[str, np.ndarray]:

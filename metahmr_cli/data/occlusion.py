@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 
 from ..errors import DatasetError
-from .npzio import ArrayOnlyUnpickler
+from .npzio import read_npy_restricted
 
 __all__ = ["load_occluders", "occlude"]
 
@@ -24,17 +24,7 @@ log = logging.getLogger(__name__)
 
 def _load_npy_restricted(path: Path) -> list[np.ndarray]:
     with open(path, "rb") as f:
-        version = np.lib.format.read_magic(f)
-        readers = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
-        if version in readers:
-            _shape, _fortran, dtype = readers[version](f)
-        else:
-            _shape, _fortran, dtype = np.lib.format._read_array_header(f, version)
-        if dtype.hasobject:
-            arr = ArrayOnlyUnpickler(f).load()
-        else:
-            f.seek(0)
-            arr = np.load(f, allow_pickle=False)
+        arr = read_npy_restricted(f)
     if isinstance(arr, np.ndarray) and arr.dtype != object and arr.ndim == 4:
         return list(arr)
     return list(np.asarray(arr, dtype=object).reshape(-1)) if not isinstance(arr, list) else arr
