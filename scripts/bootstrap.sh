@@ -15,6 +15,6 @@ if [ ! -x .venv/bin/python ] || [ ! -f .venv/.metahmr-installed ] || [ pyproject
     "$PY" -m pip install --quiet uv
   fi
   [ -x .venv/bin/python ] || "$PY" -m uv venv --quiet --python "$PY" .venv
-  VIRTUAL_ENV="$PWD/.venv" "$PY" -m uv pip install --quiet -c scripts/constraints.txt -e '.[dev]'
+  "$PY" -m uv pip install --quiet --python .venv/bin/python -c scripts/constraints.txt -e '.[dev]'
   touch .venv/.metahmr-installed
 fi
