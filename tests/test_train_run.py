@@ -88,7 +88,7 @@ def test_checkpoint_loads_and_runs(short_run, standin_dir):
     assert nets.kind == "metahmr" and nets.aux is not None
     assert nets.main.backbone_name == "resnet_tiny" and nets.main.n_iter == 1
     first = load_networks(ckpt.parent / "step_00000060.pt", device="cpu")
-    moved = max(float((a - b).abs().max()) for a, b in zip(nets.main.parameters(), first.main.parameters(),
+    moved = max(float((a - b).detach().abs().max()) for a, b in zip(nets.main.parameters(), first.main.parameters(),
                                                             strict=True))
     assert moved > 1e-5  # the two checkpoints hold different (trained) weights
 
