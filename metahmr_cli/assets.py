@@ -59,11 +59,11 @@ _SPIN_DATA_HOWTO = (
 )
 _METAHMR_HOWTO = (
     "Download it from the links in the Meta-HMR README (github.com/fmx789/Meta-HMR) and put it in {dir}, "
-    "or pass --checkpoint PATH."
+    "or pass its path (--checkpoint for process/eval, --init-from for train)."
 )
 _CLIFF_HOWTO = (
     "Download it from the CLIFF README (github.com/huawei-noah/noah-research/tree/master/CLIFF) and put it "
-    "in {dir}, or pass --checkpoint PATH."
+    "in {dir}, or pass its path (--checkpoint for process/eval, --init-aux for train)."
 )
 
 
