@@ -128,3 +128,11 @@ def test_smpl_alternative_names_and_env_dir(isolated_roots, monkeypatch):
 def test_unknown_asset_name():
     with pytest.raises(KeyError, match="known"):
         assets.find_asset("nonsense")
+
+
+def test_manifest_lists_every_asset_with_its_path_and_licence():
+    manifest = assets.load_manifest()["files"]
+    assert set(manifest) == set(assets.ASSETS)
+    for name, spec in assets.ASSETS.items():
+        assert manifest[name]["path"] == spec.relpath
+        assert manifest[name]["licence"] == spec.licence
