@@ -195,3 +195,37 @@ def test_flip_item_consistent_with_image(marked_dataset) -> None:
     wts = img[ys, xs]
     found = np.array([np.sum(xs * wts), np.sum(ys * wts)]) / wts.sum()
     np.testing.assert_allclose(found, it["keypoints"][28, :2].numpy(), atol=0.75)
+
+
+def test_item_flip_then_rotation_of_3d_and_pose_by_hand(synth_dataset) -> None:
+    """Released order: flip first (S: J24 permutation, x negated; pose: joint swap, y/z negated), then
+    rotation by Rz(-rot) (S) and Rz(-rot) @ R_orient (global orientation)."""
+    ds = HMRDataset(synth_dataset / "synth_test.npz")
+    z = np.load(synth_dataset / "synth_test.npz")
+    rot = 30.0
+    it = ds.get_item(2, AugParams(flip=True, rot_deg=rot))
+    perm = [5, 4, 3, 2, 1, 0, 11, 10, 9, 8, 7, 6, 12, 13, 14, 15, 16, 17, 18, 19, 21, 20, 23, 22]  # written out
+    s = z["S"][2].astype(np.float64)[perm]
+    s[:, 0] *= -1
+    t = np.deg2rad(-rot)
+    rz = np.array([[np.cos(t), -np.sin(t), 0.0], [np.sin(t), np.cos(t), 0.0], [0.0, 0.0, 1.0]])
+    expect_s = np.concatenate([s[:, :3] @ rz.T, s[:, 3:]], axis=1)
+    np.testing.assert_allclose(it["pose_3d"].numpy(), expect_s, atol=1e-5)
+    # the global orientation: mirror (y, z negated), then Rz(-rot) on the left
+    orient = z["pose"][2, :3].astype(np.float64) * np.array([1.0, -1.0, -1.0])
+    r_expect = rz @ cv2.Rodrigues(orient)[0]
+    r_item = cv2.Rodrigues(it["pose"][:3].numpy().astype(np.float64))[0]
+    np.testing.assert_allclose(r_item, r_expect, atol=1e-5)
+    # body joints: left hip (1) <- right hip (2), y and z negated, not rotated
+    np.testing.assert_allclose(it["pose"][3:6].numpy(), z["pose"][2, 6:9] * np.array([1.0, -1.0, -1.0]), atol=1e-6)
+
+
+def test_pixel_factor_after_warp_clipped_then_normalised(marked_dataset) -> None:
+    ds, _, _ = marked_dataset
+    base = _denorm(ds.get_item(0, AugParams())["img"])  # the warped crop in [0, 255]
+    pf = (1.3, 0.7, 1.0)
+    got = ds.get_item(0, AugParams(pixel_factor=pf))["img"].numpy().transpose(1, 2, 0)
+    expect = (np.clip(base * np.array(pf), 0.0, 255.0) / 255.0 - MEAN) / STD
+    np.testing.assert_allclose(got, expect, atol=1e-4)
+    # the white marker saturates at 255 in the boosted channel instead of reaching 331.5
+    assert got[..., 0].max() == pytest.approx((1.0 - MEAN[0]) / STD[0], abs=1e-5)

@@ -44,7 +44,8 @@ def test_item_keys_shapes_and_values(synth_dataset) -> None:
     np.testing.assert_allclose(it["pose_3d"].numpy(), z["S"][0], atol=1e-6)
     np.testing.assert_allclose(it["keypoints_full"][25:].numpy(), z["part"][0], atol=1e-4)
     assert it["focal_length"].item() == pytest.approx(float(z["focal_length"][0]))
-    assert it["has_smpl"].item() == 1 and it["has_pose_3d"].item() == 1 and it["gender"].item() == -1
+    assert it["has_smpl"].item() == 1 and it["has_pose_3d"].item() == 1
+    assert it["gender"].item() == 2  # synth value 'n': GENDER_OTHER (the eval gender rule picks the body)
     assert it["img_h"].item() == 128 and it["img_w"].item() == 128
     # bbox_info by hand: [(cx - W/2)/f * 2.8, (cy - H/2)/f * 2.8, (b - 0.24 f) / (0.06 f)]
     f, (cx, cy), b = it["focal_length"].item(), it["center"].tolist(), 200 * it["scale"].item()
@@ -93,6 +94,20 @@ def test_missing_pose_and_s_give_flags(synth_dataset, tmp_path) -> None:
     it = HMRDataset(DatasetsConfig().resolve(str(tmp_path / "x.npz"), image_root=synth_dataset))[0]
     assert it["has_smpl"].item() == 0 and it["has_pose_3d"].item() == 0
     assert torch.all(it["pose"] == 0) and torch.all(it["pose_3d"] == 0)
+
+
+def test_gender_item_codes_the_npz_value(synth_dataset, tmp_path) -> None:
+    d = load_npz(synth_dataset / "synth_test.npz")
+    n = len(d["imgname"])
+    d["gender"] = np.array(["m", "f", "n", "male"] + ["m"] * (n - 4))
+    save_npz_atomic(tmp_path / "g.npz", d)
+    ds = HMRDataset(DatasetsConfig().resolve(str(tmp_path / "g.npz"), image_root=synth_dataset))
+    # exact comparison as released: 'm' 0, 'f' 1, anything else 2 (the eval gender rule picks the body)
+    assert [ds[i]["gender"].item() for i in range(4)] == [0, 1, 2, 2]
+    d.pop("gender")
+    save_npz_atomic(tmp_path / "g.npz", d)
+    ds = HMRDataset(DatasetsConfig().resolve(str(tmp_path / "g.npz"), image_root=synth_dataset))
+    assert ds[0]["gender"].item() == -1
 
 
 def test_dataset_from_config_file(synth_dataset, tmp_path, monkeypatch) -> None:

@@ -32,12 +32,21 @@ class PickBody:
         return SimpleNamespace(vertices=v)
 
 
-def test_encode_gender_released_rule():
-    assert P.encode_gender(np.array(["m", "f", "f", "m"])).tolist() == [0, 1, 1, 0]
-    assert P.encode_gender([b"m", b"f"]).tolist() == [0, 1]
-    # any string other than 'm' means 1 (female), as released
-    assert P.encode_gender(["male", "x"]).tolist() == [1, 1]
-    assert P.encode_gender(np.array([-1, 0, 1])).tolist() == [-1, 0, 1]
+def test_gender_codes_and_gt_body_rules():
+    from metahmr_cli.data.datasets import gender_codes
+
+    # the dataset only codes the value, compared exactly as the released `str(g) == 'm'`
+    assert gender_codes(np.array(["m", "f", "n", "male", "M"])).tolist() == [0, 1, 2, 2, 2]
+    assert gender_codes([b"m", b"f"]).tolist() == [0, 1]
+    codes = torch.tensor([0, 1, 2, -1])  # 'm', 'f', other ('n'), no gender key
+    # released: `0 if str(g) == 'm' else 1` in the dataset (-1 without key), female mesh where == 1
+    assert P.gt_body_codes(codes).tolist() == [0, 1, 1, 0]
+    # neutral: other values and a missing key use the neutral body
+    assert P.gt_body_codes(codes, "neutral").tolist() == [0, 1, 2, 2]
+    with pytest.raises(DatasetError, match="gender codes"):
+        P.gt_body_codes(torch.tensor([5]))
+    with pytest.raises(ConfigError, match="gender_rule"):
+        P.gt_body_codes(codes, "mixed")  # type: ignore[arg-type]
 
 
 def test_gendered_gt_selection_on_hand_made_batch():
@@ -146,10 +155,17 @@ def test_gendered_gt_with_standin_bodies(standin_dir):
 
 
 def test_neutral_gender_rule():
-    assert P.encode_gender(["m", "f", "n", "x"], rule="neutral").tolist() == [0, 1, 2, 2]
-    gt = P.GroundTruth(gender=torch.tensor([2, 0, 1]), has_smpl=torch.ones(3), has_pose_3d=torch.zeros(3),
-                       pose=torch.zeros(3, 72), betas=torch.zeros(3, 10))
-    verts = P.gt_mesh(gt, P.EvalBodies(neutral=PickBody(300.0), male=PickBody(100.0), female=PickBody(200.0)))
-    assert verts[:, 0, 0].tolist() == [300.0, 100.0, 200.0]
+    gt = P.GroundTruth(gender=torch.tensor([2, 0, 1, -1]), has_smpl=torch.ones(4), has_pose_3d=torch.zeros(4),
+                       pose=torch.zeros(4, 72), betas=torch.zeros(4, 10))
+    bodies = P.EvalBodies(neutral=PickBody(300.0), male=PickBody(100.0), female=PickBody(200.0))
+    assert P.gt_mesh(gt, bodies, "neutral")[:, 0, 0].tolist() == [300.0, 100.0, 200.0, 300.0]
+    # the same codes under the released rule: 'n' -> female, no key -> male
+    assert P.gt_mesh(gt, bodies)[:, 0, 0].tolist() == [200.0, 100.0, 200.0, 100.0]
+    # prepare_ground_truth applies the protocol's rule
+    body = PickBody(0.0)
+    bodies_j = P.EvalBodies(neutral=body, male=PickBody(100.0), female=PickBody(200.0))
+    for rule, tags in (("neutral", [0.0, 100.0, 200.0, 0.0]), ("released", [200.0, 100.0, 200.0, 100.0])):
+        prep = P.prepare_ground_truth(gt, P.make_protocol("3dpw", gender_rule=rule), bodies_j)
+        assert prep.vertices[:, 0, 0].tolist() == tags
     proto = P.make_protocol("3dpw", gender_rule="neutral")
     assert not proto.released and "neutral" in proto.name

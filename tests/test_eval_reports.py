@@ -68,7 +68,7 @@ def test_reports_show_paper_numbers_with_difference(tmp_path):
                     "pve": pytest.approx(80.0 - 80.1)}
     assert "paper" not in data["methods"]["none"]
     assert "no alignment" in ref["metrics"]["pve"]["protocol"]
-    assert data["protocol"]["released"] is True
+    assert data["protocol"]["released"] is True and data["protocol"]["gender_rule"] == "released"
     # stepwise curve: mean over samples after each step; the last point is 1.0 x the final values
     assert ref["stepwise"]["mpjpe"][-1] == pytest.approx(62.0)
     assert ref["stepwise"]["mpjpe"][0] == pytest.approx(1.5 * 62.0)

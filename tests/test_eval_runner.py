@@ -189,3 +189,49 @@ def test_bad_inputs_are_clear_errors(tmp_path, synth_dataset, standin_dir, tiny_
 
 def test_eval_dataset_short_names_map_to_test_splits():
     assert R.EVAL_DATASET_NAMES == {"3dpw": "3dpw-test", "h36m": "h36m-p2", "mpi-inf-3dhp": "mpi-inf-3dhp-test"}
+
+
+@pytest.mark.parametrize("rule", ["released", "neutral"])
+def test_ground_truth_bodies_follow_dataset_gender_and_rule(tmp_path, synth_dataset, standin_dir, tiny_checkpoint,
+                                                            rule):
+    """The runner's GT mesh uses the dataset's gender item and the protocol's rule: synth 'n' -> female
+    (released) / neutral; a file without a gender key -> male (released) / neutral."""
+    from torch.utils.data import DataLoader
+
+    from metahmr_cli.body.smpl import load_body_model
+    from metahmr_cli.data.npzio import load_npz, save_npz_atomic
+    from metahmr_cli.evaluation import protocols as P
+    from metahmr_cli.geometry.rotation import axis_angle_to_rotmat
+
+    d = load_npz(synth_dataset / "synth_test.npz")
+    d.pop("gender")
+    nokey = tmp_path / "synth_test_nogender.npz"
+    save_npz_atomic(nokey, d)
+    expect = {("n", "released"): "female", ("n", "neutral"): "neutral",
+              (None, "released"): "male", (None, "neutral"): "neutral"}
+    for npz, g in ((synth_dataset / "synth_test.npz", "n"), (nokey, None)):
+        ev = R._Evaluator(_config(synth_dataset, standin_dir, tiny_checkpoint, tmp_path / "out", dataset=str(npz),
+                                  image_root=str(synth_dataset), gender_rule=rule, dtype="float64"))
+        batch = next(iter(DataLoader(ev.dataset, batch_size=3, shuffle=False)))
+        prepared = P.prepare_ground_truth(ev.ground_truth(batch), ev.protocol, ev.bodies)
+        body = load_body_model(standin_dir, expect[(g, rule)], device="cpu", dtype=torch.float64)
+        rot = axis_angle_to_rotmat(batch["pose"].double().reshape(3, 24, 3))
+        hand = body(rot, batch["betas"].double()).vertices
+        torch.testing.assert_close(prepared.vertices, hand)
+
+
+def test_paper_numbers_only_for_released_protocol_full_set():
+    from metahmr_cli.evaluation.protocols import make_protocol
+
+    released = make_protocol("3dpw")
+    assert R.paper_family(released, "3dpw", "3dpw-test", "x.npz", 100, 100) == "3dpw"
+    assert R.paper_family(make_protocol("3dpw", pve_alignment="pelvis"), "3dpw", "3dpw-test", "x.npz", 100,
+                          100) is None
+    assert R.paper_family(make_protocol("3dpw", gender_rule="neutral"), "3dpw", "3dpw-test", "x.npz", 100,
+                          100) is None
+    assert R.paper_family(released, "3dpw", "3dpw-test", "x.npz", 50, 100) is None  # --max-samples cut
+    assert R.paper_family(make_protocol("h36m", h36m_gt="S"), "h36m", "h36m-p2", "x.npz", 9, 9) is None
+    h36m = make_protocol("h36m-p2")
+    assert R.paper_family(h36m, "h36m", "h36m-p2", "h36m_mosh_val_p2_fixname_openpose.npz", 9, 9) == "h36m"
+    assert R.paper_family(h36m, "h36m", "h36m-p1", "h36m_mosh_val_p1.npz", 9, 9) is None
+    assert R.paper_family(h36m, "h36m", "h36m_mosh_val_p1", "h36m_mosh_val_p1.npz", 9, 9) is None

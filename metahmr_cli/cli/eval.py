@@ -43,7 +43,8 @@ HELP = {
     "h36m_gt": "Human3.6M GT joints: mesh (released Meta-HMR; default) | S (SPIN).",
     "gt_source": "Override the GT source for any dataset: mesh | S.",
     "pve_alignment": "PVE alignment: none (released; default) | pelvis.",
-    "gender_rule": "GT body: released (m: male, else female; default) | neutral (m, f, else neutral).",
+    "gender_rule": "GT body: released ('m' or no gender key: male, else female; default) | neutral "
+                   "('m' male, 'f' female, else or no key neutral).",
     "out": "Output folder of the report (default runs/eval).",
     "body": "Body model: smpl (default) | standin | PATH to a body-model folder.",
     "max_samples": "Evaluate only the first N samples.",

@@ -188,10 +188,12 @@ def check_npz(
     if "has_smpl" in data and "pose" not in data:
         _warn(rep, "has_smpl", "'has_smpl' without 'pose' is ignored (has_smpl becomes 0)")
     if "gender" in data:
-        vals = {str(g.decode() if isinstance(g, bytes) else g).lower() for g in np.asarray(data["gender"]).reshape(-1)}
-        other = sorted(vals - {"m", "f", "male", "female", "n", "neutral"})
+        vals = {str(g.decode() if isinstance(g, bytes) else g) for g in np.asarray(data["gender"]).reshape(-1)}
+        other = sorted(vals - {"m", "f", "n"})
         if other:
-            _warn(rep, "gender", f"values {other[:5]} are read as neutral", "'m', 'f' or 'n'", ", ".join(other[:5]))
+            _warn(rep, "gender", f"values {other[:5]} are neither 'm' nor 'f' (compared exactly): the released "
+                  "evaluation rule poses them with the female body, --gender-rule neutral with the neutral body",
+                  "'m', 'f' or 'n'", ", ".join(other[:5]))
     if "part" in data and "scale" in data and rep.ok:
         part = np.asarray(data["part"], dtype=np.float64)
         scale = np.asarray(data["scale"], dtype=np.float64).reshape(n, -1)[:, 0]

@@ -32,7 +32,10 @@ center                (2,)                   box centre, full-image pixels (afte
 is_flipped            () int64               flip applied
 rot_angle             ()                     rotation in degrees
 scale_factor          ()                     scale augmentation factor
-gender                () int64               0 male, 1 female, -1 unknown/neutral
+gender                () int64               the npz value, coded: 0 'm', 1 'f', 2 any other value (e.g.
+                                             'n' = neutral), -1 no 'gender' key (GENDER_* constants); the
+                                             evaluation maps it to a GT body with its gender rule
+                                             (:func:`metahmr_cli.evaluation.protocols.gt_body_codes`)
 img_h, img_w          ()                     full image size after downsampling
 orig_shape            (2,)                   [H, W] of the image file
 focal_length          ()                     full-image focal length (px)
@@ -76,7 +79,16 @@ from .npzio import load_npz
 from .occlusion import load_occluders, occlude
 from .registry import DatasetsConfig, DatasetSpec, load_datasets_config
 
-__all__ = ["Annotations", "HMRDataset", "read_rgb"]
+__all__ = [
+    "GENDER_FEMALE",
+    "GENDER_MALE",
+    "GENDER_MISSING",
+    "GENDER_OTHER",
+    "Annotations",
+    "HMRDataset",
+    "gender_codes",
+    "read_rgb",
+]
 
 log = logging.getLogger(__name__)
 
@@ -98,15 +110,34 @@ def read_rgb(path: str | Path) -> np.ndarray:
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 
 
-def _gender_code(g: Any) -> int:
-    if isinstance(g, bytes):
-        g = g.decode("utf-8", "replace")
-    g = str(g).strip().lower()
-    if g in ("m", "male", "0"):
-        return 0
-    if g in ("f", "female", "1"):
-        return 1
-    return -1
+GENDER_MISSING = -1
+"""Gender code of a sample of a file without a ``gender`` key."""
+GENDER_MALE = 0
+"""Gender code of the value ``'m'``."""
+GENDER_FEMALE = 1
+"""Gender code of the value ``'f'``."""
+GENDER_OTHER = 2
+"""Gender code of any other value (``'n'`` = neutral in ``metahmr data synth`` files, but also ``'male'``, ...)."""
+
+
+def gender_codes(values: Any) -> np.ndarray:
+    """Code the ``gender`` values of an npz without deciding which body they mean.
+
+    The values are compared exactly, as the released code compares ``str(g) == 'm'`` (bytes are decoded
+    first): ``'m'`` -> GENDER_MALE, ``'f'`` -> GENDER_FEMALE, anything else -> GENDER_OTHER. Which GT body each
+    code is evaluated with is decided in one place, by the evaluation's gender rule
+    (:func:`metahmr_cli.evaluation.protocols.gt_body_codes`). A file without the key has GENDER_MISSING.
+
+    Returns:
+        (N,) int64.
+    """
+    out = []
+    for g in np.asarray(values).reshape(-1):
+        if isinstance(g, bytes):
+            g = g.decode("utf-8", "replace")
+        g = str(g)
+        out.append(GENDER_MALE if g == "m" else GENDER_FEMALE if g == "f" else GENDER_OTHER)
+    return np.asarray(out, dtype=np.int64)
 
 
 @dataclass
@@ -118,7 +149,8 @@ class Annotations:
         center: (N, 2); scale: (N,).
         part: (N, 24, 3); openpose: (N, 25, 3) (zeros when missing).
         pose: (N, 72); betas: (N, 10) (zeros when missing); has_smpl: (N,) float32.
-        S: (N, 24, 4) or None; gender: (N,) int64; focal_length: (N,) or None.
+        S: (N, 24, 4) or None; gender: (N,) int64 codes of :func:`gender_codes` (GENDER_MISSING without the key);
+        focal_length: (N,) or None.
     """
 
     imgname: np.ndarray
@@ -184,11 +216,9 @@ class Annotations:
         focal = d.get("focal_length")
         if focal is not None:
             focal = np.asarray(focal, dtype=np.float32).reshape(n, -1)[:, 0]
-        gender = (
-            np.array([_gender_code(g) for g in d["gender"]], dtype=np.int64)
-            if "gender" in d
-            else np.full(n, -1, dtype=np.int64)
-        )
+        gender = gender_codes(d["gender"]) if "gender" in d else np.full(n, GENDER_MISSING, dtype=np.int64)
+        if gender.shape != (n,):
+            raise DatasetError(f"{path}: key 'gender' has shape {np.shape(d['gender'])}, expected ({n},).")
         return Annotations(
             imgname=np.asarray([str(s.decode() if isinstance(s, bytes) else s) for s in d["imgname"]]),
             center=arr("center", (2,)),

@@ -5,10 +5,12 @@ The released Meta-HMR evaluation (reference notes §3.2) is the default for ever
 - predicted joints: ``J_regressor_h36m`` applied to the predicted neutral-SMPL vertices (model frame, no
   translation); the pelvis is regressor joint 0, taken *before* the joint subset is selected; then the
   14 LSP joints (``H36M_TO_J14``) or, for MPI-INF-3DHP, 17 joints (``H36M_TO_J17``) minus that pelvis;
-- 3DPW ground truth: the GT pose/betas are posed with the *male* and the *female* body; the female mesh is
-  used where ``gender == 1`` and the male mesh elsewhere (gender is 0 for ``'m'``, 1 for any other string,
-  and -1 when the file has no gender, which therefore means male); the GT joints then go through the same
-  regressor / pelvis / subset pipeline;
+- 3DPW ground truth: the GT pose/betas are posed with the *male* and the *female* body; the released rule
+  (``gender = 0 if str(g) == 'm' else 1``, female mesh where ``gender == 1``) uses the male mesh for ``'m'``
+  and for a file without a gender key, and the female mesh for ``'f'`` and any other value; the GT joints
+  then go through the same regressor / pelvis / subset pipeline. The dataset only codes the npz value
+  (:func:`metahmr_cli.data.datasets.gender_codes`); :func:`gt_body_codes` is the one place that applies the
+  released or the optional neutral rule;
 - Human3.6M ground truth: the same mesh path on the mosh SMPL parameters of the npz (``gt_source="mesh"``);
   the SPIN protocol on the GT 3D joints ``S[:, J24_TO_J14]`` is available as ``gt_source="S"``;
 - MPI-INF-3DHP ground truth: ``S[:, J24_TO_J17]`` (17 joints; no mesh, so no PVE);
@@ -28,6 +30,7 @@ import torch
 from torch import Tensor
 
 from metahmr_cli.body import joints as J
+from metahmr_cli.data.datasets import GENDER_FEMALE, GENDER_MALE, GENDER_MISSING, GENDER_OTHER
 from metahmr_cli.errors import ConfigError, DatasetError
 from metahmr_cli.evaluation import metrics as M
 from metahmr_cli.geometry.rotation import axis_angle_to_rotmat
@@ -36,8 +39,8 @@ GTSource = Literal["mesh", "S"]
 JointSet = Literal["J14", "J17"]
 GenderRule = Literal["released", "neutral"]
 GENDER_RULES: tuple[str, ...] = ("released", "neutral")
-NEUTRAL_CODE = 2
-"""Gender code of a neutral GT body (only produced by the "neutral" gender rule)."""
+BODY_MALE, BODY_FEMALE, BODY_NEUTRAL = 0, 1, 2
+"""GT body of a sample, as :func:`gt_body_codes` returns it (neutral only under the "neutral" rule)."""
 
 DATASET_ALIASES: dict[str, str] = {
     "3dpw": "3dpw",
@@ -194,59 +197,35 @@ def make_protocol(
 # gender rule
 
 
-def encode_gender(values: object, rule: GenderRule = "released") -> np.ndarray:
-    """Gender code of each sample.
+def gt_body_codes(gender: Tensor | np.ndarray, rule: GenderRule = "released") -> Tensor:
+    """The GT body of each sample from the dataset's gender codes: the one place a gender rule is applied.
 
-    ``rule="released"``: 0 for ``'m'``, 1 for any other string (the released code). ``rule="neutral"``:
-    0 for ``'m'``, 1 for ``'f'``, 2 (neutral) for anything else. Integers are kept as they are.
+    ``rule="released"`` (released Meta-HMR: ``gender = 0 if str(g) == 'm' else 1``, then the female mesh where
+    ``gender == 1`` and the male mesh elsewhere): male for ``'m'`` and for a file without a gender key,
+    female for ``'f'`` and for any other value. ``rule="neutral"``: male for ``'m'``, female for ``'f'``,
+    neutral for any other value (e.g. ``'n'``) and for a file without the key.
 
     Args:
-        values: a sequence/array of strings ('m', 'f', ...) or integers (0, 1, -1). A dataset without a
-            gender key has no values: use -1 for every sample (male under the released rule).
+        gender: (B,) codes of :func:`metahmr_cli.data.datasets.gender_codes` (GENDER_MALE 0, GENDER_FEMALE 1,
+            GENDER_OTHER 2, GENDER_MISSING -1), e.g. the ``gender`` item of an HMRDataset.
         rule: "released" or "neutral".
     Returns:
-        (N,) int64.
+        (B,) int64: BODY_MALE (0), BODY_FEMALE (1) or BODY_NEUTRAL (2).
     """
-    if values is None:
-        raise ValueError("encode_gender(None): pass the number of samples via np.full(n, -1) instead")
-    arr = np.asarray(values)
-    if arr.dtype.kind in "iub":
-        return arr.astype(np.int64).reshape(-1)
-    if arr.dtype.kind == "f":
-        return np.rint(arr).astype(np.int64).reshape(-1)
-    out = []
-    for g in arr.reshape(-1):
-        if isinstance(g, bytes):
-            g = g.decode()
-        g = str(g)
-        if rule == "released":
-            out.append(0 if g == "m" else 1)
-        else:
-            out.append(0 if g == "m" else 1 if g == "f" else NEUTRAL_CODE)
-    return np.asarray(out, dtype=np.int64)
-
-
-def female_mask(gender: Tensor | np.ndarray) -> Tensor:
-    """(B,) bool: True where the female GT mesh is used (``gender == 1``); male everywhere else (0, -1)."""
-    g = torch.as_tensor(np.asarray(gender) if isinstance(gender, np.ndarray) else gender)
-    return g.reshape(-1) == 1
-
-
-def select_gendered(male: Tensor, female: Tensor, gender: Tensor | np.ndarray) -> Tensor:
-    """Pick, per sample, the female output where gender == 1 and the male output elsewhere (released rule).
-
-    Args:
-        male: (B, ...) output of the male body. female: (B, ...) output of the female body.
-        gender: (B,) released gender codes (0 male, 1 female, -1 unknown).
-    Returns:
-        (B, ...).
-    """
-    if male.shape != female.shape:
-        raise ValueError(f"select_gendered: shapes differ {tuple(male.shape)} vs {tuple(female.shape)}")
-    mask = female_mask(gender).to(male.device)
-    if mask.shape[0] != male.shape[0]:
-        raise ValueError(f"select_gendered: {mask.shape[0]} genders for a batch of {male.shape[0]}")
-    return torch.where(mask.view(-1, *([1] * (male.ndim - 1))), female, male)
+    if rule not in GENDER_RULES:
+        raise ConfigError(f"gender_rule={rule!r} is not valid; choose one of {GENDER_RULES}")
+    g = torch.as_tensor(np.asarray(gender) if isinstance(gender, np.ndarray) else gender).reshape(-1).long()
+    known = (g == GENDER_MALE) | (g == GENDER_FEMALE) | (g == GENDER_OTHER) | (g == GENDER_MISSING)
+    if not bool(known.all()):
+        bad = sorted(set(g[~known].tolist()))
+        raise DatasetError(f"unknown gender codes {bad[:5]}; expected the codes of data.datasets.gender_codes "
+                           f"({GENDER_MALE}, {GENDER_FEMALE}, {GENDER_OTHER}, {GENDER_MISSING})")
+    other = BODY_FEMALE if rule == "released" else BODY_NEUTRAL
+    missing = BODY_MALE if rule == "released" else BODY_NEUTRAL
+    out = torch.full_like(g, BODY_MALE)
+    out = torch.where(g == GENDER_FEMALE, torch.full_like(g, BODY_FEMALE), out)
+    out = torch.where(g == GENDER_OTHER, torch.full_like(g, other), out)
+    return torch.where(g == GENDER_MISSING, torch.full_like(g, missing), out)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -286,8 +265,8 @@ def s_eval_joints(S: Tensor, joint_set: JointSet) -> Tensor:
 class GroundTruth:
     """The ground truth of one batch, as read from a SPIN-format dataset.
 
-    pose (B, 72) axis-angle or None; betas (B, 10) or None; gender (B,) released codes; S (B, 24, 4) or None;
-    has_smpl (B,) ; has_pose_3d (B,).
+    pose (B, 72) axis-angle or None; betas (B, 10) or None; gender (B,) dataset codes (the ``gender`` item,
+    :func:`metahmr_cli.data.datasets.gender_codes`); S (B, 24, 4) or None; has_smpl (B,) ; has_pose_3d (B,).
     """
 
     gender: Tensor
@@ -322,9 +301,9 @@ class EvalBodies:
     female: object | None = None
 
 
-def gt_mesh(gt: GroundTruth, bodies: EvalBodies) -> Tensor:
-    """Gendered GT mesh (B, V, 3): female body where gender == 1, the neutral body where gender == 2 (only
-    produced by the "neutral" gender rule), male elsewhere (0 and -1: the released 3DPW rule)."""
+def gt_mesh(gt: GroundTruth, bodies: EvalBodies, gender_rule: GenderRule = "released") -> Tensor:
+    """Gendered GT mesh (B, V, 3): each sample posed with the body :func:`gt_body_codes` picks for its gender
+    code under ``gender_rule`` (released: female for 'f' and any other value, male for 'm' and no key)."""
     if gt.pose is None or gt.betas is None:
         raise DatasetError("the protocol needs the GT SMPL mesh but the dataset has no 'pose'/'shape' keys; "
                            "use gt_source='S' (GT 3D joints) for this dataset")
@@ -333,11 +312,12 @@ def gt_mesh(gt: GroundTruth, bodies: EvalBodies) -> Tensor:
     B = gt.pose.shape[0]
     rotmat = axis_angle_to_rotmat(gt.pose.reshape(B, 24, 3))
     betas = gt.betas[:, :10]
-    code = torch.as_tensor(np.asarray(gt.gender) if isinstance(gt.gender, np.ndarray) else gt.gender)
-    code = code.reshape(-1).to(gt.pose.device)
-    female = code == 1
-    neutral = code == NEUTRAL_CODE
-    male = ~(female | neutral)
+    code = gt_body_codes(gt.gender, gender_rule).to(gt.pose.device)
+    if code.shape[0] != B:
+        raise DatasetError(f"{code.shape[0]} gender codes for a batch of {B}")
+    female = code == BODY_FEMALE
+    neutral = code == BODY_NEUTRAL
+    male = code == BODY_MALE
     verts: Tensor | None = None
     # Only pose the bodies that occur in the batch: the same result with less work on single-gender data.
     for mask, model in ((male, bodies.male), (female, bodies.female), (neutral, bodies.neutral)):
@@ -360,7 +340,7 @@ def prepare_ground_truth(gt: GroundTruth, protocol: EvalProtocol, bodies: EvalBo
                 f"{protocol.name} needs; evaluate it with --gt-source S"
             )
         with torch.no_grad():
-            verts = gt_mesh(gt, bodies)
+            verts = gt_mesh(gt, bodies, protocol.gender_rule)
             joints, pelvis = mesh_eval_joints(verts, bodies.neutral, protocol.joint_set)
         valid = gt.has_smpl.reshape(-1) > 0
         return PreparedGT(joints=joints, joints_valid=valid, vertices=verts, pelvis=pelvis, mesh_valid=valid)

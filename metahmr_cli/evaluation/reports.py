@@ -148,6 +148,7 @@ class EvalReport:
                 "gt_source": self.protocol.gt_source,
                 "joint_set": self.protocol.joint_set,
                 "pve_alignment": self.protocol.pve_alignment,
+                "gender_rule": self.protocol.gender_rule,
                 "metrics": {m: self.protocol.metric_name(m) for m in METRICS
                             if self.protocol.has_pve or m != "pve"},
             },

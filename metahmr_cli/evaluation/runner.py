@@ -76,8 +76,9 @@ class EvalConfig:
         h36m_gt: Human3.6M GT joints from the "mesh" (released Meta-HMR) or "S" (SPIN).
         gt_source: override of the GT source for any dataset ("mesh" | "S"); None = dataset default.
         pve_alignment: "none" (released) or "pelvis".
-        gender_rule: GT body per sample: "released" ('m' male, anything else female, no key male) or
-            "neutral" ('m' male, 'f' female, anything else neutral; for data made with the neutral body).
+        gender_rule: GT body per sample, applied by :func:`protocols.gt_body_codes` to the dataset's gender item:
+            "released" ('m' male, anything else female, no key male) or "neutral" ('m' male, 'f' female,
+            anything else or no key neutral; for data made with the neutral body).
         device: "auto", "cpu", "cuda", "cuda:N". dtype: "float32" or "float64".
         seed: seed of torch/numpy (released eval: 2023).
         out: output folder of the report files.
@@ -182,15 +183,23 @@ def _forward_fill(arr: np.ndarray) -> np.ndarray:
     return out
 
 
-def _raw_genders(npz: Path, n: int, rule: str) -> np.ndarray:
-    """Gender codes straight from the npz (released rule: 0 for 'm', 1 for any other value, -1 without the
-    key; see :func:`protocols.encode_gender`)."""
-    from metahmr_cli.data.npzio import load_npz
+H36M_P1_NAMES: tuple[str, ...] = ("h36m-p1", "h36m_mosh_val_p1.npz")
+"""Human3.6M protocol-1 split names (config name, released file): the paper's Human3.6M numbers are protocol 2."""
 
-    d = load_npz(npz)
-    if "gender" not in d:
-        return np.full(n, -1 if rule == "released" else P.NEUTRAL_CODE, dtype=np.int64)
-    return P.encode_gender(d["gender"], rule)  # type: ignore[arg-type]
+
+def paper_family(protocol: P.EvalProtocol, family: str | None, split_name: str, npz_name: str, n_evaluated: int,
+                 n_total: int) -> str | None:
+    """The dataset family to look paper numbers up for, or None when the paper's numbers do not apply.
+
+    They apply only to the released protocol of the dataset (GT source, joints, PVE without alignment,
+    released gender rule), on the whole test set (no ``max_samples`` cut) and, for Human3.6M, on protocol 2
+    (the split ``h36m`` names), not on protocol 1.
+    """
+    if family is None or not protocol.released or n_evaluated < n_total:
+        return None
+    if family == "h36m" and (split_name in H36M_P1_NAMES or npz_name in H36M_P1_NAMES):
+        return None
+    return family
 
 
 def _detected_keypoints(npz: Path, n: int) -> np.ndarray:
@@ -264,7 +273,6 @@ class _Evaluator:
         self.protocol = P.make_protocol(family or spec.name, h36m_gt=config.h36m_gt,
                                         pve_alignment=config.pve_alignment, gt_source=gt_source,
                                         gender_rule=config.gender_rule)
-        self.genders = _raw_genders(spec.npz, n_total, config.gender_rule)
         self.detected = _detected_keypoints(spec.npz, n_total) if config.keypoints == "detected" else None
         self.config_dict = config_to_dict(config)
 
@@ -377,10 +385,9 @@ class _Evaluator:
 
     def ground_truth(self, batch: dict[str, Any]) -> P.GroundTruth:
         dev, dt = self.device, self.dtype
-        idx = batch["sample_index"].numpy()
         ann = self.dataset.ann
         return P.GroundTruth(
-            gender=torch.as_tensor(self.genders[idx], device=dev),
+            gender=batch["gender"].to(dev),  # dataset codes; the protocol's gender rule picks the bodies
             has_smpl=batch["has_smpl"].to(dev, dt),
             has_pose_3d=batch["has_pose_3d"].to(dev, dt),
             pose=batch["pose"].to(dev, dt) if self.has_mesh_gt else None,
@@ -545,7 +552,8 @@ def run_evaluation(config: EvalConfig) -> EvalReport:
             seconds=seconds[m],
         )
 
-    paper = {m: match_paper_result(ev.family, ev.checkpoint, m, config.keypoints) for m in methods}
+    family = paper_family(ev.protocol, ev.family, ev.spec.name, ev.spec.npz.name, ev.n, len(ev.dataset))
+    paper = {m: match_paper_result(family, ev.checkpoint, m, config.keypoints) for m in methods}
     report = EvalReport(
         dataset=config.dataset,
         dataset_npz=str(ev.spec.npz),
@@ -602,4 +610,5 @@ def config_from_dict(values: dict[str, Any]) -> EvalConfig:
     return apply_overrides(EvalConfig(), values)
 
 
-__all__ = ["EVAL_DATASET_NAMES", "METHODS", "EvalConfig", "EvalReport", "config_from_dict", "run_evaluation"]
+__all__ = ["EVAL_DATASET_NAMES", "METHODS", "EvalConfig", "EvalReport", "config_from_dict", "paper_family",
+           "run_evaluation"]
