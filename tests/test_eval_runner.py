@@ -12,7 +12,7 @@ import torch
 from fixtures.models import make_tiny_regressor
 from typer.testing import CliRunner
 
-from metahmr_cli.errors import ConfigError, DatasetError
+from metahmr_cli.errors import AssetNotFoundError, ConfigError, DatasetError
 from metahmr_cli.evaluation import runner as R
 from metahmr_cli.evaluation.runner import EvalConfig, run_evaluation
 
@@ -31,8 +31,9 @@ def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def _config(synth_dataset: Path, standin_dir: Path, ckpt: Path, out: Path, **kw) -> EvalConfig:
-    base = dict(dataset=str(synth_dataset / "synth_test.npz"), checkpoint=str(ckpt), body=str(standin_dir),
+def _config(synth_dataset: Path, standin_dir: Path, ckpt: Path | None, out: Path, **kw) -> EvalConfig:
+    base = dict(dataset=str(synth_dataset / "synth_test.npz"), checkpoint=None if ckpt is None else str(ckpt),
+                body=str(standin_dir),
                 methods=("none", "eft", "metahmr", "reference"), steps=STEPS, batch_size=3,
                 max_samples=N_SAMPLES, out=str(out), device="cpu", progress=False, gender_rule="neutral",
                 plots=False)
@@ -176,8 +177,6 @@ def test_batch_grouping_of_one_equals_person_grouping(tmp_path, synth_dataset, s
 def test_bad_inputs_are_clear_errors(tmp_path, synth_dataset, standin_dir, tiny_checkpoint):
     with pytest.raises(ConfigError, match="unknown method"):
         _config(synth_dataset, standin_dir, tiny_checkpoint, tmp_path, methods=("none", "spin")).validate()
-    with pytest.raises(ConfigError, match="checkpoint"):
-        EvalConfig(checkpoint=None).validate()
     with pytest.raises(DatasetError, match="keypoints_detected"):
         run_evaluation(_config(synth_dataset, standin_dir, tiny_checkpoint, tmp_path, keypoints="detected"))
     from metahmr_cli.cli.app import app
@@ -185,6 +184,22 @@ def test_bad_inputs_are_clear_errors(tmp_path, synth_dataset, standin_dir, tiny_
     res = CliRunner().invoke(app, ["eval", "--dataset", str(tmp_path / "missing.npz"), "--checkpoint",
                                    str(tiny_checkpoint), "--device", "cpu", "--no-progress"])
     assert res.exit_code == 2
+
+
+def test_without_checkpoint_the_matching_release_is_looked_up(tmp_path, monkeypatch, synth_dataset, standin_dir):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    monkeypatch.delenv("METAHMR_HOME", raising=False)
+    monkeypatch.delenv("METAHMR_CHECKPOINT", raising=False)
+    with pytest.raises(AssetNotFoundError, match="cliff_hrnet_h36m.pt"):
+        R.default_checkpoint("h36m")
+    with pytest.raises(AssetNotFoundError, match="cliff_hrnet_3dpw.pt"):
+        run_evaluation(_config(synth_dataset, standin_dir, None, tmp_path / "out"))
+    ckpt_dir = tmp_path / "weights" / "checkpoints"
+    ckpt_dir.mkdir(parents=True)
+    (ckpt_dir / "cliff_hrnet_3dpw.pt").write_bytes(b"x")
+    assert R.default_checkpoint("3dpw") == ckpt_dir / "cliff_hrnet_3dpw.pt"
+    assert R.default_checkpoint(None) == ckpt_dir / "cliff_hrnet_3dpw.pt"
 
 
 def test_eval_dataset_short_names_map_to_test_splits():

@@ -74,7 +74,8 @@ def synth(
 def check(
     datasets: list[str] = typer.Argument(None, help="Dataset names of the config or paths to .npz files "
                                          "(default: every configured dataset)."),
-    config: Path | None = typer.Option(None, "--config", "-c", help="Datasets config (TOML/JSON); default "
+    config: Path | None = typer.Option(None, "--datasets-config", "--config", "-c",
+                                       help="Datasets config (TOML/JSON); default "
                                        "$METAHMR_DATASETS_CONFIG or $METAHMR_DATA/datasets.toml."),
     images: Path | None = typer.Option(None, "--images", help="Image root for .npz paths (default: the npz's folder)."),
     all_images: bool = typer.Option(False, "--all-images", help="Check every image file, not a sample."),

@@ -23,7 +23,7 @@ Examples:
   metahmr eval --dataset data/synth/synth_test.npz --checkpoint ckpt.pt --body standin --max-samples 50
 
 Datasets: 3dpw (= 3dpw-test), h36m (= h36m-p2), h36m-p1, mpi-inf-3dhp (= mpi-inf-3dhp-test), any name of the \
-datasets config (--data-config), or a path to a SPIN-format .npz.
+datasets config (--datasets-config), or a path to a SPIN-format .npz.
 
 Writes report.json, report.md, per_sample.csv, stepwise.csv/.png (metrics after every TTO step) and \
 per_joint.csv/.png into --out. Results are cached per batch under OUT/cache: an interrupted run resumes.
@@ -32,7 +32,8 @@ per_joint.csv/.png into --out. Results are cached per batch under OUT/cache: an 
 
 HELP = {
     "dataset": "h36m | 3dpw | mpi-inf-3dhp | a datasets-config name | PATH.npz",
-    "checkpoint": "Meta-HMR release, official CLIFF, SPIN or metahmr checkpoint.",
+    "checkpoint": "Meta-HMR release, official CLIFF, SPIN or metahmr checkpoint (default: the HRNet release "
+                  "for the dataset, cliff_hrnet_h36m.pt or cliff_hrnet_3dpw.pt, from the weights folder).",
     "tto": "Comma-separated methods: none, eft, metahmr, reference (default: all four).",
     "steps": "Most TTO updates per method (default 14).",
     "scope": "Adapted weights: head | last_stage | all (default: each schedule's own).",
@@ -72,7 +73,7 @@ def register(app: typer.Typer) -> None:
     @app.command("eval", epilog=EPILOG, no_args_is_help=True)
     def eval_command(
         dataset: str = typer.Option(..., "--dataset", "-d", help=HELP["dataset"]),
-        checkpoint: Path = typer.Option(..., "--checkpoint", "-c", help=HELP["checkpoint"]),
+        checkpoint: Path | None = typer.Option(None, "--checkpoint", "-c", help=HELP["checkpoint"]),
         tto: str | None = typer.Option(None, "--tto", help=HELP["tto"]),
         steps: int | None = typer.Option(None, "--steps", help=HELP["steps"]),
         scope: str | None = typer.Option(None, "--scope", help=HELP["scope"]),
@@ -90,7 +91,8 @@ def register(app: typer.Typer) -> None:
         device: str | None = typer.Option(None, "--device", help=HELP["device"]),
         dtype: str | None = typer.Option(None, "--dtype", help=HELP["dtype"]),
         seed: int | None = typer.Option(None, "--seed", help=HELP["seed"]),
-        data_config: Path | None = typer.Option(None, "--data-config", help=HELP["data_config"]),
+        data_config: Path | None = typer.Option(None, "--datasets-config", "--data-config",
+                                                  help=HELP["data_config"]),
         image_root: Path | None = typer.Option(None, "--image-root", help=HELP["image_root"]),
         cache_dir: Path | None = typer.Option(None, "--cache-dir", help=HELP["cache_dir"]),
         resume: bool | None = typer.Option(None, "--resume/--no-resume", help=HELP["resume"]),
@@ -111,7 +113,7 @@ def register(app: typer.Typer) -> None:
                 EvalConfig,
                 config,
                 dataset=dataset,
-                checkpoint=str(checkpoint),
+                checkpoint=None if checkpoint is None else str(checkpoint),
                 methods=None if tto is None else _split_methods(tto),
                 steps=steps,
                 scope=scope,

@@ -186,7 +186,7 @@ class DatasetsConfig:
             return sub_p / p
         root = self.data_root()
         if root is None:
-            where = f"the datasets config {self.source}" if self.source else "a datasets config (--config)"
+            where = f"the datasets config {self.source}" if self.source else "a datasets config (--datasets-config)"
             raise ConfigError(
                 f"dataset '{name}': the {what} path '{rel}' is relative but no data root is set. Set "
                 f"`root = \"/path/to/data\"` in {where} or the environment variable {DATA_ENV}."

@@ -147,8 +147,6 @@ class EvalConfig:
             raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.max_samples is not None and self.max_samples < 1:
             raise ConfigError(f"max_samples must be >= 1, got {self.max_samples}")
-        if not self.checkpoint:
-            raise ConfigError("no checkpoint given; pass --checkpoint PATH (a Meta-HMR, CLIFF or metahmr checkpoint)")
 
 
 # ---------------------------------------------------------------------------------------------- helpers
@@ -185,6 +183,19 @@ def _forward_fill(arr: np.ndarray) -> np.ndarray:
 
 H36M_P1_NAMES: tuple[str, ...] = ("h36m-p1", "h36m_mosh_val_p1.npz")
 """Human3.6M protocol-1 split names (config name, released file): the paper's Human3.6M numbers are protocol 2."""
+
+
+def default_checkpoint(family: str | None) -> Path:
+    """The Meta-HMR release evaluated on a dataset family when no checkpoint is given (HRNet, CLIFF head):
+    ``cliff_hrnet_h36m.pt`` for Human3.6M, ``cliff_hrnet_3dpw.pt`` otherwise.
+
+    Raises:
+        AssetNotFoundError: the release is not installed; the message says where it was looked for.
+    """
+    from metahmr_cli.assets import resolve_asset
+
+    name = "metahmr_cliff_hrnet_h36m" if family == "h36m" else "metahmr_cliff_hrnet_3dpw"
+    return resolve_asset(name)
 
 
 def paper_family(protocol: P.EvalProtocol, family: str | None, split_name: str, npz_name: str, n_evaluated: int,
@@ -243,8 +254,9 @@ class _Evaluator:
 
         dcfg = load_datasets_config(config.datasets_config)
         name = config.dataset
-        if name not in dcfg.datasets and name in EVAL_DATASET_NAMES:
-            name = EVAL_DATASET_NAMES[name]
+        # short names always mean the released test split (the datasets config also holds training entries
+        # called "h36m" / "3dpw")
+        name = EVAL_DATASET_NAMES.get(name, name)
         spec = dcfg.resolve(name, image_root=config.image_root)
         if not spec.npz.is_file():
             raise DatasetError(
@@ -278,7 +290,8 @@ class _Evaluator:
 
         self._nets = None
         self._bodies = None
-        self.checkpoint = Path(config.checkpoint).expanduser()  # type: ignore[arg-type]
+        self.checkpoint = default_checkpoint(family) if not config.checkpoint else \
+            Path(config.checkpoint).expanduser()
         if not self.checkpoint.is_file():
             from metahmr_cli.errors import AssetNotFoundError
 
