@@ -13,8 +13,10 @@ Missing assets are reported all at once, before any work starts.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import math
+import re
 import time
 import uuid
 from collections import defaultdict
@@ -283,6 +285,23 @@ def _reason(exc: BaseException | None) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
+_FRAME_FILE = re.compile(r"frame_\d{6,}\.npz")
+
+
+def _remove_frame_files(folder: Path, keep: set[str]) -> None:
+    """Delete the per-frame result files (``frame_NNNNNN.npz``) of ``folder`` not named in ``keep``; the folder
+    goes too when it ends up empty."""
+    if not folder.is_dir():
+        return
+    for p in folder.iterdir():
+        if p.name not in keep and _FRAME_FILE.fullmatch(p.name) and p.is_file():
+            with contextlib.suppress(OSError):
+                p.unlink()
+    with contextlib.suppress(OSError):
+        if not any(folder.iterdir()):
+            folder.rmdir()
+
+
 class _Timer:
     def __init__(self, sink: dict[str, float], stage: str) -> None:
         self.sink, self.stage = sink, stage
@@ -402,6 +421,12 @@ class Pipeline:
             if net is not None:
                 net.to(device=self.device, dtype=self.dtype).eval()
         self._checkpoint_id = str(getattr(self.networks, "identifier", "") or "")
+        # The camera of the TTO losses must fit the network: an HMR-architecture checkpoint predicts the SPIN crop
+        # camera (focal 5000, 256 px box), CLIFF the one of the full image (the written transl is full-image in both).
+        arch = getattr(self.networks.main, "arch", None)
+        if arch in ("cliff", "hmr") and cfg.tto.camera != arch:
+            logger.info("TTO camera set to %r to fit the %s network", arch, arch)
+            cfg.tto = dataclasses.replace(cfg.tto, camera=arch)
         if cfg.keypoints_json is not None and self.keypoint_stage is None:
             from metahmr_cli.keypoints import load_keypoints
 
@@ -546,7 +571,7 @@ class Pipeline:
         )
 
         columns = (TextColumn("[bold]process[/]"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                   TextColumn("ETA"), TimeRemainingColumn(), TextColumn("{task.fields[name]}"))
+                   TextColumn("ETA"), TimeRemainingColumn(), TextColumn("{task.fields[name]}", markup=False))
         with Progress(*columns, console=self.console, transient=False) as bar:
             task = bar.add_task("process", total=total, name="")
 
@@ -715,7 +740,10 @@ class Pipeline:
             for p in written:
                 with contextlib.suppress(OSError):
                     p.unlink()
+            _remove_frame_files(out / item.stem, keep=set())
             raise
+        # frames of an earlier run with other settings (stride, max_frames) must not mix with this run's
+        _remove_frame_files(out / item.stem, keep={p.name for p in written})
         self._add_timings(timings)
         status = "ok" if people else "no_person"
         return ManifestRecord(input=str(item.path), key=item.stem, kind="video", status=status,

@@ -248,3 +248,14 @@ def test_killed_run_resumes_with_valid_outputs(tmp_path, standin_dir, tiny_check
     assert_outputs_clean(out)
     for i in range(n):
         assert (out / f"img{i:02d}_overlay.png").is_file() and (out / f"img{i:02d}_side.png").is_file()
+
+
+def test_summary_line_prints_the_output_folder_verbatim(tmp_path, standin_dir, tiny_checkpoint):
+    photos = tmp_path / "photos"
+    copy_photos(photos)
+    out = tmp_path / "out[bold]"
+    res = _invoke([str(photos / "messi5.jpg"), *base_args(standin_dir, tiny_checkpoint, out), "--boxes-json",
+                   str(write_boxes_json(tmp_path / "boxes.json")), "--keypoints", "mediapipe", "--tto", "none",
+                   "--no-render"])
+    assert res.exit_code == 0, res.output
+    assert "out[bold]" in "".join(res.output.split())

@@ -216,3 +216,34 @@ def test_people_are_batched_across_images_without_changing_results(tmp_path, sta
     for k in "abc":
         for key in ("global_orient", "body_pose", "betas", "transl", "vertices", "reproj_error_after"):
             np.testing.assert_allclose(results[2][k][key], results[32][k][key], rtol=1e-4, atol=1e-5)
+
+
+class _FailingOnFrame(TemplateKeypoints):
+    def __init__(self, frame: int) -> None:
+        self.frame = frame
+
+    def __call__(self, image, boxes, *, path, frame):
+        if frame == self.frame:
+            raise RuntimeError("keypoint backend crashed")
+        return super().__call__(image, boxes, path=path, frame=frame)
+
+
+def test_video_rerun_and_failure_leave_only_this_runs_frames(tmp_path, standin_dir, tiny_checkpoint):
+    video = write_synthetic_video(tmp_path / "clip.mp4", n_frames=6)
+    out = tmp_path / "out"
+    cfg = _config([video], out, standin_dir, tiny_checkpoint, render=False, batch_size=2)
+    assert _pipeline(cfg).run().exit_code == 0
+    assert sorted(p.name for p in (out / "clip").iterdir()) == [f"frame_{i:06d}.npz" for i in range(6)]
+    # a redo with another stride: frames 1, 3, 5 of the first run must not stay beside the new ones
+    cfg = _config([video], out, standin_dir, tiny_checkpoint, render=False, batch_size=2, video_stride=2,
+                  overwrite=True)
+    assert _pipeline(cfg).run().exit_code == 0
+    names = sorted(p.name for p in (out / "clip").iterdir())
+    assert names == ["frame_000000.npz", "frame_000002.npz", "frame_000004.npz"]
+    assert read_manifest(out / MANIFEST_NAME)["clip"].outputs == [f"clip/{n}" for n in names]
+    # a failure half-way keeps no frame of the video
+    cfg = _config([video], out, standin_dir, tiny_checkpoint, render=False, batch_size=2, overwrite=True)
+    assert _pipeline(cfg, keypoints=_FailingOnFrame(3)).run().exit_code == 1
+    rec = read_manifest(out / MANIFEST_NAME)["clip"]
+    assert rec.status == "failed" and "keypoint backend crashed" in rec.reason
+    assert not (out / "clip").exists()

@@ -113,11 +113,13 @@ def register(app: typer.Typer) -> None:
         except MetaHMRError as exc:
             print_error(console, exc)
             raise typer.Exit(code=2) from None
+        from rich.markup import escape
+
         c = report.counts
         style = "red" if c["failed"] else "green"
         console.print(
             f"[{style}]done[/]: {c['ok']} ok, {c['no_person']} without people, {c['failed']} failed, "
-            f"{c['skipped']} skipped -> {report.out_dir} (manifest.jsonl, summary.json)", highlight=False)
+            f"{c['skipped']} skipped -> {escape(str(report.out_dir))} (manifest.jsonl, summary.json)", highlight=False)
         if c["failed"]:
             console.print("failed inputs and reasons are listed in manifest.jsonl", highlight=False)
         raise typer.Exit(code=report.exit_code)
