@@ -19,6 +19,7 @@ from metahmr_cli.losses import LossTargets, pseudo_targets
 from metahmr_cli.models import build_regressor
 from metahmr_cli.predictions import decode
 from metahmr_cli.training.meta_step import MetaStep, MetaStepConfig, TrainBatch, adapt
+from metahmr_cli.tto import batched_forward
 
 DT = torch.float64
 B = 3
@@ -197,3 +198,34 @@ def test_plain_step_and_paper_aux(setup):
     assert float(stats["aux"]) == pytest.approx(float(la.detach()), rel=1e-9)
     for (k, p), q in zip(aux.named_parameters(), ref.parameters(), strict=True):
         torch.testing.assert_close(p.grad, q.grad, rtol=1e-7, atol=1e-10, msg=k)
+
+
+@pytest.mark.parametrize("grouping", ["sample", "batch"])
+def test_backbone_scope_in_train_mode(setup, grouping):
+    """scope "last_stage" with the main net in train mode (BatchNorm on batch statistics, the default net_mode):
+    each unit's forward normalises with its own people's statistics, as a plain train-mode forward of that unit
+    does. (This used to fail: BatchNorm's in-place running-stat update cannot run under vmap.)"""
+    body, main0, _, batch, pseudo = setup
+    main = copy.deepcopy(main0).train()
+    for m in main.modules():  # keep train-mode BatchNorm, take the randomness of dropout out of the comparison
+        if isinstance(m, torch.nn.Dropout):
+            m.p = 0.0
+    names = main.scope_parameter_names("last_stage")
+    assert any(n.startswith("backbone.") for n in names)
+    adapted, n = adapt(copy.deepcopy(main), body, batch, pseudo, cfg_for(grouping, scope="last_stage"))
+    units = [slice(i, i + 1) for i in range(B)] if grouping == "sample" else [slice(0, B)]
+    for u, sl in enumerate(units):
+        net = copy.deepcopy(main)
+        theta = dict(net.named_parameters())
+        dec = decode(net(batch.images[sl], batch.crop[sl].bbox_info()), body, batch.crop[sl])
+        grads = torch.autograd.grad(hand_loss(dec, take(pseudo, sl)), [theta[k] for k in names])
+        for k, g in zip(names, grads, strict=True):
+            torch.testing.assert_close(adapted[k][u].detach(), (theta[k] - LR * g).detach(), rtol=1e-9, atol=1e-12)
+        # the adapted unit's forward (the outer forward) equals a train-mode forward of a copy holding w'
+        with torch.no_grad():
+            for k in names:
+                net.get_parameter(k).copy_(adapted[k][u])
+            want = net(batch.images[sl], batch.crop[sl].bbox_info())
+        out = batched_forward(main, {k: v[u : u + 1] for k, v in adapted.items()}, batch.images[sl],
+                              batch.crop[sl].bbox_info(), group_size=sl.stop - sl.start)
+        torch.testing.assert_close(out["rotmat"].detach(), want["rotmat"], rtol=1e-9, atol=1e-10)

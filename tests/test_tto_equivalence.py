@@ -202,3 +202,27 @@ def test_inner_update_is_one_first_order_step(nets, standin_body, grouping):
     # first order: d(sum θ')/dθ = number of units (the inner gradient is detached)
     (g,) = torch.autograd.grad(adapted["deccam.bias"].sum(), [params["deccam.bias"]])
     torch.testing.assert_close(g, torch.full_like(g, float(len(units))))
+
+
+def test_batch_grouping_keeps_groups_when_a_person_has_few_keypoints(nets, standin_body):
+    """Released eval adapts every person of its batch: a person with few keypoints must not shift the groups.
+
+    Groups of 2 are {0, 1}, {2, 3}, {4, 5}. Person 0 has 3 visible keypoints (< min_keypoints 4) but its group has
+    27, so the group is adapted as a whole; people 4 and 5 have 1 each (group total 2 < 4): that group falls back.
+    """
+    main, aux = nets
+    inputs = make_inputs(6, seed=8).validated()
+    kp = inputs.keypoints2d.clone()
+    kp[0, 28:, 2] = 0.0
+    kp[4:, 26:, 2] = 0.0
+    inputs = type(inputs)(inputs.images, inputs.crop, kp)
+    cfg = TTOConfig(schedule="reference", grouping="batch", group_size=2, max_steps=3, lr=1e-4, early_stop=False)
+    res = run_tto(main, aux, standin_body, inputs, cfg)
+    slow = slow_tto(main, aux, standin_body, inputs, schedule="reference", scope="all", optimizer="adam", lr=1e-4,
+                    max_steps=3, units=[[0, 1], [2, 3]])
+    assert res.fell_back.tolist() == [False, False, False, False, True, True]
+    for name in FIELDS:
+        torch.testing.assert_close(getattr(res, name)[:4], slow.field(name, 4), atol=1e-5, rtol=0)
+    assert res.steps.tolist() == [4, 4, 4, 4, 0, 0]
+    plain = run_tto(main, aux, standin_body, inputs, TTOConfig(schedule="none"))
+    torch.testing.assert_close(res.vertices[4:], plain.vertices[4:], atol=1e-6, rtol=0)

@@ -88,8 +88,12 @@ def slow_tto(
     for unit in units:
         idx = torch.tensor(unit)
         net = copy.deepcopy(main).eval()
+        if schedule == "eft":  # EFT's exemplar mode: BatchNorm affine parameters do not train
+            for m in net.modules():
+                if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                    m.requires_grad_(False)
         named = dict(net.named_parameters())
-        scope_params = [named[n] for n in net.scope_parameter_names(scope)]
+        scope_params = [named[n] for n in net.scope_parameter_names(scope) if named[n].requires_grad]
         kp = inputs.keypoints2d[idx]
         tgt = None
         if targets is not None:

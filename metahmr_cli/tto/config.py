@@ -51,10 +51,13 @@ class TTOConfig:
             L_2D < tol for eft (default 1e-4). None = schedule default.
         loss_weights: weights of the loss terms. None = schedule default (:class:`LossWeights` defaults).
         min_keypoints: people with fewer visible keypoints (conf > 0) in the loss slots keep the
-            plain regression (``fell_back``).
+            plain regression (``fell_back``). With grouping "batch" the test is made per group (the group's
+            total), so a group always holds the same consecutive people, as in the released evaluation.
         chunk_size: most people optimised at once (bounds memory); chunks run one after another.
         record_losses: keep the loss of every iteration in :attr:`TTOResult.losses`.
         camera: "cliff" (full-image perspective camera) or "hmr" (crop camera); must fit the network.
+        eft_with_hips: schedule "eft" only: keep the GT hip and pelvis keypoints in L_2D (EFT
+            ``--eft_withHip2D``); by default they are removed, as in EFT.
     """
 
     schedule: ScheduleName = "metahmr"
@@ -71,6 +74,7 @@ class TTOConfig:
     chunk_size: int = 64
     record_losses: bool = False
     camera: Literal["cliff", "hmr"] = "cliff"
+    eft_with_hips: bool = False
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` naming the bad field and its valid values."""

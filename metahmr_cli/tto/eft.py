@@ -33,11 +33,13 @@ GT_R_ANKLE, GT_R_KNEE, GT_R_HIP, GT_L_HIP, GT_L_KNEE, GT_L_ANKLE, GT_PELVIS = (
     _GT + 5,
     _GT + 14,
 )
-OP_MID_HIP, OP_R_HIP, OP_R_ANKLE, OP_L_HIP, OP_L_ANKLE = 8, 9, 11, 12, 14
-EFT_ZEROED_SLOTS = (GT_R_HIP, GT_L_HIP, GT_PELVIS, GT_R_ANKLE, GT_L_ANKLE, OP_MID_HIP, OP_R_HIP, OP_L_HIP,
-                    OP_R_ANKLE, OP_L_ANKLE)
-"""Slots removed from EFT's L_2D: hips (not annotated consistently across datasets) and ankles (used only
-through the leg-orientation term)."""
+EFT_HIP_SLOTS = (GT_R_HIP, GT_L_HIP, GT_PELVIS)
+"""GT hips and pelvis: removed from EFT's L_2D unless asked (EFT ``--eft_withHip2D``)."""
+EFT_ANKLE_SLOTS = (GT_R_ANKLE, GT_L_ANKLE)
+"""GT ankles: always removed from EFT's L_2D (used only through the leg-orientation term)."""
+EFT_ZEROED_SLOTS = EFT_HIP_SLOTS + EFT_ANKLE_SLOTS
+"""Slots removed from EFT's L_2D by default. As in EFT only GT-set slots are touched; the OpenPose slots keep
+their confidences (they count only when ``openpose_2d`` > 0)."""
 
 
 def weak_perspective_keypoints(joints: Tensor, cam_crop: Tensor, crop_wh: tuple[int, int] = (IMG_W, IMG_H)) -> Tensor:
@@ -60,12 +62,12 @@ def leg_orientation_loss(
     """1 − cos between predicted and target knee→ankle 2D directions, per leg (GT slots).
 
     A leg counts only when its target length exceeds :data:`EFT_MIN_LEG_LENGTH`; it is weighted by the
-    product of the knee and ankle confidences.
+    product of the knee and ankle confidences. As in EFT the two legs are summed (not averaged).
 
     Args:
         pred_kp: (B, 49, 2) normalised crop coords; gt_kp: (B, 49, 3) normalised + conf.
     Returns:
-        scalar mean over (B·2) legs ("batch") or (B,) mean over the two legs ("sample").
+        (B,) sum over the two legs ("sample"), or its mean over the B people ("batch").
     """
     terms = []
     for knee, ankle in ((GT_R_KNEE, GT_R_ANKLE), (GT_L_KNEE, GT_L_ANKLE)):
@@ -75,14 +77,15 @@ def leg_orientation_loss(
         cos = (d_pred * d_gt).sum(-1) / (d_pred.norm(dim=-1).clamp_min(1e-8) * len_gt.clamp_min(1e-8))
         weight = gt_kp[:, knee, 2] * gt_kp[:, ankle, 2] * (len_gt > EFT_MIN_LEG_LENGTH).to(pred_kp.dtype)
         terms.append(weight * (1.0 - cos))
-    per_leg = torch.stack(terms, dim=-1)  # (B, 2)
-    return per_leg.mean() if reduction == "batch" else per_leg.mean(dim=-1)
+    per_person = terms[0] + terms[1]  # (B,)
+    return per_person.mean() if reduction == "batch" else per_person
 
 
-def eft_keypoints(keypoints2d: Tensor) -> Tensor:
-    """(B, 49, 3) -> copy with the confidences of :data:`EFT_ZEROED_SLOTS` set to 0."""
+def eft_keypoints(keypoints2d: Tensor, with_hips: bool = False) -> Tensor:
+    """(B, 49, 3) -> copy with the confidences of the GT ankles (and, unless ``with_hips``, of the GT hips and
+    pelvis) set to 0."""
     kp = keypoints2d.clone()
-    kp[:, list(EFT_ZEROED_SLOTS), 2] = 0.0
+    kp[:, list(EFT_ANKLE_SLOTS if with_hips else EFT_ZEROED_SLOTS), 2] = 0.0
     return kp
 
 
@@ -93,12 +96,14 @@ def eft_loss(
     keypoints2d: Tensor,
     weights: LossWeights,
     reduction: Literal["batch", "sample"] = "batch",
+    with_hips: bool = False,
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """EFT's exemplar loss: outer_scale·(w_2D·L_2D + w_β·mean β² + w_cam·L_cam + 0.005·L_leg).
 
     Args:
         joints: (B, 49, 3) model-frame joints; cam_crop: (B, 3); betas: (B, 10).
-        keypoints2d: (B, 49, 3) normalised crop coords + conf (hips and ankles are masked here).
+        keypoints2d: (B, 49, 3) normalised crop coords + conf (GT ankles, and GT hips unless ``with_hips``,
+            are masked here).
         weights: uses keypoint_2d, betas, camera, openpose_2d, gt_2d and outer_scale.
     Returns:
         (total, terms) with terms "keypoint_2d" (masked, unweighted L_2D, used by the stop test),
@@ -106,7 +111,7 @@ def eft_loss(
     """
     pred_kp = weak_perspective_keypoints(joints, cam_crop)
     l2d = keypoint_2d_loss(
-        pred_kp, eft_keypoints(keypoints2d), weights.openpose_2d, weights.gt_2d, reduction=reduction
+        pred_kp, eft_keypoints(keypoints2d, with_hips), weights.openpose_2d, weights.gt_2d, reduction=reduction
     )
     beta_sq = betas.pow(2)
     l_beta = beta_sq.mean() if reduction == "batch" else beta_sq.mean(dim=-1)

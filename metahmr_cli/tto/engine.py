@@ -93,17 +93,64 @@ def _detach(obj: Any) -> Any:
     return dataclasses.replace(obj, **changes)
 
 
+def _updates_bn_stats(net: nn.Module) -> bool:
+    """True when a forward of ``net`` updates BatchNorm running statistics in place (train mode).
+
+    Such a forward cannot run under ``vmap`` over units (the shared buffers would be written with batched
+    values), so the units then run one after another, each with its own batch statistics.
+    """
+    return any(
+        isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training and m.track_running_stats
+        for m in net.modules()
+    )
+
+
+def _unit_slice(tree: Any, u: int) -> Any:
+    """Unit ``u`` of a (nested dict of) (G, ...) tensors."""
+    if isinstance(tree, dict):
+        return {k: _unit_slice(v, u) for k, v in tree.items()}
+    return tree if tree is None else tree[u]
+
+
+def _map_units(fn: Callable[..., Any], num_units: int, randomness: str, loop: bool, *args: Any) -> Any:
+    """``vmap(fn)(*args)`` over the leading unit axis, or the same result from a Python loop over units."""
+    if not loop:
+        return vmap(fn, randomness=randomness)(*args)
+    outs = [fn(*(_unit_slice(a, u) for a in args)) for u in range(num_units)]
+    first = outs[0]
+    if isinstance(first, dict):
+        return {k: torch.stack([o[k] for o in outs]) for k in first}
+    if isinstance(first, tuple):
+        return tuple(
+            {k: torch.stack([o[i][k] for o in outs]) for k in first[i]} if isinstance(first[i], dict)
+            else torch.stack([o[i] for o in outs])
+            for i in range(len(first))
+        )
+    return torch.stack(outs)
+
+
 def _bbox_info(net: Regressor, crop: CropInfo) -> Tensor | None:
     return crop.bbox_info() if getattr(net, "uses_bbox_info", True) else None
 
 
-def scope_names(main: Regressor, scope: str) -> list[str]:
-    """Names (as in ``named_parameters``) of the weights a scope adapts."""
+def scope_names(main: Regressor, scope: str, freeze_norm: bool = False) -> list[str]:
+    """Names (as in ``named_parameters``) of the weights a scope adapts.
+
+    ``freeze_norm`` leaves out the affine parameters of BatchNorm layers (EFT's exemplar mode).
+    """
     names = list(main.scope_parameter_names(scope))
     known = dict(main.named_parameters())
     missing = [n for n in names if n not in known]
     if missing:
         raise ConfigError(f"scope {scope!r} names parameters the network does not have: {missing[:3]}")
+    if freeze_norm:
+        norm = {
+            f"{mod_name}.{p_name}" if mod_name else p_name
+            for mod_name, mod in main.named_modules()
+            if isinstance(mod, nn.modules.batchnorm._BatchNorm)
+            for p_name, _ in mod.named_parameters(recurse=False)
+        }
+        names = [n for n in names if n not in norm]
     return names
 
 
@@ -159,10 +206,11 @@ def _vmapped_forward(
     if not params:  # nothing adapted: a plain batched call
         flat = run({}, x, bbox_info)
         return dict(flat)
+    loop = not head_only and _updates_bn_stats(main)
     if bbox_info is None:
-        out = vmap(lambda p, xi: run(p, xi, None), randomness=randomness)(params, xs)
+        out = _map_units(lambda p, xi: run(p, xi, None), g, randomness, loop, params, xs)
     else:
-        out = vmap(run, randomness=randomness)(params, xs, bbox_info.reshape(g, n, -1))
+        out = _map_units(run, g, randomness, loop, params, xs, bbox_info.reshape(g, n, -1))
     return {k: v.reshape(g * n, *v.shape[2:]) for k, v in out.items()}
 
 
@@ -220,7 +268,8 @@ def _loss(
             dec.keypoints2d, keypoints2d, weights.openpose_2d, weights.gt_2d, reduction=reduction
         )
         return total, total
-    total, terms = eft_loss(dec.joints, dec.cam_crop, dec.betas, keypoints2d, weights, reduction=reduction)
+    total, terms = eft_loss(dec.joints, dec.cam_crop, dec.betas, keypoints2d, weights, reduction=reduction,
+                            with_hips=kind == "eft_hips")
     return total, terms["keypoint_2d"]
 
 
@@ -254,7 +303,8 @@ def unit_objective(
         x: (G·n, 3, H, W) crops, or (G·n, F) backbone features when ``head_only``; people in unit order.
         crop: CropInfo of the G·n people; keypoints2d: (G·n, 49, 3).
         targets: pseudo targets of the G·n people (needed for ``kind == "expl"``).
-        kind: "expl" (L_expl = combined loss against the pseudo targets), "2d" (unweighted L_2D), "eft".
+        kind: "expl" (L_expl = combined loss against the pseudo targets), "2d" (unweighted L_2D), "eft"
+            ("eft_hips": EFT with the GT hips kept).
         num_units: G.
     Returns:
         (total (G,), stop-test value (G,), decoded predictions of the G·n people).
@@ -285,7 +335,8 @@ def unit_objective(
     tgt_u: dict[str, Tensor] = {}
     if targets is not None:
         tgt_u = {f: units(getattr(targets, f)) for f in _TARGET_FIELDS if getattr(targets, f) is not None}
-    total, stop, dec = vmap(per_unit, randomness=randomness)(params, units(x), crop_u, units(keypoints2d), tgt_u)
+    loop = not head_only and _updates_bn_stats(main)
+    total, stop, dec = _map_units(per_unit, g, randomness, loop, params, units(x), crop_u, units(keypoints2d), tgt_u)
     flat = {k: v.reshape(g * n, *v.shape[2:]) for k, v in dec.items()}
     return total, stop, Decoded(**flat)
 
@@ -348,7 +399,7 @@ def _optimise_chunk(
 
     it = 0
     for phase in sched.phases:
-        names = scope_names(main, phase.scope)
+        names = scope_names(main, phase.scope, phase.freeze_norm)
         for n in names:
             if n not in live:
                 live[n] = base[n].unsqueeze(0).expand(g, *base[n].shape)
@@ -509,9 +560,16 @@ def run_tto(
     slots = _keypoint_slot_mask(sched.weights, device)
     width = sched.max_iterations if config.record_losses else None
 
+    n_group = sched.group_size if sched.grouping == "batch" else 1
     with _eval_mode(main, aux):
         visible = ((inputs.keypoints2d[..., 2] > 0) & slots[None]).sum(dim=1)
-        enough = visible >= config.min_keypoints
+        # The fallback test is made per unit (a person, or a group of ``n_group`` consecutive people sharing one
+        # copy): dropping single people from a group would change which people share a copy, and the released
+        # evaluation adapts every person of its batch, whatever their keypoints.
+        unit_of = torch.arange(p_total, device=device) // n_group
+        unit_visible = torch.zeros(int(unit_of[-1]) + 1, dtype=visible.dtype, device=device)
+        unit_visible.index_add_(0, unit_of, visible)
+        enough = unit_visible[unit_of] >= config.min_keypoints
         fell_back = ~enough if sched.phases else torch.zeros(p_total, dtype=torch.bool, device=device)
         eligible = torch.nonzero(enough).flatten() if sched.phases else enough.new_zeros(0, dtype=torch.int64)
         if sched.phases and bool(fell_back.any()):
@@ -534,7 +592,6 @@ def run_tto(
                 aux_dec, inputs.keypoints2d[eligible], inputs.has_smpl[eligible], inputs.has_pose_3d[eligible]
             )
 
-        n_group = sched.group_size if sched.grouping == "batch" else 1
         outs: list[tuple[Tensor, int, _ChunkOut]] = []
         for start, g_total, n in unit_buckets(int(eligible.numel()), n_group):
             units_per_chunk = max(1, config.chunk_size // n)

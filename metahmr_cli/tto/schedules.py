@@ -13,7 +13,11 @@ parameters after k updates, applies update k + 1 and then runs the convergence t
     decpose, decshape, deccam): it is exactly the parameter set the released meta-training adapts in its
     inner loop (notes 4.1), so test time repeats the update the meta-parameters were trained for; it is also
     the cheapest (backbone features are computed once). ``scope="all"`` gives the literal reading of Eq. 9
-    (all of w).
+    (all of w). Choices the paper leaves open, taken from the released code: the loss weights, the camera term
+    and the has_smpl/has_pose_3d gates of L_expl (all ones at inference); the stop test is made after the update
+    of iteration k on the losses of iterations k-1 and k (both computed before their own update), so a stopped
+    person has taken the update of the iteration that passed the test; the 2D term uses the GT keypoint slots
+    (``LossWeights.openpose_2d`` / ``gt_2d`` select others).
 ``reference`` (the released evaluation, notes 4.4)
     Iteration 0: SGD lr 1e-5 on the head with the full pseudo loss (first-order). Iterations 1..14: Adam
     (betas 0.9/0.999, eps 1e-8) lr 1e-5 on ALL weights with the unweighted L_2D only. Convergence test after
@@ -21,8 +25,10 @@ parameters after k updates, applies update k + 1 and then runs the convergence t
     released quirk). Grouping "batch" with group_size 20: one weight copy per consecutive group, batch-reduced
     losses. At most 1 + 14 updates.
 ``eft`` (EFT baseline, notes 7.1)
-    Adam lr 5e-6 on all weights, up to 20 updates, per person, on the EFT loss (see
-    :func:`metahmr_cli.tto.eft.eft_loss`); stops when the masked L_2D drops below 1e-4 (EFT's default).
+    Adam lr 5e-6 on all weights except the BatchNorm affine parameters (EFT's ``exemplerTrainingMode`` freezes
+    them), up to 20 updates, per person, on the EFT loss (see :func:`metahmr_cli.tto.eft.eft_loss`; GT hips are
+    removed from L_2D unless ``TTOConfig.eft_with_hips``); stops when the masked L_2D drops below 1e-4 (EFT's
+    default).
 ``none``
     Plain regression, no update.
 """
@@ -36,7 +42,7 @@ from metahmr_cli.errors import ConfigError
 from metahmr_cli.losses import LossWeights
 from metahmr_cli.tto.config import TTOConfig
 
-LossKind = Literal["expl", "2d", "eft"]
+LossKind = Literal["expl", "2d", "eft", "eft_hips"]
 
 PAPER_TTO_LR = 1e-5
 """Test-time learning rate of the paper (Sec. 3.5) and of the released step-0 update (inner_lr)."""
@@ -60,6 +66,8 @@ class Phase:
     lr: float
     loss: LossKind
     steps: int
+    freeze_norm: bool = False
+    """Leave the affine parameters of BatchNorm layers out of the scope (EFT)."""
 
 
 @dataclass(frozen=True)
@@ -136,8 +144,9 @@ def resolve_schedule(config: TTOConfig) -> ResolvedSchedule:
                 scope=config.scope or "all",
                 optimizer=config.optimizer or "adam",
                 lr=EFT_LR if config.lr is None else config.lr,
-                loss="eft",
+                loss="eft_hips" if config.eft_with_hips else "eft",
                 steps=steps,
+                freeze_norm=True,
             ),
         )
         stop_rule, tol, grouping, needs_aux = "threshold", EFT_THRESH_2D, config.grouping or "person", False
