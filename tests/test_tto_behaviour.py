@@ -186,3 +186,25 @@ def test_schedule_defaults_and_config_errors(nets, standin_body):
         resolve_schedule(TTOConfig(scope="everything"))
     with pytest.raises(ConfigError, match="auxiliary"):
         run_tto(nets[0], None, standin_body, make_inputs(1), TTOConfig(schedule="metahmr"))
+
+
+def test_units_with_non_finite_outputs_get_their_predictions_before_tto():
+    from metahmr_cli.predictions import Decoded
+    from metahmr_cli.tto.engine import _keep_finite_outputs
+
+    def decoded(value: float) -> Decoded:
+        p = 4  # 2 units x 2 people, people in unit order
+        return Decoded(rotmat=torch.full((p, 24, 3, 3), value), betas=torch.full((p, 10), value),
+                       cam_crop=torch.full((p, 3), value), transl=torch.full((p, 3), value),
+                       vertices=torch.full((p, 5, 3), value), joints=torch.full((p, 49, 3), value),
+                       keypoints2d=torch.full((p, 49, 2), value), keypoints2d_full=torch.full((p, 49, 2), value))
+
+    after, before = decoded(2.0), decoded(1.0)
+    after.transl[3, 2] = float("inf")  # person 3 = second person of unit 1
+    steps = torch.tensor([5, 7])
+    final, new_steps, reverted = _keep_finite_outputs(after, before, steps, torch.tensor([False, False]), 2)
+    assert new_steps.tolist() == [5, 0]
+    assert reverted.tolist() == [False, True]
+    for name in ("rotmat", "betas", "cam_crop", "transl", "vertices", "joints", "keypoints2d"):
+        values = getattr(final, name)
+        assert torch.all(values[:2] == 2.0) and torch.all(values[2:] == 1.0), name

@@ -457,7 +457,36 @@ def _optimise_chunk(
             rows = torch.nonzero(fits).flatten()
             losses[rows, steps[rows]] = total[rows]
     final = _detach(final)
-    return _ChunkOut(final, steps, converged, reverted, losses, per_iteration, initial or final)
+    start = initial or final
+    final, steps, reverted = _keep_finite_outputs(final, start, steps, reverted, g)
+    return _ChunkOut(final, steps, converged, reverted, losses, per_iteration, start)
+
+
+def _keep_finite_outputs(final: Decoded, start: Decoded, steps: Tensor, reverted: Tensor,
+                         g: int) -> tuple[Decoded, Tensor, Tensor]:
+    """Units whose adapted weights give non-finite outputs get the unadapted predictions back.
+
+    Every accepted update has finite weights, but the next forward can still overflow (a diverging fit);
+    such a unit is reverted to its predictions before TTO (flagged, 0 steps) so no NaN/inf reaches the caller.
+
+    Args:
+        final, start: (G·n,) people in unit order after and before TTO. steps, reverted: (G,).
+    """
+    p = len(final)
+    ok_person = torch.ones(p, dtype=torch.bool, device=steps.device)
+    for t in (final.rotmat, final.betas, final.cam_crop, final.transl, final.vertices):
+        ok_person &= torch.isfinite(t.reshape(p, -1)).all(dim=1)
+    ok_unit = ok_person.reshape(g, -1).all(dim=1)
+    if bool(ok_unit.all()):
+        return final, steps, reverted
+    log.warning("TTO: %d unit(s) diverged to non-finite outputs; kept their predictions before TTO",
+                int((~ok_unit).sum()))
+    keep = ok_unit.repeat_interleave(p // g)
+    merged = {}
+    for f in dataclasses.fields(final):
+        a, b = getattr(final, f.name), getattr(start, f.name)
+        merged[f.name] = torch.where(keep.view(-1, *([1] * (a.dim() - 1))), a, b)
+    return Decoded(**merged), torch.where(ok_unit, steps, torch.zeros_like(steps)), reverted | ~ok_unit
 
 
 # ----------------------------------------------------------------------------------------------------------
