@@ -33,9 +33,13 @@ from metahmr_cli.body.smpl import load_body_model
 from metahmr_cli.body.standin import write_standin_assets
 from metahmr_cli.geometry.camera import CropInfo
 from metahmr_cli.losses import combined_loss, pseudo_targets
-from metahmr_cli.models import build_regressor
+from metahmr_cli.models import build_network
 from metahmr_cli.predictions import decode
 from metahmr_cli.tto import TTOConfig, TTOInputs, run_tto
+
+NETWORKS = {"resnet50": ("cliff_meta_resnet", "cliff_aux_resnet"), "hrnet": ("cliff_meta_hrnet", "cliff_aux_hrnet")}
+"""Backbone name -> (main, auxiliary) released layouts: the Meta-HMR main net (10 head iterations; pose-HRNet for
+hrnet) and its CLIFF auxiliary net, as in the released checkpoints."""
 
 
 def _proc_status(key: str) -> int | None:
@@ -141,8 +145,9 @@ def bench_one(device: torch.device, backbone: str, prec: str, scope: str, p: int
     """Engine and loop timings/peaks for one configuration."""
     torch.manual_seed(0)
     body = load_body_model(body_dir, "neutral", device=device)
-    main_net = build_regressor("cliff", backbone).to(device).eval()
-    aux_net = build_regressor("cliff", backbone).to(device).eval()
+    main_layout, aux_layout = NETWORKS[backbone]
+    main_net = build_network(main_layout).to(device).eval()
+    aux_net = build_network(aux_layout).to(device).eval()
     inputs = make_people(p, device)
     lr = 1e-5
     cfg = TTOConfig(schedule="metahmr", scope=scope, lr=lr, max_steps=steps, early_stop=False, chunk_size=chunk_size)
@@ -171,7 +176,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=None, help="TTO updates (default 14 on CUDA, 2 on CPU)")
     parser.add_argument("--scopes", default="head,all")
     parser.add_argument("--backbones", default=None,
-                        help="comma list (default resnet50; on CUDA also hrnet_w48_cls)")
+                        help="comma list of resnet50, hrnet (default resnet50; on CUDA also hrnet)")
     parser.add_argument("--precisions", default=None, help="fp32,bf16 (default: both on CUDA, fp32 on CPU)")
     parser.add_argument("--no-loop", action="store_true", help="skip the deep-copy loop (engine only)")
     parser.add_argument("--max-loop-people", type=int, default=64, help="skip the loop above this P")
@@ -191,7 +196,7 @@ def main() -> None:
     cuda = device.type == "cuda"
     people = [int(p) for p in (args.people or ("1,8,64" if cuda else "1,8")).split(",")]
     steps = args.steps if args.steps is not None else (14 if cuda else 2)
-    backbones = (args.backbones or ("resnet50,hrnet_w48_cls" if cuda else "resnet50")).split(",")
+    backbones = (args.backbones or ("resnet50,hrnet" if cuda else "resnet50")).split(",")
     precisions = (args.precisions or ("fp32,bf16" if cuda else "fp32")).split(",")
     scopes = args.scopes.split(",")
 
