@@ -52,6 +52,8 @@ STAGES: tuple[str, ...] = ("decode", "detect", "keypoints", "crop", "tto", "writ
 """Timed stages. ``tto`` includes the forward passes of the networks (plain regression when ``--tto none``)."""
 KEYPOINT_BACKENDS: tuple[str, ...] = ("rtmpose", "yolo-pose", "mediapipe", "openpose-json", "coco-json", "mmpose")
 MESH_FORMATS: tuple[str, ...] = ("none", "obj", "ply", "glb")
+_MEAN = np.asarray(IMAGENET_MEAN, np.float32)
+_STD = np.asarray(IMAGENET_STD, np.float32)
 
 
 # ------------------------------------------------------------------------------------------------------ config
@@ -302,6 +304,11 @@ def _remove_frame_files(folder: Path, keep: set[str]) -> None:
             folder.rmdir()
 
 
+def _batch_full(pending: list[_Frame], batch_size: int) -> bool:
+    """Whether the frames waiting for the networks hold a batch of people (or as many frames)."""
+    return len(pending) >= batch_size or sum(f.num_people for f in pending) >= batch_size
+
+
 class _Timer:
     def __init__(self, sink: dict[str, float], stage: str) -> None:
         self.sink, self.stage = sink, stage
@@ -521,7 +528,7 @@ class Pipeline:
                     continue
                 pending.append(frame)
                 # decoded images wait here until a batch of people is full (or as many images are held)
-                if sum(f.num_people for f in pending) >= cfg.batch_size or len(pending) >= cfg.batch_size:
+                if _batch_full(pending, cfg.batch_size):
                     flush()
             if pending:
                 flush()
@@ -692,7 +699,6 @@ class Pipeline:
                 writers["side"] = VideoWriter(out / f"{item.stem}_side.mp4", fps)
         written: list[Path] = []
         people = 0
-        frames = 0
         pending: list[_Frame] = []
 
         def flush() -> None:
@@ -722,8 +728,7 @@ class Pipeline:
                     timings["decode"] += time.perf_counter() - t
                 frame = self._prepare(item, index, image, focal, defaultdict(float))
                 pending.append(frame)
-                frames += 1
-                if sum(f.num_people for f in pending) >= cfg.batch_size or len(pending) >= cfg.batch_size:
+                if _batch_full(pending, cfg.batch_size):
                     flush()
             if pending:
                 flush()
@@ -748,7 +753,7 @@ class Pipeline:
         status = "ok" if people else "no_person"
         return ManifestRecord(input=str(item.path), key=item.stem, kind="video", status=status,
                               reason=None if people else "no person detected in any frame",
-                              people=people, frames=frames, outputs=outputs, timings=dict(timings))
+                              people=people, frames=len(written), outputs=outputs, timings=dict(timings))
 
     def _add_timings(self, timings: dict[str, float]) -> None:
         for k, v in timings.items():
@@ -757,14 +762,17 @@ class Pipeline:
     # -------------------------------------------------------------------------------------------- stages
     def _detect(self, item: Any, frame: int | None, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         from metahmr_cli.detect import filter_detections
+        from metahmr_cli.detect.boxes_json import input_label
 
         cfg = self.config
         H, W = image.shape[:2]
         if self._imported_boxes is not None:
             dets = self._imported_boxes.get(item.path, frame)
             if dets is None:
-                where = Path(item.path).name + ("" if frame is None else f":{frame}")
-                raise InputError(f"{cfg.boxes_json} lists no boxes for {where!r}; add an entry (may be empty).")
+                where = input_label(item.path, frame)
+                source = cfg.boxes_json if cfg.boxes_json is not None else cfg.keypoints_json
+                what = "boxes" if cfg.boxes_json is not None else "people"
+                raise InputError(f"{source} lists no {what} for {where!r}; add an entry (may be empty).")
             dets = filter_detections(dets, min_box_size=cfg.min_box, max_people=cfg.max_people, image_size=(W, H))
         else:
             dets = self.detector.detect(image)
@@ -798,10 +806,8 @@ class Pipeline:
                 center, scale = box_from_xyxy(boxes.astype(np.float64), margin=BBOX_MARGIN_DETECTOR)
                 center = np.asarray(center, np.float64).reshape(n, 2)
                 scale = np.asarray(scale, np.float64).reshape(n)
-                mean = np.asarray(IMAGENET_MEAN, np.float32)
-                std = np.asarray(IMAGENET_STD, np.float32)
                 crops = np.stack([warp_crop(image, center[i], float(scale[i])) for i in range(n)])
-                crops = (crops.astype(np.float32) / 255.0 - mean) / std
+                crops = (crops.astype(np.float32) / 255.0 - _MEAN) / _STD
                 fr.crops = torch.from_numpy(crops).permute(0, 3, 1, 2).contiguous()
                 fr.crop_info = CropInfo.from_boxes(center, scale, np.array([H, W], np.float64),
                                                    np.full(n, focal), dtype=torch.float64)

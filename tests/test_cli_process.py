@@ -208,6 +208,22 @@ def test_config_file_and_imported_keypoints(tmp_path, standin_dir, tiny_checkpoi
     assert (d["keypoints2d"][0, :, 2] > 0).sum() > 17
 
 
+def test_image_missing_from_imported_keypoints_fails_naming_the_file(tmp_path, standin_dir, tiny_checkpoint):
+    kp_file = _keypoint_inputs(tmp_path / "imgs", 2)
+    entries = json.loads(kp_file.read_text())
+    del entries["img01.png"]
+    kp_file.write_text(json.dumps(entries))
+    out = tmp_path / "out"
+    res = _invoke([str(tmp_path / "imgs"), "--out", str(out), "--body", str(standin_dir), "--checkpoint",
+                   str(tiny_checkpoint), "--keypoints", "coco-json", "--keypoints-json", str(kp_file),
+                   "--steps", "1", "--no-render", "--no-progress"])
+    assert res.exit_code == 1, res.output
+    records = read_manifest(out / MANIFEST_NAME)
+    assert records["img00"].status == "ok" and records["img01"].status == "failed"
+    assert str(kp_file) in records["img01"].reason and "img01.png" in records["img01"].reason
+    assert not list(out.glob("img01*"))
+
+
 def _finished(out: Path) -> list[Path]:
     return [p for p in out.glob("*.npz") if not is_temp_file(p)]
 

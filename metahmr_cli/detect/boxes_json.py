@@ -66,6 +66,11 @@ def candidate_keys(path: str | os.PathLike[str], frame: int | None = None) -> li
     return seen
 
 
+def input_label(path: str | os.PathLike[str], frame: int | None = None) -> str:
+    """How messages name an input: its file name, with ``":<frame>"`` for a video frame."""
+    return Path(os.fspath(path)).name + ("" if frame is None else f":{frame}")
+
+
 def lookup_key(mapping: Mapping[str, T], path: str | os.PathLike[str], frame: int | None = None) -> T | None:
     """Entry of ``mapping`` (keys as written in a JSON file) for an input path, or None.
 
@@ -197,6 +202,6 @@ class _BoundBoxes:
     def detect(self, image: np.ndarray) -> Detections:
         dets = self.source.get(self.image_path, self.frame)
         if dets is None:
-            name = Path(os.fspath(self.image_path)).name + ("" if self.frame is None else f":{self.frame}")
+            name = input_label(self.image_path, self.frame)
             raise InputError(f"{self.source.path} lists no boxes for {name!r}; add an entry (may be empty).")
         return dets

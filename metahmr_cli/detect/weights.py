@@ -6,28 +6,8 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
+from metahmr_cli import assets
 from metahmr_cli.errors import AssetNotFoundError
-
-
-def _weights_roots(weights: str | os.PathLike[str] | None) -> list[tuple[str, Path]]:
-    try:
-        from metahmr_cli.assets import weights_roots
-    except ImportError:  # pragma: no cover - assets is part of the package
-        roots = [("./weights", Path.cwd() / "weights")]
-        if os.environ.get("METAHMR_HOME"):
-            roots.insert(0, ("$METAHMR_HOME", Path(os.environ["METAHMR_HOME"])))
-        if weights is not None:
-            roots.insert(0, ("--weights", Path(weights)))
-        return roots
-    return weights_roots(weights)
-
-
-def _canonical_dir(subdir: str, weights: str | os.PathLike[str] | None) -> Path:
-    try:
-        from metahmr_cli.assets import weights_root
-    except ImportError:  # pragma: no cover
-        return Path("weights") / subdir
-    return weights_root(weights) / subdir
 
 
 def resolve_model_file(
@@ -63,7 +43,7 @@ def resolve_model_file(
     names += [a for a in alternatives if a not in names]
     searched: list[tuple[str, Path]] = []
     subdirs = [subdir] if isinstance(subdir, str) else list(subdir)
-    dirs = [(label, root / sd) for sd in subdirs for label, root in _weights_roots(weights)]
+    dirs = [(label, root / sd) for sd in subdirs for label, root in assets.weights_roots(weights)]
     dirs += list(extra_dirs)
     dirs.append(("current folder", Path.cwd()))
     for label, folder in dirs:
@@ -74,5 +54,5 @@ def resolve_model_file(
                 return cand
     lines = [f"{what} {text!r} is not available locally. Looked for:"]
     lines += [f"  - {p}  [{label}]" for label, p in searched]
-    lines.append(f"How to fix: {howto} Canonical folder: {_canonical_dir(subdirs[0], weights)}")
+    lines.append(f"How to fix: {howto} Canonical folder: {assets.weights_root(weights) / subdirs[0]}")
     raise AssetNotFoundError("\n".join(lines))

@@ -140,6 +140,10 @@ def expand_inputs(
         if resolved not in found:
             found[resolved] = (resolved, kind, rel, source)
 
+    def wanted_kind(path: Path) -> Literal["image", "video"] | None:
+        kind = _kind_of(path)
+        return None if kind == "video" and not include_videos else kind
+
     def scan_folder(folder: Path, source: str) -> int:
         pattern = "**/*" if recursive else "*"
         n = 0
@@ -147,8 +151,8 @@ def expand_inputs(
             rel = path.relative_to(folder)
             if _hidden(rel) or not path.is_file():
                 continue
-            kind = _kind_of(path)
-            if kind is None or (kind == "video" and not include_videos):
+            kind = wanted_kind(path)
+            if kind is None:
                 continue
             add(path, kind, rel, source)
             n += 1
@@ -171,8 +175,8 @@ def expand_inputs(
                 mpath = Path(match)
                 if not mpath.is_file():
                     continue
-                kind = _kind_of(mpath)
-                if kind is None or (kind == "video" and not include_videos):
+                kind = wanted_kind(mpath)
+                if kind is None:
                     continue
                 try:
                     rel = mpath.relative_to(base)

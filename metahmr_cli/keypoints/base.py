@@ -83,6 +83,19 @@ def boxes_from_keypoints(
     return boxes.astype(np.float32), valid
 
 
+def assign_by_iou(iou: np.ndarray, min_iou: float) -> list[tuple[int, int]]:
+    """One-to-one (row, column) pairs maximising the total IoU (Hungarian), keeping those with IoU >= ``min_iou``.
+
+    Args:
+        iou: (N, M) IoU between N boxes and M candidates (e.g. from :func:`~metahmr_cli.detect.base.box_iou`).
+        min_iou: lowest IoU of a kept pair.
+    """
+    from scipy.optimize import linear_sum_assignment
+
+    rows, cols = linear_sum_assignment(-iou)
+    return [(int(r), int(c)) for r, c in zip(rows, cols, strict=True) if iou[r, c] >= min_iou]
+
+
 def match_keypoints_to_boxes(
     kp: np.ndarray, boxes: np.ndarray, *, min_iou: float = 0.1, min_conf: float = 0.05
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -98,8 +111,6 @@ def match_keypoints_to_boxes(
         matched (N, K, 3) float32 (all zero for an unmatched box) and index (N,) int64 into ``kp``
         (-1 when unmatched).
     """
-    from scipy.optimize import linear_sum_assignment
-
     kp = np.asarray(kp, dtype=np.float32)
     boxes = check_boxes(boxes)
     n = boxes.shape[0]
@@ -111,9 +122,8 @@ def match_keypoints_to_boxes(
     extents, valid = boxes_from_keypoints(kp, min_conf=min_conf)
     iou = box_iou(boxes, extents)
     iou[:, ~valid] = 0.0
-    rows, cols = linear_sum_assignment(-iou)
-    for r, c in zip(rows, cols, strict=True):
-        if iou[r, c] >= min_iou and iou[r, c] > 0:
+    for r, c in assign_by_iou(iou, min_iou):
+        if iou[r, c] > 0:
             matched[r] = kp[c, :, :3]
             index[r] = c
     return matched, index

@@ -32,9 +32,14 @@ from pathlib import Path
 import numpy as np
 
 from metahmr_cli.detect.base import Detections, box_iou
-from metahmr_cli.detect.boxes_json import lookup_key
+from metahmr_cli.detect.boxes_json import input_label, lookup_key
 from metahmr_cli.errors import InputError
-from metahmr_cli.keypoints.base import boxes_from_keypoints, check_boxes, match_keypoints_to_boxes
+from metahmr_cli.keypoints.base import (
+    assign_by_iou,
+    boxes_from_keypoints,
+    check_boxes,
+    match_keypoints_to_boxes,
+)
 from metahmr_cli.keypoints.formats import KEYPOINT_FORMATS, canonical_format, format_for_count
 
 _OPENPOSE_COUNTS = {75: "body25", 54: "openpose18"}
@@ -267,24 +272,19 @@ class BoundImportedKeypoints:
 
         Matching is one-to-one on IoU with the file's boxes when it lists them, else with the keypoint extents.
         """
-        from scipy.optimize import linear_sum_assignment
-
         boxes = check_boxes(boxes)
         people = self.source.get(self.image_path, self.frame)
         k = KEYPOINT_FORMATS[self.format][0]
         if people is None:
-            name = Path(os.fspath(self.image_path)).name + ("" if self.frame is None else f":{self.frame}")
+            name = input_label(self.image_path, self.frame)
             raise InputError(f"{self.source.source} lists no keypoints for {name!r}.")
         if people.boxes is None:
             return match_keypoints_to_boxes(people.keypoints, boxes, min_iou=self.min_iou)[0]
         out = np.zeros((len(boxes), k, 3), np.float32)
         if len(boxes) == 0 or len(people.boxes) == 0:
             return out
-        iou = box_iou(boxes, people.boxes)
-        rows, cols = linear_sum_assignment(-iou)
-        for r, c in zip(rows, cols, strict=True):
-            if iou[r, c] >= self.min_iou:
-                out[r] = people.keypoints[c]
+        for r, c in assign_by_iou(box_iou(boxes, people.boxes), self.min_iou):
+            out[r] = people.keypoints[c]
         return out
 
 

@@ -14,7 +14,7 @@ import numpy as np
 from metahmr_cli.detect.base import box_iou
 from metahmr_cli.detect.yolo import _import_yolo, _to_numpy, resolve_yolo_model
 from metahmr_cli.errors import MetaHMRError
-from metahmr_cli.keypoints.base import check_boxes
+from metahmr_cli.keypoints.base import assign_by_iou, check_boxes
 from metahmr_cli.keypoints.formats import format_for_count
 
 DEFAULT_POSE_MODEL = "yolo11m-pose.pt"
@@ -77,8 +77,6 @@ class UltralyticsPoseEstimator:
 
     def estimate(self, image: np.ndarray, boxes: np.ndarray) -> np.ndarray:
         """(N, K, 3) keypoints for boxes (N, 4); boxes without a matching pose get confidence 0."""
-        from scipy.optimize import linear_sum_assignment
-
         boxes = check_boxes(boxes)
         out = np.zeros((len(boxes), self.num_keypoints, 3), np.float32)
         if len(boxes) == 0:
@@ -86,9 +84,6 @@ class UltralyticsPoseEstimator:
         pose_boxes, kps = self.predict_people(image)
         if len(pose_boxes) == 0:
             return out
-        iou = box_iou(boxes, pose_boxes)
-        rows, cols = linear_sum_assignment(-iou)
-        for r, c in zip(rows, cols, strict=True):
-            if iou[r, c] >= self.match_iou:
-                out[r] = kps[c]
+        for r, c in assign_by_iou(box_iou(boxes, pose_boxes), self.match_iou):
+            out[r] = kps[c]
         return out
