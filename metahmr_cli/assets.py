@@ -24,7 +24,6 @@ from metahmr_cli.errors import AssetNotFoundError
 ENV_HOME = "METAHMR_HOME"
 ENV_SMPL_DIR = "METAHMR_SMPL_DIR"
 ENV_CHECKPOINT = "METAHMR_CHECKPOINT"
-ENV_DATA = "METAHMR_DATA"
 
 SMPL_MODEL_NAMES: dict[str, tuple[str, ...]] = {
     "neutral": (
@@ -306,15 +305,6 @@ def resolve_asset(
     if lookup.found is None:
         raise AssetNotFoundError(lookup.message())
     return lookup.found
-
-
-def find_in_weights(relpath: str, *, weights: str | os.PathLike[str] | None = None) -> Path | None:
-    """Find an arbitrary file (e.g. ``detectors/yolo11n.pt``) in the weights roots, or None."""
-    for _, root in weights_roots(weights):
-        path = root / relpath
-        if path.exists():
-            return path
-    return None
 
 
 def _body_dir_ok(path: Path, gender: str = "neutral") -> bool:

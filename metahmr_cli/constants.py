@@ -25,4 +25,6 @@ BBOX_INFO_XY_FACTOR: float = 2.8
 BBOX_INFO_SIZE_OFFSET: float = 0.24
 BBOX_INFO_SIZE_DIV: float = 0.06
 NUM_BETAS: int = 10
+GENDERS: tuple[str, str, str] = ("neutral", "male", "female")
+"""Body model genders, in the order of the stand-in generator's seeds."""
 NUM_SMPL_JOINTS: int = 24

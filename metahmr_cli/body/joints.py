@@ -10,7 +10,8 @@ Left/right follow the subject: SMPL's left side is the +x side of the body in it
 
 from __future__ import annotations
 
-NUM_SMPL_JOINTS = 24
+from metahmr_cli.constants import NUM_SMPL_JOINTS
+
 NUM_JOINTS = 49
 NUM_SMPLX_JOINTS = 45
 """Joints returned by ``smplx.SMPL`` with hands and feet keypoints (24 kinematic + 21 vertex joints)."""

@@ -14,7 +14,6 @@ import logging
 import os
 import pickle
 import re
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -22,13 +21,12 @@ from typing import Any
 import numpy as np
 
 from metahmr_cli.body.joints import SMPL_PARENTS
-from metahmr_cli.body.smpl import SMPL_NUM_VERTICES, check_model_arrays
+from metahmr_cli.body.smpl import MODEL_KEYS, SMPL_NUM_VERTICES, check_model_arrays, load_model_arrays
+from metahmr_cli.body.standin import _atomic_write
+from metahmr_cli.constants import GENDERS
 from metahmr_cli.errors import BodyModelError
 
 logger = logging.getLogger(__name__)
-
-MODEL_KEYS = ("v_template", "shapedirs", "posedirs", "J_regressor", "weights", "kintree_table", "f")
-"""Arrays kept in the converted ``.npz`` (the keys ``smplx.SMPL`` reads)."""
 
 _MAX_CHUMPY_DEPTH = 64
 
@@ -322,8 +320,6 @@ def _read_source(path: Path) -> dict[str, np.ndarray]:
     if not path.is_file():
         raise BodyModelError(f"{path} does not exist or is not a file.")
     if path.suffix.lower() == ".npz":
-        from metahmr_cli.body.smpl import load_model_arrays
-
         data = load_model_arrays(path)
         missing = [k for k in MODEL_KEYS if k not in data]
         if missing:
@@ -363,7 +359,7 @@ def import_smpl_files(
     for path in paths:
         arrays = _read_source(path)
         g = gender.lower() if gender else detect_gender(path, arrays)
-        if g not in ("neutral", "male", "female"):
+        if g not in GENDERS:
             raise BodyModelError(
                 f"Cannot tell the gender of {path}; rename it to SMPL_NEUTRAL.pkl, SMPL_MALE.pkl or SMPL_FEMALE.pkl "
                 "(or keep the official name, e.g. basicmodel_neutral_lbs_10_207_0_v1.1.0.pkl)."
@@ -383,15 +379,7 @@ def import_smpl_files(
     written: list[Path] = []
     for g, _, arrays in converted:
         target = dest / f"SMPL_{g.upper()}.npz"
-        fd, tmp = tempfile.mkstemp(dir=dest, prefix=f".{target.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                np.savez_compressed(fh, **arrays)
-            os.replace(tmp, target)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        _atomic_write(target, lambda fh, a=arrays: np.savez_compressed(fh, **a))
         written.append(target)
     return written
 

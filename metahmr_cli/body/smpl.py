@@ -28,13 +28,12 @@ from metahmr_cli.body.joints import (
     SMPL_VERTEX_IDS,
     VERTEX_ID_NAMES,
 )
+from metahmr_cli.constants import GENDERS, NUM_BETAS
 from metahmr_cli.errors import AssetNotFoundError, BodyModelError, ConfigError
 
 logger = logging.getLogger(__name__)
 
-GENDERS = ("neutral", "male", "female")
 SMPL_NUM_VERTICES = 6890
-NUM_BETAS = 10
 NUM_H36M_JOINTS = 17
 
 EXTRA_REGRESSOR_FILE = "J_regressor_extra.npy"
@@ -132,7 +131,7 @@ class BodyModel(nn.Module):
                     f"{H36M_REGRESSOR_FILE} has shape {h36m.shape}, expected ({NUM_H36M_JOINTS}, {num_vertices}) "
                     f"to match {source}. Use the regressor that belongs to this body."
                 )
-        arrays = {k: np.asarray(model_data[k]) for k in _REQUIRED_KEYS}
+        arrays = {k: np.asarray(model_data[k]) for k in MODEL_KEYS}
         arrays["f"] = arrays["f"].astype(np.int64)
         # smplx prints a warning for models with only 10 shape components; keep the console quiet.
         with contextlib.redirect_stdout(io.StringIO()):
@@ -236,7 +235,8 @@ class BodyModel(nn.Module):
         return f"name={self.name}, gender={self.gender}, vertices={self.num_vertices}"
 
 
-_REQUIRED_KEYS = ("v_template", "shapedirs", "posedirs", "J_regressor", "weights", "kintree_table", "f")
+MODEL_KEYS = ("v_template", "shapedirs", "posedirs", "J_regressor", "weights", "kintree_table", "f")
+"""Arrays of a SMPL-format body model (the keys ``smplx.SMPL`` reads)."""
 
 
 def check_model_arrays(data: Mapping[str, np.ndarray], source: str, *, num_vertices: int | None = None) -> int:
@@ -245,7 +245,7 @@ def check_model_arrays(data: Mapping[str, np.ndarray], source: str, *, num_verti
     Raises:
         BodyModelError: naming ``source`` and what is wrong.
     """
-    missing = [k for k in _REQUIRED_KEYS if k not in data]
+    missing = [k for k in MODEL_KEYS if k not in data]
     if missing:
         raise BodyModelError(f"{source} is not a SMPL-format body model: missing {', '.join(missing)}.")
     v = np.asarray(data["v_template"])
@@ -423,6 +423,7 @@ __all__ = [
     "BodyModel",
     "BodyOutput",
     "GENDERS",
+    "MODEL_KEYS",
     "SMPL_NUM_VERTICES",
     "check_model_arrays",
     "find_model_file",

@@ -29,11 +29,10 @@ from pathlib import Path
 import numpy as np
 
 from metahmr_cli.body.joints import SMPL_PARENTS, VERTEX_ID_NAMES
+from metahmr_cli.constants import GENDERS, NUM_BETAS
 
 logger = logging.getLogger(__name__)
 
-GENDERS = ("neutral", "male", "female")
-NUM_BETAS = 10
 NUM_POSE_BASIS = 207
 STANDIN_VERSION = 1
 LICENCE_NOTE = "generated, open; not SMPL"

@@ -225,7 +225,9 @@ def _check_images(
     else:
         idx = np.unique(np.linspace(0, len(uniq) - 1, sample).round().astype(int))
         chosen = [uniq[i] for i in idx]
-    missing = [str(root / s) for s in chosen if not (root / s).is_file()]
+    exists = {s: (root / s).is_file() for s in chosen}
+    present = [s for s in chosen if exists[s]]
+    missing = [str(root / s) for s in chosen if not exists[s]]
     rep.images_checked = len(chosen)
     rep.images_missing = len(missing)
     rep.missing_examples = missing[:max_examples]
@@ -233,7 +235,6 @@ def _check_images(
         scope = "all" if len(chosen) == len(uniq) else f"a sample of {len(chosen)} of {len(uniq)}"
         _err(rep, "imgname", f"{len(missing)} image file(s) missing ({scope} checked); first: "
              + ", ".join(rep.missing_examples), "files present", f"{len(missing)} missing")
-    present = [s for s in chosen if (root / s).is_file()]
     if present and cv2.imread(str(root / present[0]), cv2.IMREAD_COLOR) is None:
         _err(rep, "imgname", f"image {root / present[0]} exists but cannot be decoded")
 

@@ -51,6 +51,7 @@ sample_index          () int64               row in the npz
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,7 +62,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ..constants import IMAGENET_MEAN, IMAGENET_STD, IMG_H, IMG_W, SCALE_PX
+from ..constants import IMAGENET_MEAN, IMAGENET_STD, IMG_H, IMG_W, NUM_BETAS, SCALE_PX
 from ..errors import DatasetError
 from ..geometry import apply_affine, bbox_info, box_from_keypoints, crop_transform
 from .augment import (
@@ -208,11 +209,11 @@ class Annotations:
             has_smpl = np.zeros(n, dtype=np.float32)
         betas = d.get("shape")
         if betas is not None:
-            betas = np.asarray(betas, dtype=np.float32)[:, :10]
-            if betas.shape != (n, 10):
-                raise DatasetError(f"{path}: key 'shape' has shape {d['shape'].shape}, expected ({n}, 10).")
+            betas = np.asarray(betas, dtype=np.float32)[:, :NUM_BETAS]
+            if betas.shape != (n, NUM_BETAS):
+                raise DatasetError(f"{path}: key 'shape' has shape {d['shape'].shape}, expected ({n}, {NUM_BETAS}).")
         else:
-            betas = np.zeros((n, 10), dtype=np.float32)
+            betas = np.zeros((n, NUM_BETAS), dtype=np.float32)
         focal = d.get("focal_length")
         if focal is not None:
             focal = np.asarray(focal, dtype=np.float32).reshape(n, -1)[:, 0]
@@ -301,7 +302,7 @@ class HMRDataset(Dataset):
         if aug.occlusion and not aug.occluders and spec.occlusion and is_train:
             occ = cfg.occluders_path()
             if occ is not None:
-                aug = AugmentConfig(**{**aug.__dict__, "occluders": str(occ)})
+                aug = dataclasses.replace(aug, occluders=str(occ))
         return cls(spec, is_train=is_train, augment=aug, seed=seed)
 
     def __len__(self) -> int:
@@ -399,7 +400,7 @@ class HMRDataset(Dataset):
             "keypoints": f32(kp_crop),
             "keypoints_full": f32(kp),
             "pose": f32(pose),
-            "betas": f32(a.betas[index] if has_smpl else np.zeros(10)),
+            "betas": f32(a.betas[index] if has_smpl else np.zeros(NUM_BETAS)),
             "pose_3d": f32(S),
             "has_smpl": f32(has_smpl),
             "has_pose_3d": f32(1.0 if a.has_pose_3d else 0.0),

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from scipy.spatial.transform import Rotation
 
-from ..constants import SCALE_PX
+from ..constants import BBOX_MARGIN_KEYPOINTS, NUM_BETAS, SCALE_PX
 from ..errors import ConfigError, InputError
 from ..geometry import axis_angle_to_rotmat
 from .augment import item_rng
@@ -294,7 +294,7 @@ def _box(mask: np.ndarray) -> tuple[np.ndarray, float]:
         return np.array([w / 2.0, h / 2.0]), max(w, h) / SCALE_PX
     x0, x1, y0, y1 = xs.min(), xs.max(), ys.min(), ys.max()
     center = np.array([(x0 + x1) / 2.0, (y0 + y1) / 2.0])
-    return center, max(x1 - x0 + 1, y1 - y0 + 1) / SCALE_PX * 1.2
+    return center, max(x1 - x0 + 1, y1 - y0 + 1) / SCALE_PX * BBOX_MARGIN_KEYPOINTS
 
 
 def _resolve_body_dir(body: str | Path) -> Path:
@@ -416,7 +416,7 @@ def write_synth_dataset(
                 g = "n" if cfg.genders == "neutral" else ("m" if rng.random() < 0.5 else "f")
                 orient = sample_global_orient(rng, cfg.yaw_std_deg, cfg.any_yaw_prob)
                 pose = np.concatenate([orient, sample_body_pose(rng)])
-                betas = np.clip(rng.normal(0.0, 1.0, 10), -cfg.betas_clip, cfg.betas_clip)
+                betas = np.clip(rng.normal(0.0, 1.0, NUM_BETAS), -cfg.betas_clip, cfg.betas_clip)
                 draws.append((i, rng, g, pose, betas))
             for g, model in bodies.items():
                 sub = [d for d in draws if d[2] == g]

@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from ..constants import IMG_H, IMG_W
 from ..errors import ConfigError
 from .backbones import available_backbones, build_backbone
 from .regressor import Regressor
@@ -51,7 +52,7 @@ LAYOUTS: dict[str, LayoutSpec] = {
 
 def build_regressor(arch: str = "cliff", backbone: str = "resnet50", n_iter: int = 3,
                     mean_params: Mapping[str, Any] | None = None,
-                    img_hw: tuple[int, int] = (256, 192), *, init_weights: bool = True) -> Regressor:
+                    img_hw: tuple[int, int] = (IMG_H, IMG_W), *, init_weights: bool = True) -> Regressor:
     """A freshly initialised :class:`Regressor`.
 
     Args:

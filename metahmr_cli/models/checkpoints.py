@@ -17,7 +17,7 @@ import importlib
 import logging
 import os
 import pickle
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,9 +25,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ..constants import IMG_H, IMG_W
 from ..errors import AssetNotFoundError, CheckpointError
 from .builders import LAYOUTS, build_regressor, layout_for
-from .regressor import HEAD_MODULES, Regressor
+from .regressor import HEAD_MODULES, NCAM, NPOSE, NSHAPE, Regressor
 
 __all__ = [
     "CHECKPOINT_KINDS",
@@ -53,7 +54,7 @@ HEAD_KEYS: frozenset[str] = frozenset(f"{m}.{p}" for m in HEAD_MODULES for p in 
 _TOP_LEVEL_KEYS = HEAD_KEYS | frozenset(INIT_KEYS)
 _BACKBONE_PREFIXES: tuple[str, ...] = ("backbone.", "encoder.")
 _FEATURE_DIMS: dict[str, int] = {"resnet50": 2048, "hrnet_w48_cls": 2048, "hrnet_w48_pose": 720, "resnet_tiny": 64}
-_HEAD_STATE = 144 + 10 + 3
+_HEAD_STATE = NPOSE + NSHAPE + NCAM
 
 # kind -> (main layout, aux layout) of the Meta-HMR release files
 _METAHMR_KINDS: dict[str, tuple[str, str]] = {
@@ -294,7 +295,7 @@ class NetworkPlan:
     n_iter: int
     layout: str | None  # one of LAYOUTS, or None for networks without a released layout
     prefix: str  # backbone prefix used in the file
-    img_hw: tuple[int, int] = (256, 192)
+    img_hw: tuple[int, int] = (IMG_H, IMG_W)
 
     @property
     def layout_name(self) -> str:
@@ -303,6 +304,12 @@ class NetworkPlan:
 
 def _strip_module(sd: Mapping[str, Any]) -> dict[str, Any]:
     return _strip_prefix(sd, "module.") if any(k.startswith("module.") for k in sd) else dict(sd)
+
+
+def _backbone_prefix(keys: Iterable[str]) -> str:
+    """The first of ``backbone.`` / ``encoder.`` that some key starts with, else "" (flat keys)."""
+    keys = list(keys)
+    return next((p for p in _BACKBONE_PREFIXES if any(k.startswith(p) for k in keys)), "")
 
 
 def _is_state_dict(obj: Any) -> bool:
@@ -321,7 +328,7 @@ def detect_network(state_dict: Mapping[str, Any], role: str = "single", source: 
     """
     state_dict = _strip_module(state_dict)
     keys = list(state_dict)
-    prefix = next((p for p in _BACKBONE_PREFIXES if any(k.startswith(p) for k in keys)), "")
+    prefix = _backbone_prefix(keys)
 
     def has(sub: str) -> bool:
         return any(k.startswith(prefix + sub) for k in keys)
@@ -371,14 +378,10 @@ def _plan_from_spec(spec: Mapping[str, Any], state_dict: Mapping[str, Any], sour
         arch, backbone, n_iter = str(spec["arch"]), str(spec["backbone"]), int(spec["n_iter"])
     except (KeyError, TypeError, ValueError):
         raise CheckpointError(f"{source}: 'network_specs' entry is malformed: {spec!r}") from None
-    img_hw = tuple(int(v) for v in spec.get("img_hw", (256, 192)))
+    img_hw = tuple(int(v) for v in spec.get("img_hw", (IMG_H, IMG_W)))
     layout = spec.get("layout")
     layout = layout if layout in LAYOUTS else None
-    keys = list(state_dict)
-    if layout is not None:
-        prefix = LAYOUTS[layout].backbone_prefix
-    else:
-        prefix = next((p for p in _BACKBONE_PREFIXES if any(k.startswith(p) for k in keys)), "")
+    prefix = LAYOUTS[layout].backbone_prefix if layout is not None else _backbone_prefix(state_dict)
     return NetworkPlan(arch, backbone, n_iter, layout, prefix, img_hw)  # type: ignore[arg-type]
 
 

@@ -20,13 +20,14 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from ..constants import IMG_H, IMG_W, NUM_BETAS
 from ..errors import InputError
 from ..geometry.rotation import rot6d_to_rotmat
 
 __all__ = ["HEAD_MODULES", "NPOSE", "Regressor", "default_mean_params", "init_regressor_weights"]
 
 NPOSE = 24 * 6
-NSHAPE = 10
+NSHAPE = NUM_BETAS
 NCAM = 3
 NBBOX = 3
 HEAD_MODULES: tuple[str, ...] = ("fc1", "fc2", "decpose", "decshape", "deccam")
@@ -94,7 +95,7 @@ class Regressor(nn.Module):
 
     def __init__(self, backbone: nn.Module, feature_dim: int, *, arch: str = "cliff", n_iter: int = 3,
                  mean_params: Mapping[str, Any] | None = None, backbone_name: str = "custom",
-                 img_hw: tuple[int, int] = (256, 192), init_weights: bool = True) -> None:
+                 img_hw: tuple[int, int] = (IMG_H, IMG_W), init_weights: bool = True) -> None:
         super().__init__()
         if arch not in ("cliff", "hmr"):
             raise ValueError(f"arch must be 'cliff' or 'hmr', got {arch!r}")
