@@ -59,6 +59,15 @@ def _like(value: Tensor, ref: Tensor | np.ndarray, mm: bool) -> Tensor | np.ndar
     return value
 
 
+def _distances(pred: Tensor | np.ndarray, gt: Tensor | np.ndarray, what: str, *, align: bool = False) -> Tensor:
+    """(B, J) float64 joint distances, after per-sample Procrustes alignment of ``pred`` when ``align``."""
+    p, g = _as_tensor(pred, "pred"), _as_tensor(gt, "gt")
+    _check_points(p, g, what)
+    if align:
+        p = similarity_align(p, g)
+    return torch.linalg.norm(p - g, dim=-1)
+
+
 def joint_errors(pred: ArrayT, gt: ArrayT, *, mm: bool = False) -> ArrayT:
     """Euclidean distance of every joint.
 
@@ -69,9 +78,7 @@ def joint_errors(pred: ArrayT, gt: ArrayT, *, mm: bool = False) -> ArrayT:
     Returns:
         (B, J) distances.
     """
-    p, g = _as_tensor(pred, "pred"), _as_tensor(gt, "gt")
-    _check_points(p, g, "joint_errors")
-    return _like(torch.linalg.norm(p - g, dim=-1), pred, mm)  # type: ignore[return-value]
+    return _like(_distances(pred, gt, "joint_errors"), pred, mm)  # type: ignore[return-value]
 
 
 def mpjpe(pred: ArrayT, gt: ArrayT, *, mm: bool = False) -> ArrayT:
@@ -84,9 +91,7 @@ def mpjpe(pred: ArrayT, gt: ArrayT, *, mm: bool = False) -> ArrayT:
     Returns:
         (B,) mean over joints of ||pred - gt||_2.
     """
-    p, g = _as_tensor(pred, "pred"), _as_tensor(gt, "gt")
-    _check_points(p, g, "mpjpe")
-    return _like(torch.linalg.norm(p - g, dim=-1).mean(dim=-1), pred, mm)  # type: ignore[return-value]
+    return _like(_distances(pred, gt, "mpjpe").mean(dim=-1), pred, mm)  # type: ignore[return-value]
 
 
 def procrustes_aligned(pred: ArrayT, gt: ArrayT) -> ArrayT:
@@ -111,10 +116,7 @@ def pa_joint_errors(pred: ArrayT, gt: ArrayT, *, mm: bool = False) -> ArrayT:
     Returns:
         (B, J) distances.
     """
-    p, g = _as_tensor(pred, "pred"), _as_tensor(gt, "gt")
-    _check_points(p, g, "pa_joint_errors")
-    aligned = similarity_align(p, g)
-    return _like(torch.linalg.norm(aligned - g, dim=-1), pred, mm)  # type: ignore[return-value]
+    return _like(_distances(pred, gt, "pa_joint_errors", align=True), pred, mm)  # type: ignore[return-value]
 
 
 def pa_mpjpe(pred: ArrayT, gt: ArrayT, *, mm: bool = False) -> ArrayT:
@@ -126,10 +128,8 @@ def pa_mpjpe(pred: ArrayT, gt: ArrayT, *, mm: bool = False) -> ArrayT:
     Returns:
         (B,).
     """
-    p, g = _as_tensor(pred, "pred"), _as_tensor(gt, "gt")
-    _check_points(p, g, "pa_mpjpe")
-    aligned = similarity_align(p, g)
-    return _like(torch.linalg.norm(aligned - g, dim=-1).mean(dim=-1), pred, mm)  # type: ignore[return-value]
+    dist = _distances(pred, gt, "pa_mpjpe", align=True)
+    return _like(dist.mean(dim=-1), pred, mm)  # type: ignore[return-value]
 
 
 def pve(

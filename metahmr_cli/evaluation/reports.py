@@ -109,9 +109,7 @@ class EvalReport:
         for name, res in self.methods.items():
             summ = res.summary()
             metrics = {}
-            for m in METRICS:
-                if not self.protocol.has_pve and m == "pve":
-                    continue
+            for m in _reported_metrics(self.protocol):
                 metrics[m] = {**summ[m], "unit": "mm", "protocol": self.protocol.metric_name(m)}
             jm, pjm = res.joint_means()
             entry: dict[str, Any] = {
@@ -122,8 +120,7 @@ class EvalReport:
                 "reproj_after_px": _finite_mean(res.values["reproj_after"]),
                 "converged_fraction": _finite_mean(res.values["converged"]),
                 "fell_back": int(np.nansum(res.values["fell_back"])),
-                "stepwise": {m: _json_list(res.curve(m)) for m in METRICS
-                             if self.protocol.has_pve or m != "pve"},
+                "stepwise": {m: _json_list(res.curve(m)) for m in _reported_metrics(self.protocol)},
                 "per_joint": {"names": self.joint_names, "mpjpe": _json_list(jm), "pa_mpjpe": _json_list(pjm)},
                 "seconds": res.seconds,
                 "from_cache": int(self.from_cache.get(name, 0)),
@@ -149,13 +146,17 @@ class EvalReport:
                 "joint_set": self.protocol.joint_set,
                 "pve_alignment": self.protocol.pve_alignment,
                 "gender_rule": self.protocol.gender_rule,
-                "metrics": {m: self.protocol.metric_name(m) for m in METRICS
-                            if self.protocol.has_pve or m != "pve"},
+                "metrics": {m: self.protocol.metric_name(m) for m in _reported_metrics(self.protocol)},
             },
             "samples_per_second": _json_float(self.samples_per_second),
             "methods": methods,
             "config": self.config,
         }
+
+
+def _reported_metrics(protocol: EvalProtocol) -> list[str]:
+    """The metrics a protocol reports, in order (PVE only where it compares meshes)."""
+    return [m for m in METRICS if protocol.has_pve or m != "pve"]
 
 
 def _finite_mean(a: np.ndarray) -> float | None:
@@ -178,7 +179,7 @@ def _fmt(x: float | None, digits: int = 1) -> str:
 
 def table_rows(report: EvalReport) -> tuple[list[str], list[list[str]]]:
     """Header and rows of the method x metric table (mm), paper numbers and differences included."""
-    metrics = [m for m in METRICS if report.protocol.has_pve or m != "pve"]
+    metrics = _reported_metrics(report.protocol)
     header = ["method", *[f"{METRIC_LABELS[m]} (mm)" for m in metrics], "steps", "samples"]
     rows = []
     for name, res in report.methods.items():
@@ -222,9 +223,8 @@ def render_markdown(report: EvalReport) -> str:
     ]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
     lines += ["", "## Protocols", ""]
-    for m in METRICS:
-        if report.protocol.has_pve or m != "pve":
-            lines.append(f"- **{METRIC_LABELS[m]}**: {report.protocol.metric_name(m)}")
+    for m in _reported_metrics(report.protocol):
+        lines.append(f"- **{METRIC_LABELS[m]}**: {report.protocol.metric_name(m)}")
     if any(p is not None for p in report.paper.values()):
         lines += ["", f"Paper numbers: {RELEASED_EVAL_NOTE}."]
     for key, label in (("stepwise_png", "Stepwise curves"), ("per_joint_png", "Per-joint errors")):
@@ -271,7 +271,7 @@ def write_per_sample_csv(report: EvalReport, path: Path) -> Path:
 
 def write_stepwise(report: EvalReport, csv_path: Path, png_path: Path | None) -> tuple[Path, Path | None]:
     """Stepwise curves: CSV (method, step, metric means) and a PNG with one panel per metric (if a path)."""
-    metrics = [m for m in METRICS if report.protocol.has_pve or m != "pve"]
+    metrics = _reported_metrics(report.protocol)
     rows = []
     for name, res in report.methods.items():
         curves = {m: res.curve(m) for m in metrics}

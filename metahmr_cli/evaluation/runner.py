@@ -238,14 +238,14 @@ class _Evaluator:
     """State shared by the batches of one evaluation."""
 
     def __init__(self, config: EvalConfig) -> None:
-        from metahmr_cli.config import config_to_dict, resolve_device
+        from metahmr_cli.config import config_to_dict, resolve_device, resolve_dtype
         from metahmr_cli.data.datasets import HMRDataset
         from metahmr_cli.data.registry import load_datasets_config
 
         config.validate()
         self.config = config
         self.device = torch.device(resolve_device(config.device))
-        self.dtype = torch.float64 if config.dtype == "float64" else torch.float32
+        self.dtype = resolve_dtype(config.dtype)
         torch.manual_seed(config.seed)
         np.random.seed(config.seed % (2**32))
         if self.device.type == "cuda":
@@ -464,8 +464,7 @@ class _Evaluator:
         final = P.evaluate_vertices(result.vertices.detach(), prepared, self.protocol, body)
         steps = result.steps.detach().cpu().numpy().astype(np.int64)
         out: dict[str, np.ndarray] = {
-            "mpjpe": final["mpjpe"], "pa_mpjpe": final["pa_mpjpe"], "pve": final["pve"],
-            "joint_err": final["joint_err"], "pa_joint_err": final["pa_joint_err"],
+            **final,  # mpjpe, pa_mpjpe, pve, joint_err, pa_joint_err
             "steps": steps,
             "reproj_before": result.reproj_before.detach().cpu().double().numpy(),
             "reproj_after": result.reproj_after.detach().cpu().double().numpy(),
@@ -473,11 +472,11 @@ class _Evaluator:
             "fell_back": result.fell_back.detach().cpu().numpy().astype(bool),
             "reverted": result.reverted.detach().cpu().numpy().astype(bool),
         }
+        # the final numbers are authoritative from the person's last update on
+        last_col = np.clip(steps, 0, n_cols - 1)
         for m in P.METRICS:
             arr = step_vals[m]
-            # the final numbers are authoritative from the person's last update on
-            for i in range(B):
-                k = int(min(max(steps[i], 0), n_cols - 1))
+            for i, k in enumerate(last_col):
                 arr[i, k:] = final[m][i]
             out[f"step_{m}"] = _forward_fill(arr)
         return out

@@ -26,7 +26,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 
 from ..errors import CheckpointError
 from ..models import Regressor, load_layout_state_dict, load_torch_file, save_networks
@@ -189,7 +188,3 @@ def unique_run_dir(out: str | Path) -> Path:
             return cand
         k += 1
 
-
-def module_of(model: nn.Module) -> nn.Module:
-    """The wrapped module of a DistributedDataParallel (or the model itself)."""
-    return getattr(model, "module", model)

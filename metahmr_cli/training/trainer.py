@@ -388,7 +388,6 @@ class Trainer:
 
     def run(self) -> TrainResult:
         """Train until ``epochs`` / ``max_steps``; returns a :class:`TrainResult`."""
-        cfg = self.cfg
         self.setup()
         cfg = self.cfg
         self.skipped = 0

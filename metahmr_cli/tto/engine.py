@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -27,9 +27,9 @@ from torch import Tensor, nn
 from torch.func import functional_call, vmap
 
 from metahmr_cli.body.smpl import BodyModel
-from metahmr_cli.constants import IMG_H, IMG_W
 from metahmr_cli.errors import ConfigError, InputError
 from metahmr_cli.geometry.camera import CropInfo
+from metahmr_cli.geometry.crop import apply_affine, denormalize_crop_keypoints
 from metahmr_cli.losses import LossTargets, LossWeights, combined_loss, keypoint_2d_loss, pseudo_targets
 from metahmr_cli.models import Regressor
 from metahmr_cli.predictions import Decoded, decode
@@ -73,26 +73,6 @@ def _take(obj: Any, idx: Tensor | slice) -> Any:
     return dataclasses.replace(obj, **changes)
 
 
-def _cat(items: Sequence[Any]) -> Any:
-    """Concatenate the tensor fields of dataclasses of one type along the leading axis."""
-    first = items[0]
-    changes = {}
-    for f in dataclasses.fields(first):
-        value = getattr(first, f.name)
-        if isinstance(value, Tensor) and value.ndim > 0:
-            changes[f.name] = torch.cat([getattr(it, f.name) for it in items])
-    return dataclasses.replace(first, **changes)
-
-
-def _detach(obj: Any) -> Any:
-    changes = {
-        f.name: getattr(obj, f.name).detach()
-        for f in dataclasses.fields(obj)
-        if isinstance(getattr(obj, f.name), Tensor)
-    }
-    return dataclasses.replace(obj, **changes)
-
-
 def _updates_bn_stats(net: nn.Module) -> bool:
     """True when a forward of ``net`` updates BatchNorm running statistics in place (train mode).
 
@@ -131,6 +111,14 @@ def _map_units(fn: Callable[..., Any], num_units: int, randomness: str, loop: bo
 
 def _bbox_info(net: Regressor, crop: CropInfo) -> Tensor | None:
     return crop.bbox_info() if getattr(net, "uses_bbox_info", True) else None
+
+
+def _call(main: Regressor, weights: dict[str, Tensor], x: Tensor, bbox_info: Tensor | None,
+          head_only: bool) -> dict[str, Tensor]:
+    """``main`` with ``weights`` on images ``x`` (or backbone features ``x`` when ``head_only``)."""
+    if head_only:
+        return functional_call(main, weights, (), {"features": x, "bbox_info": bbox_info})
+    return functional_call(main, weights, (x, bbox_info))
 
 
 def scope_names(main: Regressor, scope: str, freeze_norm: bool = False) -> list[str]:
@@ -198,10 +186,7 @@ def _vmapped_forward(
     randomness = "different" if main.training else "error"
 
     def run(p: dict[str, Tensor], xi: Tensor, bi: Tensor | None) -> dict[str, Tensor]:
-        merged = {**frozen, **p}
-        if head_only:
-            return functional_call(main, merged, (), {"features": xi, "bbox_info": bi})
-        return functional_call(main, merged, (xi, bi))
+        return _call(main, {**frozen, **p}, xi, bi, head_only)
 
     if not params:  # nothing adapted: a plain batched call
         flat = run({}, x, bbox_info)
@@ -318,12 +303,7 @@ def unit_objective(
     def per_unit(p, xu, crop_u, kp_u, tgt_u):
         cu = CropInfo(**crop_u)
         bbox = cu.bbox_info() if uses_bbox else None
-        merged = {**frozen, **p}
-        if head_only:
-            out = functional_call(main, merged, (), {"features": xu, "bbox_info": bbox})
-        else:
-            out = functional_call(main, merged, (xu, bbox))
-        dec = decode(out, body, cu, camera=camera)
+        dec = decode(_call(main, {**frozen, **p}, xu, bbox, head_only), body, cu, camera=camera)
         tu = LossTargets(**tgt_u) if tgt_u else None
         total, stop = _loss(kind, dec, kp_u, tu, weights, "batch")
         return total, stop, {f.name: getattr(dec, f.name) for f in dataclasses.fields(dec)}
@@ -412,9 +392,9 @@ def _optimise_chunk(
                 total, stop_value, dec = objective(leaves, phase.loss)
                 grads = torch.autograd.grad(total.sum(), [leaves[n] for n in names], allow_unused=True)
             if initial is None:
-                initial = _detach(dec)
+                initial = dec.detach()
             if keep_iterations:
-                per_iteration.append(_detach(dec))
+                per_iteration.append(dec.detach())
             with torch.no_grad():
                 total = total.detach()
                 stop_value = stop_value.detach()
@@ -456,7 +436,7 @@ def _optimise_chunk(
             fits = steps < record_width
             rows = torch.nonzero(fits).flatten()
             losses[rows, steps[rows]] = total[rows]
-    final = _detach(final)
+    final = final.detach()
     start = initial or final
     final, steps, reverted = _keep_finite_outputs(final, start, steps, reverted, g)
     return _ChunkOut(final, steps, converged, reverted, losses, per_iteration, start)
@@ -513,10 +493,7 @@ def reprojection_error(keypoints_full: Tensor, keypoints2d: Tensor, crop: CropIn
     Returns:
         (P,) mean error (NaN where no keypoint is visible).
     """
-    xy = keypoints2d[..., :2]
-    crop_px = torch.stack([(xy[..., 0] + 1.0) * (IMG_W / 2.0), (xy[..., 1] + 1.0) * (IMG_H / 2.0)], dim=-1)
-    inv = crop.inv_trans().to(crop_px.dtype)
-    full = crop_px @ inv[:, :, :2].transpose(1, 2) + inv[:, None, :, 2]
+    full = apply_affine(denormalize_crop_keypoints(keypoints2d), crop.inv_trans())
     vis = (keypoints2d[..., 2] > 0) & slots[None, :]
     dist = (keypoints_full - full).norm(dim=-1)
     dist = torch.where(vis, dist, torch.zeros_like(dist))
@@ -538,7 +515,7 @@ def _regress(
             else:
                 out = net(inputs.images[sl], _bbox_info(net, crop))
             decs.append(decode(out, body, crop, camera=camera))
-    return _cat(decs)
+    return Decoded.cat(decs)
 
 
 def _encode(net: Regressor, images: Tensor, chunk_size: int) -> Tensor:
