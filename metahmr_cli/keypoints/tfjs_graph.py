@@ -1,0 +1,1053 @@
+"""Load TensorFlow.js graph models (``model.json`` + ``*.bin`` weight shards) and run them with PyTorch ops.
+
+A TF.js graph model is a frozen TensorFlow graph: ``modelTopology.node`` lists nodes (``name``, ``op``,
+``input`` and ``attr``, the JSON form of TensorFlow's ``NodeDef``) and ``weightsManifest`` lists the constant
+tensors stored, in order, in the binary shards (optionally quantised to ``float16``, ``uint8`` or ``uint16``).
+:class:`TFJSGraph` reads both with numpy (no pickle, no TensorFlow) and evaluates the graph node by node with
+torch operations that follow TensorFlow's semantics: NHWC layout, ``SAME`` padding that puts the odd pixel at
+the end, ``ResizeBilinear`` with TensorFlow's ``align_corners`` / ``half_pixel_centers`` rules, stable ``TopKV2``,
+``StridedSlice`` with all five masks, and so on. Shapes are not fixed at load time: every shape computation in
+the graph (``Shape``, ``StridedSlice``, ``Pack`` ...) runs on the actual inputs, so a fully convolutional model
+accepts other input sizes than the one it was exported with.
+
+Example::
+
+    graph = TFJSGraph.load("weights/keypoints/movenet-multipose/movenet-multipose.json", device="cpu")
+    (out,) = graph.run({"input": torch.zeros(1, 256, 256, 3, dtype=torch.int32)}).values()
+
+An op that is not implemented raises :class:`UnsupportedOpError` naming the op and the node, before any work.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import math
+import os
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from metahmr_cli.errors import MetaHMRError
+
+Tensor = torch.Tensor
+
+
+class TFJSGraphError(MetaHMRError):
+    """A TF.js model file is damaged, incomplete or of a form this loader does not read."""
+
+
+class UnsupportedOpError(TFJSGraphError, NotImplementedError):
+    """The graph uses an op (or an op setting) that :class:`TFJSGraph` does not implement."""
+
+
+# ------------------------------------------------------------------------------------------------- dtypes
+
+_TF_DTYPES: dict[str, torch.dtype] = {
+    "DT_FLOAT": torch.float32,
+    "DT_DOUBLE": torch.float64,
+    "DT_HALF": torch.float16,
+    "DT_INT32": torch.int32,
+    "DT_INT64": torch.int64,
+    "DT_INT16": torch.int16,
+    "DT_INT8": torch.int8,
+    "DT_UINT8": torch.uint8,
+    "DT_BOOL": torch.bool,
+}
+"""TensorFlow dtype names (as in ``attr`` ``type`` values) -> torch dtypes."""
+
+_MANIFEST_DTYPES: dict[str, np.dtype] = {
+    "float32": np.dtype("<f4"),
+    "int32": np.dtype("<i4"),
+    "bool": np.dtype("bool"),
+}
+"""``weightsManifest`` dtypes -> little-endian numpy dtypes of the stored bytes."""
+
+_QUANT_DTYPES: dict[str, np.dtype] = {
+    "float16": np.dtype("<f2"),
+    "uint8": np.dtype("u1"),
+    "uint16": np.dtype("<u2"),
+}
+"""Quantisation dtypes of TF.js weights -> numpy dtypes of the stored bytes."""
+
+
+def tf_dtype(name: str) -> torch.dtype:
+    """The torch dtype of a TensorFlow dtype name (``"DT_FLOAT"`` -> ``torch.float32``)."""
+    try:
+        return _TF_DTYPES[name]
+    except KeyError:
+        raise UnsupportedOpError(f"TensorFlow dtype {name} is not supported") from None
+
+
+# -------------------------------------------------------------------------------------------- graph parsing
+
+
+@dataclass(frozen=True)
+class GraphNode:
+    """One node of the graph.
+
+    Attributes:
+        name: unique node name.
+        op: TensorFlow op type (``"_FusedConv2D"``, ``"StridedSlice"`` ...).
+        inputs: data inputs as (node name, output index); control inputs (``^name``) are dropped.
+        attr: decoded attributes (ints, floats, bools, strings, dtype names, lists of those, shapes).
+    """
+
+    name: str
+    op: str
+    inputs: tuple[tuple[str, int], ...] = ()
+    attr: Mapping[str, Any] = field(default_factory=dict)
+
+
+def parse_tensor_ref(ref: str) -> tuple[str, int]:
+    """Split ``"name:1"`` into ``("name", 1)``; ``"name"`` is output 0."""
+    name, sep, index = ref.rpartition(":")
+    if sep and index.isdigit():
+        return name, int(index)
+    return ref, 0
+
+
+def _decode_scalar_list(kind: str, values: list) -> list:
+    if kind == "s":
+        return [_decode_string(v) for v in values]
+    if kind == "i":
+        return [int(v) for v in values]
+    if kind == "f":
+        return [float(v) for v in values]
+    if kind == "b":
+        return [bool(v) for v in values]
+    if kind == "shape":
+        return [_decode_shape(v) for v in values]
+    return list(values)
+
+
+def _decode_string(value: str) -> str:
+    raw = base64.b64decode(value)
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return raw.decode("latin-1")
+
+
+def _decode_shape(value: Mapping[str, Any]) -> list[int] | None:
+    if value.get("unknownRank"):
+        return None
+    return [int(d.get("size", -1)) for d in value.get("dim", [])]
+
+
+def decode_attr(value: Mapping[str, Any]) -> Any:
+    """Decode one ``attr`` value of a ``NodeDef`` in proto JSON form (``{"i": "2"}``, ``{"s": base64}`` ...)."""
+    if "list" in value:
+        lst = value["list"] or {}
+        for kind, items in lst.items():
+            return _decode_scalar_list(kind, items)
+        return []
+    if "s" in value:
+        return _decode_string(value["s"])
+    if "i" in value:
+        return int(value["i"])
+    if "f" in value:
+        return float(value["f"])
+    if "b" in value:
+        return bool(value["b"])
+    if "type" in value:
+        return value["type"]
+    if "shape" in value:
+        return _decode_shape(value["shape"])
+    if not value:  # proto JSON omits default values: an empty attr is 0 / false / ""
+        return 0
+    return dict(value)  # tensor / func: kept as is
+
+
+def parse_nodes(topology_nodes: Sequence[Mapping[str, Any]]) -> list[GraphNode]:
+    """Turn the ``modelTopology.node`` list of a model.json into :class:`GraphNode` objects."""
+    nodes = []
+    for raw in topology_nodes:
+        inputs = tuple(parse_tensor_ref(ref) for ref in raw.get("input", []) if not ref.startswith("^"))
+        attr = {key: decode_attr(val) for key, val in (raw.get("attr") or {}).items()}
+        nodes.append(GraphNode(name=raw["name"], op=raw["op"], inputs=inputs, attr=attr))
+    return nodes
+
+
+# ------------------------------------------------------------------------------------------------- weights
+
+
+def _decode_weight(spec: Mapping[str, Any], data: memoryview, offset: int) -> tuple[np.ndarray, int]:
+    """Decode one manifest entry starting at ``offset``; returns (array, bytes used)."""
+    name = spec["name"]
+    shape = [int(s) for s in spec.get("shape", [])]
+    count = math.prod(shape)
+    dtype = spec.get("dtype", "float32")
+    if dtype not in _MANIFEST_DTYPES:
+        raise TFJSGraphError(f"weight {name!r}: dtype {dtype!r} is not supported (float32, int32, bool)")
+    quant = spec.get("quantization")
+    stored = _MANIFEST_DTYPES[dtype]
+    if quant:
+        qtype = quant.get("dtype")
+        if qtype not in _QUANT_DTYPES:
+            raise TFJSGraphError(f"weight {name!r}: quantisation dtype {qtype!r} is not supported")
+        stored = _QUANT_DTYPES[qtype]
+    nbytes = count * stored.itemsize
+    if offset + nbytes > len(data):
+        raise TFJSGraphError(f"weight {name!r} lies past the end of the weight files ({len(data)} bytes)")
+    raw = np.frombuffer(data, dtype=stored, count=count, offset=offset)
+    if quant and quant["dtype"] == "float16":
+        if dtype != "float32":
+            raise TFJSGraphError(f"weight {name!r}: float16 quantisation of a {dtype} tensor")
+        values = raw.astype(np.float32)
+    elif quant:
+        if "scale" not in quant or "min" not in quant:
+            raise TFJSGraphError(f"weight {name!r}: {quant['dtype']} quantisation without 'scale' and 'min'")
+        # TF.js dequantises in double precision and stores the result as float32 (or rounds to int32).
+        real = raw.astype(np.float64) * float(quant["scale"]) + float(quant["min"])
+        values = np.round(real).astype(np.int32) if dtype == "int32" else real.astype(np.float32)
+    else:
+        values = raw.astype(stored.newbyteorder("="))
+    return values.reshape(shape), nbytes
+
+
+def load_weights(manifest: Sequence[Mapping[str, Any]], folder: str | os.PathLike[str]) -> dict[str, np.ndarray]:
+    """Read every weight of a ``weightsManifest`` from its binary shards (in ``folder``) with numpy.
+
+    Returns:
+        weight name -> array (float32 / int32 / bool, dequantised), shaped as the manifest says.
+
+    Raises:
+        TFJSGraphError: a shard is missing or has another size than the manifest implies.
+    """
+    folder = Path(folder)
+    out: dict[str, np.ndarray] = {}
+    for group in manifest:
+        chunks = []
+        for rel in group.get("paths", []):
+            path = folder / rel
+            if not path.is_file():
+                raise TFJSGraphError(f"weight file {path} (listed in the model's weightsManifest) does not exist")
+            chunks.append(path.read_bytes())
+        data = memoryview(b"".join(chunks))
+        offset = 0
+        for spec in group.get("weights", []):
+            values, used = _decode_weight(spec, data, offset)
+            out[spec["name"]] = values
+            offset += used
+        if offset != len(data):
+            raise TFJSGraphError(
+                f"weight files {', '.join(group.get('paths', []))} hold {len(data)} bytes but the manifest "
+                f"describes {offset}: the files do not belong to this model.json or are damaged"
+            )
+    return out
+
+
+# ------------------------------------------------------------------------------------------------ op helpers
+
+
+@dataclass
+class OpContext:
+    """What an op implementation sees besides its input tensors.
+
+    Attributes:
+        node: the node being evaluated.
+        const_inputs: for each input, whether it is a constant of the graph (results may then be memoised).
+        memo: per-node storage that lives as long as the graph on its device (e.g. a filter in torch layout).
+        device: the device the graph runs on.
+    """
+
+    node: GraphNode
+    const_inputs: tuple[bool, ...]
+    memo: dict[str, Any]
+    device: torch.device
+
+    def attr(self, key: str, default: Any = None) -> Any:
+        """An attribute of the node, or ``default``."""
+        return self.node.attr.get(key, default)
+
+    def unsupported(self, what: str) -> UnsupportedOpError:
+        """An error naming this node and the unsupported setting."""
+        return UnsupportedOpError(f"{self.node.op} node {self.node.name!r}: {what} is not supported")
+
+
+OpFn = Callable[[OpContext, list[Tensor]], "Tensor | list[Tensor]"]
+_OPS: dict[str, OpFn] = {}
+
+
+def _register(*names: str) -> Callable[[OpFn], OpFn]:
+    def wrap(fn: OpFn) -> OpFn:
+        for name in names:
+            _OPS[name] = fn
+        return fn
+
+    return wrap
+
+
+def supported_ops() -> frozenset[str]:
+    """Names of the TensorFlow ops :class:`TFJSGraph` can run."""
+    return frozenset(_OPS) | {"Const", "Placeholder"}
+
+
+def _ints(t: Tensor) -> list[int]:
+    return [int(v) for v in t.reshape(-1).tolist()]
+
+
+def _int(t: Tensor) -> int:
+    return int(t.reshape(-1)[0].item())
+
+
+def same_padding(size: int, kernel: int, stride: int, dilation: int = 1) -> tuple[int, int]:
+    """TensorFlow's ``SAME`` padding of one spatial axis: (before, after); the odd pixel goes after."""
+    out = -(-size // stride)
+    effective = (kernel - 1) * dilation + 1
+    total = max((out - 1) * stride + effective - size, 0)
+    return total // 2, total - total // 2
+
+
+def _spatial_padding(ctx: OpContext, hw: tuple[int, int], khw: tuple[int, int], strides: Sequence[int],
+                     dilations: Sequence[int]) -> tuple[int, int, int, int]:
+    """(top, bottom, left, right) padding of an NHWC conv / pool node."""
+    padding = ctx.attr("padding", "VALID")
+    if padding == "VALID":
+        return 0, 0, 0, 0
+    if padding == "SAME":
+        top, bottom = same_padding(hw[0], khw[0], strides[0], dilations[0])
+        left, right = same_padding(hw[1], khw[1], strides[1], dilations[1])
+        return top, bottom, left, right
+    if padding == "EXPLICIT":
+        pads = list(ctx.attr("explicit_paddings", []))
+        if len(pads) != 8:
+            raise ctx.unsupported(f"explicit_paddings {pads}")
+        return pads[2], pads[3], pads[4], pads[5]
+    raise ctx.unsupported(f"padding {padding!r}")
+
+
+def _check_nhwc(ctx: OpContext) -> None:
+    fmt = ctx.attr("data_format", "NHWC")
+    if fmt not in ("NHWC", 0, ""):
+        raise ctx.unsupported(f"data_format {fmt!r} (only NHWC)")
+
+
+def _hw_attr(ctx: OpContext, key: str) -> tuple[int, int]:
+    vals = list(ctx.attr(key, [1, 1, 1, 1]) or [1, 1, 1, 1])
+    if len(vals) == 4:
+        return vals[1], vals[2]
+    if len(vals) == 2:
+        return vals[0], vals[1]
+    raise ctx.unsupported(f"{key} {vals}")
+
+
+def _apply_activation(ctx: OpContext, x: Tensor, name: str, extra: list[Tensor]) -> Tensor:
+    """Apply a fused activation; ``x`` is a fresh result, so it may be changed in place."""
+    if name == "Relu":
+        return x.relu_()
+    if name == "Relu6":
+        return x.clamp_(0.0, 6.0)
+    if name == "Elu":
+        return F.elu(x)
+    if name == "LeakyRelu":
+        return F.leaky_relu(x, float(ctx.attr("leakyrelu_alpha", 0.2)))
+    if name == "Sigmoid":
+        return torch.sigmoid(x)
+    if name == "Tanh":
+        return torch.tanh(x)
+    if name == "Prelu":
+        if not extra:
+            raise ctx.unsupported("Prelu without its alpha input")
+        alpha = extra[0]
+        return torch.where(x >= 0, x, x * alpha)
+    raise ctx.unsupported(f"fused activation {name!r}")
+
+
+def _fused_bias_activation(ctx: OpContext, args: list[Tensor]) -> tuple[Tensor | None, list[str], list[Tensor]]:
+    """Split a fused node's ``fused_ops`` into (bias, activations, extra args of the activation)."""
+    fused = list(ctx.attr("fused_ops", []) or [])
+    extra = list(args)
+    bias = None
+    if fused and fused[0] == "BiasAdd":
+        bias = extra.pop(0) if extra else None
+        fused = fused[1:]
+    elif fused and fused[0] in ("FusedBatchNorm", "FusedBatchNormV3"):
+        raise ctx.unsupported(f"fused op {fused[0]!r}")
+    return bias, fused, extra
+
+
+def _conv_nhwc(ctx: OpContext, x: Tensor, filt: Tensor, bias: Tensor | None, *, depthwise: bool) -> Tensor:
+    """2D convolution (+ bias) of NHWC ``x`` with a TF filter (HWIO, or H W C M for depthwise); returns NHWC."""
+    _check_nhwc(ctx)
+    strides = _hw_attr(ctx, "strides")
+    dilations = _hw_attr(ctx, "dilations")
+    kh, kw = int(filt.shape[0]), int(filt.shape[1])
+    cin = int(x.shape[3])
+    weight = ctx.memo.get("weight") if ctx.const_inputs[1] else None
+    if weight is None:
+        if depthwise:
+            # [kh, kw, C, M] -> [C * M, 1, kh, kw]: output channel c * M + m, as in TensorFlow.
+            weight = filt.permute(2, 3, 0, 1).reshape(-1, 1, kh, kw).contiguous()
+        else:
+            weight = filt.permute(3, 2, 0, 1).contiguous()  # HWIO -> OIHW
+        weight = weight.to(torch.float32)
+        if ctx.const_inputs[1]:
+            ctx.memo["weight"] = weight
+    groups = cin if depthwise else cin // int(filt.shape[2])
+    top, bottom, left, right = _spatial_padding(ctx, (int(x.shape[1]), int(x.shape[2])), (kh, kw), strides, dilations)
+    xc = x.to(torch.float32).permute(0, 3, 1, 2)  # a channels-last NCHW view of the NHWC tensor: no copy
+    if top == bottom and left == right:
+        pad: tuple[int, int] = (top, left)
+    else:
+        xc = F.pad(xc, (left, right, top, bottom))
+        pad = (0, 0)
+    if bias is not None:
+        bias = bias.to(torch.float32).reshape(-1)
+    y = F.conv2d(xc, weight, bias, stride=strides, padding=pad, dilation=dilations, groups=groups)
+    return y.permute(0, 2, 3, 1)
+
+
+def _conv_op(ctx: OpContext, args: list[Tensor], *, depthwise: bool, fused: bool) -> Tensor:
+    x, filt = args[0], args[1]
+    if not fused:
+        return _conv_nhwc(ctx, x, filt, None, depthwise=depthwise)
+    bias, acts, extra = _fused_bias_activation(ctx, args[2:])
+    y = _conv_nhwc(ctx, x, filt, bias, depthwise=depthwise)
+    for act in acts:
+        y = _apply_activation(ctx, y, act, extra)
+    return y
+
+
+# ----------------------------------------------------------------------------------------------- the ops
+
+
+@_register("Conv2D")
+def _op_conv2d(ctx: OpContext, args: list[Tensor]) -> Tensor:
+    return _conv_op(ctx, args, depthwise=False, fused=False)
+
+
+@_register("_FusedConv2D")
+def _op_fused_conv2d(ctx: OpContext, args: list[Tensor]) -> Tensor:
+    return _conv_op(ctx, args, depthwise=False, fused=True)
+
+
+@_register("DepthwiseConv2dNative")
+def _op_depthwise(ctx: OpContext, args: list[Tensor]) -> Tensor:
+    return _conv_op(ctx, args, depthwise=True, fused=False)
+
+
+@_register("FusedDepthwiseConv2dNative")
+def _op_fused_depthwise(ctx: OpContext, args: list[Tensor]) -> Tensor:
+    return _conv_op(ctx, args, depthwise=True, fused=True)
+
+
+@_register("MaxPool", "AvgPool")
+def _op_pool(ctx: OpContext, args: list[Tensor]) -> Tensor:
+    _check_nhwc(ctx)
+    x = args[0]
+    khw = _hw_attr(ctx, "ksize")
+    strides = _hw_attr(ctx, "strides")
+    top, bottom, left, right = _spatial_padding(ctx, (int(x.shape[1]), int(x.shape[2])), khw, strides, (1, 1))
+    xc = x.permute(0, 3, 1, 2)
+    if ctx.node.op == "MaxPool":
+        # Padded cells never win: TensorFlow's SAME max pooling ignores them.
+        xc = F.pad(xc, (left, right, top, bottom), value=-math.inf)
+        return F.max_pool2d(xc, khw, strides).permute(0, 2, 3, 1)
+    # SAME average pooling divides by the number of real (unpadded) cells.
+    total = F.avg_pool2d(F.pad(xc, (left, right, top, bottom)), khw, strides, divisor_override=1)
+    ones = F.pad(torch.ones_like(xc[:1, :1]), (left, right, top, bottom))
+    count = F.avg_pool2d(ones, khw, strides, divisor_override=1)
+    return (total / count).permute(0, 2, 3, 1)
+
+
+def _resize_axis(in_size: int, out_size: int, align_corners: bool, half_pixel: bool,
+                 device: torch.device) -> tuple[Tensor, Tensor, Tensor]:
+    """Source indices (lower, upper) and interpolation weights of one axis, exactly as TensorFlow computes them."""
+    if align_corners and out_size > 1:
+        scale = (in_size - 1) / (out_size - 1)
+    else:
+        scale = in_size / out_size
+    dst = torch.arange(out_size, dtype=torch.float64, device=device)
+    src = (dst + 0.5) * scale - 0.5 if half_pixel else dst * scale
+    lower = torch.clamp(torch.floor(src), min=0)
+    upper = torch.clamp(torch.ceil(src), max=in_size - 1)
+    frac = (src - lower).to(torch.float32)
+    return lower.long(), upper.long(), frac
+
+
+@_register("ResizeBilinear")
+def _op_resize_bilinear(ctx: OpContext, args: list[Tensor]) -> Tensor:
+    x = args[0].to(torch.float32)
+    out_h, out_w = _ints(args[1])
+    align = bool(ctx.attr("align_corners", False))
+    half = bool(ctx.attr("half_pixel_centers", False))
+    if align and half:
+        raise ctx.unsupported("align_corners together with half_pixel_centers")
+    y0, y1, fy = _resize_axis(int(x.shape[1]), out_h, align, half, x.device)
+    x0, x1, fx = _resize_axis(int(x.shape[2]), out_w, align, half, x.device)
+    top = x.index_select(1, y0)
+    bottom = x.index_select(1, y1)
+    fx = fx.view(1, 1, -1, 1)
+    top = top.index_select(2, x0) + (top.index_select(2, x1) - top.index_select(2, x0)) * fx
+    bottom = bottom.index_select(2, x0) + (bottom.index_select(2, x1) - bottom.index_select(2, x0)) * fx
+    return top + (bottom - top) * fy.view(1, -1, 1, 1)
+
+
+def _binary(fn: Callable[[Tensor, Tensor], Tensor]) -> OpFn:
+    return lambda ctx, args: fn(args[0], args[1])
+
+
+def _unary(fn: Callable[[Tensor], Tensor]) -> OpFn:
+    return lambda ctx, args: fn(args[0])
+
+
+def _div(a: Tensor, b: Tensor) -> Tensor:
+    if a.is_floating_point():
+        return a / b
+    return torch.div(a, b, rounding_mode="trunc")
+
+
+def _floor_div(a: Tensor, b: Tensor) -> Tensor:
+    if a.is_floating_point():
+        return torch.floor(a / b)
+    return torch.div(a, b, rounding_mode="floor")
+
+
+for _names, _fn in [
+    (("Add", "AddV2"), torch.add),
+    (("Sub",), torch.sub),
+    (("Mul",), torch.mul),
+    (("RealDiv", "Div"), _div),
+    (("FloorDiv",), _floor_div),
+    (("FloorMod",), torch.remainder),
+    (("Maximum",), torch.maximum),
+    (("Minimum",), torch.minimum),
+    (("Pow",), torch.pow),
+    (("SquaredDifference",), lambda a, b: (a - b) * (a - b)),
+    (("Less",), torch.lt),
+    (("LessEqual",), torch.le),
+    (("Greater",), torch.gt),
+    (("GreaterEqual",), torch.ge),
+    (("Equal",), torch.eq),
+    (("NotEqual",), torch.ne),
+    (("LogicalAnd",), torch.logical_and),
+    (("LogicalOr",), torch.logical_or),
+    (("BiasAdd",), torch.add),
+]:
+    _register(*_names)(_binary(_fn))
+
+for _names, _fn1 in [
+    (("Identity", "StopGradient", "Snapshot"), lambda x: x),
+    (("Abs",), torch.abs),
+    (("Neg",), torch.neg),
+    (("Exp",), torch.exp),
+    (("Log",), torch.log),
+    (("Sqrt",), torch.sqrt),
+    (("Rsqrt",), torch.rsqrt),
+    (("Square",), torch.square),
+    (("Reciprocal", "Inv"), torch.reciprocal),
+    (("Sigmoid",), torch.sigmoid),
+    (("Tanh",), torch.tanh),
+    (("Relu",), torch.relu),
+    (("Relu6",), lambda x: torch.clamp(x, 0.0, 6.0)),
+    (("Elu",), F.elu),
+    (("Floor",), torch.floor),
+    (("Ceil",), torch.ceil),
+    (("Round",), torch.round),  # half to even, as TensorFlow
+    (("Sign",), torch.sign),
+    (("LogicalNot",), torch.logical_not),
+    (("ZerosLike",), torch.zeros_like),
+    (("OnesLike",), torch.ones_like),
+]:
+    _register(*_names)(_unary(_fn1))
+
+
+@_register("AddN")
+def _op_addn(ctx: OpContext, args: list[Tensor]) -> Tensor:
+    total = args[0]
+    for a in args[1:]:
+        total = total + a
+    return total
+
+
+@_register("Cast")
+def _op_cast(ctx: OpContext, args: list[Tensor]) -> Tensor:
+    return args[0].to(tf_dtype(ctx.attr("DstT")))  # float -> int truncates toward zero, as TensorFlow
+
+
+@_register("Shape")
+def _op_shape(ctx: OpContext, args: list[Tensor]) -> Tensor:
+    dtype = tf_dtype(ctx.attr("out_type", "DT_INT32"))
+    return torch.tensor(list(args[0].shape), dtype=dtype, device=ctx.device)
+
+
+@_register("Size")
+def _op_size(ctx: OpContext, args: list[Tensor]) -> Tensor:
+    return torch.tensor(args[0].numel(), dtype=tf_dtype(ctx.attr("out_type", "DT_INT32")), device=ctx.device)
+
+
+@_register("Reshape")
+def _op_reshape(ctx: OpContext, args: list[Tensor]) -> Tensor:
+    return args[0].reshape(_ints(args[1]))
+
+
+@_register("Squeeze")
+def _op_squeeze(ctx: OpContext, args: list[Tensor]) -> Tensor:
+    x = args[0]
+    dims = list(ctx.attr("squeeze_dims", []) or [])
+    if not dims:
+        return x.squeeze()
+    for d in sorted((d % x.dim() for d in dims), reverse=True):
+        if x.shape[d] != 1:
+            raise TFJSGraphError(f"Squeeze node {ctx.node.name!r}: dimension {d} of {tuple(x.shape)} is not 1")
+        x = x.squeeze(d)
+    return x
+
+
+@_register("ExpandDims")
+def _op_expand_dims(ctx: OpContext, args: list[Tensor]) -> Tensor:
+    return args[0].unsqueeze(_int(args[1]))
+
+
+@_register("Transpose")
+def _op_transpose(ctx: OpContext, args: list[Tensor]) -> Tensor:
+    return args[0].permute(_ints(args[1]))
+
+
+@_register("Pack")
+def _op_pack(ctx: OpContext, args: list[Tensor]) -> Tensor:
+    return torch.stack(args, dim=int(ctx.attr("axis", 0)))
+
+
+@_register("Unpack")
+def _op_unpack(ctx: OpContext, args: list[Tensor]) -> list[Tensor]:
+    return list(torch.unbind(args[0], dim=int(ctx.attr("axis", 0))))
+
+
+@_register("Split")
+def _op_split(ctx: OpContext, args: list[Tensor]) -> list[Tensor]:
+    dim, x = _int(args[0]), args[1]
+    num = int(ctx.attr("num_split", 1))
+    if x.shape[dim] % num:
+        raise TFJSGraphError(f"Split node {ctx.node.name!r}: {x.shape[dim]} is not divisible into {num} parts")
+    return list(torch.split(x, x.shape[dim] // num, dim=dim))
+
+
+@_register("ConcatV2", "Concat")
+def _op_concat(ctx: OpContext, args: list[Tensor]) -> Tensor:
+    if ctx.node.op == "Concat":
+        axis, tensors = _int(args[0]), args[1:]
+    else:
+        axis, tensors = _int(args[-1]), args[:-1]
+    return torch.cat(tensors, dim=axis)
+
+
+@_register("Tile")
+def _op_tile(ctx: OpContext, args: list[Tensor]) -> Tensor:
+    return args[0].repeat(_ints(args[1]))
+
+
+@_register("Fill")
+def _op_fill(ctx: OpContext, args: list[Tensor]) -> Tensor:
+    value = args[1]
+    return torch.full(_ints(args[0]), value.item(), dtype=value.dtype, device=ctx.device)
+
+
+@_register("Range")
+def _op_range(ctx: OpContext, args: list[Tensor]) -> Tensor:
+    start, limit, delta = (a.item() for a in args[:3])
+    return torch.arange(start, limit, delta, dtype=args[0].dtype, device=ctx.device)
+
+
+@_register("Select", "SelectV2")
+def _op_select(ctx: OpContext, args: list[Tensor]) -> Tensor:
+    cond, a, b = args
+    if ctx.node.op == "Select" and cond.dim() == 1 and a.dim() > 1:
+        cond = cond.reshape(-1, *([1] * (a.dim() - 1)))  # Select (v1) with a vector picks whole rows
+    return torch.where(cond, a, b)
+
+
+def _reduce_dims(x: Tensor, axes: Tensor) -> list[int]:
+    return sorted({d % max(x.dim(), 1) for d in _ints(axes)})
+
+
+@_register("Sum", "Max", "Min", "Mean", "Prod", "All", "Any")
+def _op_reduce(ctx: OpContext, args: list[Tensor]) -> Tensor:
+    x = args[0]
+    dims = _reduce_dims(x, args[1])
+    keep = bool(ctx.attr("keep_dims", False))
+    if not dims:
+        return x
+    op = ctx.node.op
+    if op == "Sum":
+        return torch.sum(x, dim=dims, keepdim=keep).to(x.dtype)
+    if op == "Max":
+        return torch.amax(x, dim=dims, keepdim=keep)
+    if op == "Min":
+        return torch.amin(x, dim=dims, keepdim=keep)
+    if op == "Mean":
+        if not x.is_floating_point():
+            raise ctx.unsupported(f"Mean of {x.dtype}")
+        return torch.mean(x, dim=dims, keepdim=keep)
+    if op == "Prod":
+        out = x
+        for d in reversed(dims):
+            out = torch.prod(out, dim=d, keepdim=keep)
+        return out.to(x.dtype)
+    fn = torch.all if op == "All" else torch.any
+    out = x
+    for d in reversed(dims):
+        out = fn(out, dim=d, keepdim=keep)
+    return out
+
+
+@_register("ArgMax", "ArgMin")
+def _op_argmax(ctx: OpContext, args: list[Tensor]) -> Tensor:
+    fn = torch.argmax if ctx.node.op == "ArgMax" else torch.argmin  # both return the first extreme, as TF
+    out = fn(args[0], dim=_int(args[1]))
+    return out.to(tf_dtype(ctx.attr("output_type", "DT_INT64")))
+
+
+@_register("TopKV2")
+def _op_topk(ctx: OpContext, args: list[Tensor]) -> list[Tensor]:
+    x, k = args[0], _int(args[1])
+    if k > x.shape[-1]:
+        raise TFJSGraphError(f"TopKV2 node {ctx.node.name!r}: k={k} but the last dimension has {x.shape[-1]}")
+    # Equal values keep the lower index first (TensorFlow's rule), hence a stable sort.
+    values, indices = torch.sort(x, dim=-1, descending=True, stable=True)
+    return [values[..., :k], indices[..., :k].to(torch.int32)]
+
+
+def gather_nd(params: Tensor, indices: Tensor) -> Tensor:
+    """TensorFlow ``gather_nd``: output[i...] = params[indices[i..., 0], ..., indices[i..., M-1], ...].
+
+    Shapes: params (D0, ..., Dn), indices (..., M) with M <= n + 1 -> (..., D_M, ..., Dn).
+    """
+    idx = indices.long()
+    m = int(idx.shape[-1])
+    lead = list(params.shape[:m])
+    rest = list(params.shape[m:])
+    linear = torch.zeros(idx.shape[:-1], dtype=torch.long, device=params.device)
+    for axis in range(m):
+        linear = linear * lead[axis] + idx[..., axis]
+    return params.reshape(-1, *rest)[linear]
+
+
+@_register("GatherNd")
+def _op_gather_nd(ctx: OpContext, args: list[Tensor]) -> Tensor:
+    return gather_nd(args[0], args[1])
+
+
+def strided_slice(x: Tensor, begin: Sequence[int], end: Sequence[int], strides: Sequence[int], *,
+                  begin_mask: int = 0, end_mask: int = 0, ellipsis_mask: int = 0, new_axis_mask: int = 0,
+                  shrink_axis_mask: int = 0) -> Tensor:
+    """TensorFlow ``strided_slice`` (all masks; negative strides included).
+
+    Bit i of a mask refers to entry i of ``begin``/``end``/``strides``: ``begin_mask``/``end_mask`` use the full
+    range instead of the value, ``ellipsis_mask`` stands for as many full dimensions as needed,
+    ``new_axis_mask`` inserts a dimension of size 1, ``shrink_axis_mask`` takes the single index ``begin[i]`` and
+    drops the dimension.
+    """
+    n = len(begin)
+    if not (len(end) == len(strides) == n):
+        raise ValueError(f"begin, end and strides differ in length: {len(begin)}, {len(end)}, {len(strides)}")
+    # Expand the sparse spec into one entry per output-affecting item (ellipsis -> full slices).
+    real = sum(1 for i in range(n) if not (ellipsis_mask >> i) & 1 and not (new_axis_mask >> i) & 1)
+    spec: list[tuple[str, int]] = []
+    seen_ellipsis = False
+    for i in range(n):
+        if (ellipsis_mask >> i) & 1:
+            if seen_ellipsis:
+                raise ValueError("strided_slice: more than one ellipsis")
+            seen_ellipsis = True
+            spec += [("full", -1)] * max(x.dim() - real, 0)
+        elif (new_axis_mask >> i) & 1:
+            spec.append(("new", i))
+        elif (shrink_axis_mask >> i) & 1:
+            spec.append(("index", i))
+        else:
+            spec.append(("slice", i))
+    covered = sum(1 for kind, _ in spec if kind != "new")
+    spec += [("full", -1)] * max(x.dim() - covered, 0)
+    out = x
+    dim = 0
+    for kind, i in spec:
+        if kind == "new":
+            out = out.unsqueeze(dim)
+            dim += 1
+        elif kind == "full":
+            dim += 1
+        elif kind == "index":
+            size = out.shape[dim]
+            pos = 0 if (begin_mask >> i) & 1 else int(begin[i])
+            pos = pos + size if pos < 0 else pos
+            if not 0 <= pos < size:
+                raise IndexError(f"strided_slice: index {begin[i]} out of range for a dimension of size {size}")
+            out = out.select(dim, pos)
+        else:
+            step = int(strides[i])
+            if step == 0:
+                raise ValueError("strided_slice: stride 0")
+            b = None if (begin_mask >> i) & 1 else int(begin[i])
+            e = None if (end_mask >> i) & 1 else int(end[i])
+            start, stop, step = slice(b, e, step).indices(out.shape[dim])
+            if step > 0:
+                out = out[(slice(None),) * dim + (slice(start, stop, step),)]
+            else:
+                idx = torch.arange(start, stop, step, device=out.device)
+                out = out.index_select(dim, idx)
+            dim += 1
+    return out
+
+
+@_register("StridedSlice")
+def _op_strided_slice(ctx: OpContext, args: list[Tensor]) -> Tensor:
+    masks = {k: int(ctx.attr(k, 0)) for k in
+             ("begin_mask", "end_mask", "ellipsis_mask", "new_axis_mask", "shrink_axis_mask")}
+    return strided_slice(args[0], _ints(args[1]), _ints(args[2]), _ints(args[3]), **masks)
+
+
+# ----------------------------------------------------------------------------------------------- the graph
+
+
+@contextlib.contextmanager
+def _full_fp32_convolutions(device: torch.device) -> Iterator[None]:
+    """Run cuDNN convolutions in full float32 (not TF32) inside the block, as TensorFlow(.js) computes them."""
+    if device.type != "cuda":
+        yield
+        return
+    conv = getattr(torch.backends.cudnn, "conv", None)
+    if conv is not None and hasattr(conv, "fp32_precision"):
+        old = conv.fp32_precision
+        conv.fp32_precision = "ieee"
+        try:
+            yield
+        finally:
+            conv.fp32_precision = old
+    else:  # older torch
+        old_flag = torch.backends.cudnn.allow_tf32
+        torch.backends.cudnn.allow_tf32 = False
+        try:
+            yield
+        finally:
+            torch.backends.cudnn.allow_tf32 = old_flag
+
+
+class TFJSGraph:
+    """A TF.js graph model evaluated with torch ops.
+
+    Args:
+        nodes: the graph (see :func:`parse_nodes`).
+        consts: values of the ``Const`` nodes by node name (from :func:`load_weights`).
+        inputs: names of the input tensors (``Placeholder`` nodes; ``"name"`` or ``"name:0"``). Default: every
+            ``Placeholder`` in node order.
+        outputs: names of the output tensors. Default: every node output no other node consumes.
+        device: where the weights live and the graph runs (``"cpu"``, ``"cuda"``, ``"cuda:1"``).
+        allow_tf32: let CUDA convolutions use TF32 (faster on recent GPUs, about 1e-3 relative error); by default
+            they run in full float32 like TensorFlow.
+
+    Raises:
+        UnsupportedOpError: the graph (the part needed for ``outputs``) uses an op that is not implemented.
+    """
+
+    def __init__(self, nodes: Sequence[GraphNode], consts: Mapping[str, np.ndarray], *,
+                 inputs: Sequence[str] | None = None, outputs: Sequence[str] | None = None,
+                 device: str | torch.device = "cpu", allow_tf32: bool = False) -> None:
+        self.nodes: dict[str, GraphNode] = {}
+        for node in nodes:
+            if node.name in self.nodes:
+                raise TFJSGraphError(f"two nodes are named {node.name!r}")
+            self.nodes[node.name] = node
+        for node in self.nodes.values():
+            for src, _ in node.inputs:
+                if src not in self.nodes:
+                    raise TFJSGraphError(f"node {node.name!r} reads {src!r}, which is not in the graph")
+        self._np_consts = dict(consts)
+        for node in self.nodes.values():
+            if node.op == "Const" and node.name not in self._np_consts:
+                raise TFJSGraphError(f"constant {node.name!r} has no value in the weights")
+        if inputs is None:
+            inputs = [n.name for n in self.nodes.values() if n.op == "Placeholder"]
+        self.input_names: list[str] = [parse_tensor_ref(r)[0] for r in inputs]
+        if outputs is None:
+            used = {ref for n in self.nodes.values() for ref in n.inputs}
+            outputs = [n.name for n in self.nodes.values() if (n.name, 0) not in used and n.op != "Const"]
+        self.output_names: list[str] = [self._ref_name(parse_tensor_ref(r)) for r in outputs]
+        self.device = torch.device(device)
+        self.allow_tf32 = bool(allow_tf32)
+        self._consts: dict[str, Tensor] = {}
+        self._memo: dict[str, dict[str, Any]] = {}
+        self._plans: dict[tuple[str, ...], tuple[list[GraphNode], dict[str, int]]] = {}
+        self.to(self.device)
+        self._plan(tuple(self.output_names))  # fails early on unsupported ops
+
+    @staticmethod
+    def _ref_name(ref: tuple[str, int]) -> str:
+        return ref[0] if ref[1] == 0 else f"{ref[0]}:{ref[1]}"
+
+    # ---------------------------------------------------------------------------------------- building
+    @classmethod
+    def from_model_json(cls, model: Mapping[str, Any], consts: Mapping[str, np.ndarray], *,
+                        device: str | torch.device = "cpu") -> TFJSGraph:
+        """Build from a parsed model.json and already decoded weights (inputs/outputs from its ``signature``)."""
+        if model.get("format", "graph-model") != "graph-model" or "modelTopology" not in model:
+            raise TFJSGraphError(f"not a TF.js graph model (format {model.get('format')!r}); layers models "
+                                 "are not supported")
+        topology = model["modelTopology"]
+        if topology.get("library", {}).get("function"):
+            raise UnsupportedOpError("TF.js graphs with functions (control flow) are not supported")
+        nodes = parse_nodes(topology.get("node", []))
+        signature = model.get("signature") or {}
+        inputs = [v["name"] for v in (signature.get("inputs") or {}).values()] or None
+        outputs = [v["name"] for v in (signature.get("outputs") or {}).values()] or None
+        return cls(nodes, consts, inputs=inputs, outputs=outputs, device=device)
+
+    @classmethod
+    def load(cls, model_json: str | os.PathLike[str], *, device: str | torch.device = "cpu") -> TFJSGraph:
+        """Read ``model.json`` and its weight shards (same folder) and build the graph on ``device``.
+
+        Raises:
+            TFJSGraphError: the files are missing, damaged or not a TF.js graph model.
+            UnsupportedOpError: the graph uses an op this executor does not implement.
+        """
+        path = Path(model_json)
+        try:
+            model = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise TFJSGraphError(f"TF.js model file {path} does not exist") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise TFJSGraphError(f"{path} is not a TF.js model.json: {exc}") from None
+        consts = load_weights(model.get("weightsManifest", []), path.parent)
+        return cls.from_model_json(model, consts, device=device)
+
+    def to(self, device: str | torch.device) -> TFJSGraph:
+        """Move the weights to ``device`` (returns self)."""
+        self.device = torch.device(device)
+        self._consts = {name: torch.from_numpy(np.array(arr, copy=True)).to(self.device)
+                        for name, arr in self._np_consts.items()}
+        self._memo = {}
+        return self
+
+    @property
+    def ops(self) -> dict[str, int]:
+        """How often each op occurs in the graph."""
+        counts: dict[str, int] = {}
+        for node in self.nodes.values():
+            counts[node.op] = counts.get(node.op, 0) + 1
+        return counts
+
+    def _plan(self, outputs: tuple[str, ...]) -> tuple[list[GraphNode], dict[str, int]]:
+        """Nodes needed for ``outputs`` in execution order, and for each node the step of its last use."""
+        if outputs in self._plans:
+            return self._plans[outputs]
+        order: list[GraphNode] = []
+        state: dict[str, int] = {}  # 1 = on the stack, 2 = done
+        for out in outputs:
+            root = parse_tensor_ref(out)[0]
+            if root not in self.nodes:
+                raise TFJSGraphError(f"output {out!r} is not a node of the graph")
+            stack: list[tuple[str, bool]] = [(root, False)]
+            while stack:
+                name, expanded = stack.pop()
+                if expanded:
+                    state[name] = 2
+                    order.append(self.nodes[name])
+                    continue
+                if state.get(name) == 2:
+                    continue
+                if state.get(name) == 1:
+                    raise TFJSGraphError(f"the graph has a cycle through {name!r}")
+                state[name] = 1
+                stack.append((name, True))
+                for src, _ in reversed(self.nodes[name].inputs):
+                    if state.get(src) != 2:
+                        if state.get(src) == 1:
+                            raise TFJSGraphError(f"the graph has a cycle through {src!r}")
+                        stack.append((src, False))
+        known = supported_ops()
+        missing = sorted({(n.op, n.name) for n in order if n.op not in known})
+        if missing:
+            ops = sorted({op for op, _ in missing})
+            examples = "; ".join(f"{op} (node {name!r})" for op, name in missing[:5])
+            raise UnsupportedOpError(
+                f"the TF.js graph uses op(s) not implemented here: {', '.join(ops)} — e.g. {examples}")
+        last_use: dict[str, int] = {}
+        for step, node in enumerate(order):
+            for src, _ in node.inputs:
+                last_use[src] = step
+        keep = {parse_tensor_ref(o)[0] for o in outputs}
+        for name in keep:
+            last_use[name] = len(order)
+        self._plans[outputs] = (order, last_use)
+        return order, last_use
+
+    # ------------------------------------------------------------------------------------------- running
+    def run(self, feeds: Mapping[str, Tensor | np.ndarray], outputs: Sequence[str] | None = None) -> dict[str, Tensor]:
+        """Evaluate the graph.
+
+        Args:
+            feeds: input name (``"input"`` or ``"input:0"``) -> tensor or array, in the dtype of its
+                ``Placeholder`` (e.g. int32 NHWC images). Moved to the graph's device.
+            outputs: names of the wanted tensors (default: :attr:`output_names`).
+
+        Returns:
+            output name -> tensor, in the order asked.
+        """
+        wanted = tuple(self._ref_name(parse_tensor_ref(o)) for o in (outputs or self.output_names))
+        order, last_use = self._plan(wanted)
+        values: dict[str, list[Tensor]] = {}
+        for key, val in feeds.items():
+            name = parse_tensor_ref(key)[0]
+            if name not in self.nodes or self.nodes[name].op != "Placeholder":
+                raise TFJSGraphError(f"{key!r} is not an input of the graph (inputs: {', '.join(self.input_names)})")
+            t = torch.as_tensor(val)
+            want = self.nodes[name].attr.get("dtype")
+            if isinstance(want, str) and want in _TF_DTYPES and t.dtype != _TF_DTYPES[want]:
+                raise TFJSGraphError(f"input {name!r} must be {_TF_DTYPES[want]}, got {t.dtype}")
+            values[name] = [t.to(self.device)]
+        precision = contextlib.nullcontext() if self.allow_tf32 else _full_fp32_convolutions(self.device)
+        with torch.inference_mode(), precision:
+            for step, node in enumerate(order):
+                if node.op == "Placeholder":
+                    if node.name not in values:
+                        raise TFJSGraphError(f"input {node.name!r} was not given")
+                elif node.op == "Const":
+                    values[node.name] = [self._consts[node.name]]
+                else:
+                    args = [values[src][idx] for src, idx in node.inputs]
+                    ctx = OpContext(node, tuple(self.nodes[src].op == "Const" for src, _ in node.inputs),
+                                    self._memo.setdefault(node.name, {}), self.device)
+                    result = _OPS[node.op](ctx, args)
+                    values[node.name] = result if isinstance(result, list) else [result]
+                for src, _ in node.inputs:
+                    if last_use.get(src, -1) == step:
+                        values.pop(src, None)
+        out: dict[str, Tensor] = {}
+        for ref in wanted:
+            name, idx = parse_tensor_ref(ref)
+            out[ref] = values[name][idx]
+        return out
+
+    def __call__(self, *inputs: Tensor | np.ndarray) -> Tensor | tuple[Tensor, ...]:
+        """Run with positional inputs (in :attr:`input_names` order); one output is returned bare."""
+        if len(inputs) != len(self.input_names):
+            raise TypeError(f"the graph takes {len(self.input_names)} inputs ({', '.join(self.input_names)}), "
+                            f"got {len(inputs)}")
+        result = tuple(self.run(dict(zip(self.input_names, inputs, strict=True))).values())
+        return result[0] if len(result) == 1 else result
+
+
+__all__ = [
+    "GraphNode",
+    "OpContext",
+    "TFJSGraph",
+    "TFJSGraphError",
+    "UnsupportedOpError",
+    "decode_attr",
+    "gather_nd",
+    "load_weights",
+    "parse_nodes",
+    "parse_tensor_ref",
+    "same_padding",
+    "strided_slice",
+    "supported_ops",
+    "tf_dtype",
+]
