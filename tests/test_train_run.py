@@ -167,12 +167,11 @@ def test_two_processes_equal_one_process_with_the_global_batch(synth_dataset, st
               aux_mode="paper", aux_lr=1e-3, net_mode="eval", aux_net_mode="eval")
     one = _cfg(synth_dataset, standin_dir, tmp_path / "one", batch_size=4, **kw)
     two = _cfg(synth_dataset, standin_dir, tmp_path / "two", batch_size=2, nproc=2, **kw)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        train(one)
-    finally:
-        torch.set_num_threads(threads)
+    # the one-process run also starts in a fresh process with the workers' environment (one thread), so that both
+    # sides use the same kernels whatever this test process was started with (OMP_NUM_THREADS, imports)
+    done = subprocess.run([sys.executable, "-c", _CHILD, json.dumps(config_to_dict(one))], env=_child_env(),
+                          capture_output=True, timeout=300)
+    assert done.returncode == 0, done.stderr.decode()[-3000:]
     assert train(two) is None  # the workers ran in their own processes
 
     def state(run: str, step: int) -> dict[str, torch.Tensor]:
@@ -185,8 +184,14 @@ def test_two_processes_equal_one_process_with_the_global_batch(synth_dataset, st
     assert update > 1e-4  # the compared update is not vacuous
     for k in a2:
         if a2[k].is_floating_point():
-            torch.testing.assert_close(b2[k], a2[k], rtol=0, atol=1e-5, msg=k)
+            # float32 reductions in another order (per-process batches, all-reduce, the thread count this test
+            # started with) differ by up to ~n * 6e-8 relative to the summed terms, n ~ 1e4 for a conv weight
+            # gradient: 1e-3 of the two steps' update. Averaging wrongly across processes would be off by ~100 %.
+            tol = 1e-3 * float((a2[k] - a1[k]).abs().max()) + 1e-7
+            torch.testing.assert_close(b2[k], a2[k], rtol=0, atol=tol, msg=k)
     la, lb = read_log(tmp_path / "one" / "train_log.csv"), read_log(tmp_path / "two" / "train_log.csv")
     for ra, rb in zip(la, lb, strict=True):
-        assert rb["outer"] == pytest.approx(ra["outer"], rel=1e-5)
-        assert rb["aux"] == pytest.approx(ra["aux"], rel=1e-5)
+        # step 1 starts from identical weights; step 2 from weights equal up to the tolerance above
+        rel = 1e-5 if int(ra["step"]) == 1 else 1e-3
+        assert rb["outer"] == pytest.approx(ra["outer"], rel=rel)
+        assert rb["aux"] == pytest.approx(ra["aux"], rel=rel)

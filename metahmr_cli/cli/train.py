@@ -66,7 +66,7 @@ def train_command(
                                                "(see train/datasets.example.toml)."),
     data: str | None = typer.Option(None, "--data", help="Mix preset wo3dpw | w3dpw, a custom mix "
                                     "'h36m=0.5,coco+mpii=0.5', a dataset name or an npz path."),
-    body: str | None = typer.Option(None, "--body", help="Body model: smpl | standin | a folder."),
+    body: str | None = typer.Option(None, "--body", help="Body model: smpl | open | standin | a folder."),
     out: str | None = typer.Option(None, "--out", "-o", help="Run folder (runs/x; never overwritten: runs/x2 ...)."),
     resume: str | None = typer.Option(None, "--resume", help="Checkpoint file or run folder to continue exactly."),
     init_main: str | None = typer.Option(None, "--init-main", help="Backbone initialisation of the main net "
@@ -83,6 +83,8 @@ def train_command(
     set_: list[str] | None = typer.Option(None, "--set", help="Any TrainConfig field: KEY=VALUE (repeatable)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the resolved plan and check every path; "
                                  "do not train."),
+    config: str | None = typer.Option(None, "--config", help="TOML/JSON file of TrainConfig fields, applied over "
+                                      "the recipe (flags override it)."),
 ) -> None:
     """Meta-train Meta-HMR (main + auxiliary network) or fine-tune / resume a run."""
     from metahmr_cli.training import config_for_resume, recipe_config, train
@@ -94,6 +96,11 @@ def train_command(
         "init_backbone": init_main, "init_aux": init_aux, "init_from": init_from, "batch_size": batch_size,
         "epochs": epochs, "max_steps": max_steps, "device": device, "nproc": nproc,
     }
+    if config is not None:
+        from metahmr_cli.config import load_config_file
+
+        file_values = load_config_file(config)
+        overrides = {**file_values, **{k: v for k, v in overrides.items() if v is not None}}
     overrides.update(_parse_set(set_))
     if resume:
         if recipe or backbone:

@@ -12,7 +12,7 @@ from ..errors import DatasetError
 from .npzio import load_npz
 from .registry import DatasetSpec
 
-__all__ = ["KEY_SPECS", "CheckReport", "Issue", "check_dataset", "check_npz"]
+__all__ = ["KEY_SPECS", "CheckReport", "Issue", "check_dataset", "check_npz", "require_valid"]
 
 KEY_SPECS: dict[str, tuple[tuple[int, ...], str, bool, str]] = {
     "imgname": ((), "str", True, "image path relative to the image root"),
@@ -242,3 +242,20 @@ def _check_images(
 def check_dataset(spec: DatasetSpec, *, all_images: bool = False, sample_images: int = 50) -> CheckReport:
     """:func:`check_npz` for a resolved dataset spec."""
     return check_npz(spec.npz, spec.image_root, name=spec.name, all_images=all_images, sample_images=sample_images)
+
+
+def require_valid(specs: list[DatasetSpec], *, what: str = "training") -> None:
+    """Run :func:`check_dataset` on every file a run will read and stop before anything is written.
+
+    Raises:
+        DatasetError: listing, per failing file, every error with its key and the first bad rows, and the fix.
+    """
+    failing = [rep for rep in (check_dataset(spec) for spec in specs) if not rep.ok]
+    if not failing:
+        return
+    lines = [f"{len(failing)} {what} dataset file(s) cannot be used; nothing was written:"]
+    for rep in failing:
+        lines.append(f"- {rep.name}: {rep.npz}")
+        lines += [f"    {issue}" for issue in rep.errors]
+    lines.append("Fix or regenerate the files (`metahmr data check FILE` prints the full report).")
+    raise DatasetError("\n".join(lines))

@@ -9,7 +9,7 @@ from typing import Any
 from ..constants import IMG_H, IMG_W
 from ..errors import ConfigError
 from .backbones import available_backbones, build_backbone
-from .regressor import Regressor
+from .regressor import HEAD_DROPOUT, HEAD_WIDTH, Regressor
 
 __all__ = ["LAYOUTS", "LayoutSpec", "build_network", "build_regressor", "layout_for"]
 
@@ -52,7 +52,8 @@ LAYOUTS: dict[str, LayoutSpec] = {
 
 def build_regressor(arch: str = "cliff", backbone: str = "resnet50", n_iter: int = 3,
                     mean_params: Mapping[str, Any] | None = None,
-                    img_hw: tuple[int, int] = (IMG_H, IMG_W), *, init_weights: bool = True) -> Regressor:
+                    img_hw: tuple[int, int] = (IMG_H, IMG_W), *, init_weights: bool = True,
+                    hidden: int = HEAD_WIDTH, dropout: float = HEAD_DROPOUT) -> Regressor:
     """A freshly initialised :class:`Regressor`.
 
     Args:
@@ -63,6 +64,7 @@ def build_regressor(arch: str = "cliff", backbone: str = "resnet50", n_iter: int
         mean_params: pose (144,), shape (10,), cam (3,) arrays for the init_* buffers (None -> identity pose).
         img_hw: crop size (H, W).
         init_weights: False skips the released initialisation (weights are loaded right after).
+        hidden, dropout: width of the head's fc1/fc2 and its dropout (released: 1024, 0.5).
     """
     if arch not in ("cliff", "hmr"):
         raise ConfigError(f"unknown architecture {arch!r}; use 'cliff' or 'hmr'")
@@ -70,7 +72,8 @@ def build_regressor(arch: str = "cliff", backbone: str = "resnet50", n_iter: int
         raise ConfigError(f"unknown backbone {backbone!r}; choose one of {available_backbones()}")
     net = build_backbone(backbone, img_hw)
     return Regressor(net, int(net.feature_dim), arch=arch, n_iter=n_iter, mean_params=mean_params,
-                     backbone_name=backbone, img_hw=img_hw, init_weights=init_weights)
+                     backbone_name=backbone, img_hw=img_hw, init_weights=init_weights, hidden=hidden,
+                     dropout=dropout)
 
 
 def layout_for(layout: str) -> LayoutSpec:

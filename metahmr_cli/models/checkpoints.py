@@ -28,7 +28,7 @@ from torch import Tensor, nn
 from ..constants import IMG_H, IMG_W
 from ..errors import AssetNotFoundError, CheckpointError
 from .builders import LAYOUTS, build_regressor, layout_for
-from .regressor import HEAD_MODULES, NCAM, NPOSE, NSHAPE, Regressor
+from .regressor import HEAD_DROPOUT, HEAD_MODULES, HEAD_WIDTH, NCAM, NPOSE, NSHAPE, Regressor
 
 __all__ = [
     "CHECKPOINT_KINDS",
@@ -296,6 +296,8 @@ class NetworkPlan:
     layout: str | None  # one of LAYOUTS, or None for networks without a released layout
     prefix: str  # backbone prefix used in the file
     img_hw: tuple[int, int] = (IMG_H, IMG_W)
+    hidden: int = HEAD_WIDTH
+    dropout: float = HEAD_DROPOUT
 
     @property
     def layout_name(self) -> str:
@@ -333,6 +335,8 @@ def detect_network(state_dict: Mapping[str, Any], role: str = "single", source: 
     def has(sub: str) -> bool:
         return any(k.startswith(prefix + sub) for k in keys)
 
+    if has("embed.") and has("blocks."):
+        return _keypoint_plan(state_dict, prefix, role, source)
     if has("incre_modules."):
         backbone = "hrnet_w48_cls"
     elif has("downsample_stage_1.") or has("stage4."):
@@ -367,10 +371,28 @@ def detect_network(state_dict: Mapping[str, Any], role: str = "single", source: 
     return NetworkPlan(arch, backbone, n_iter, layout, prefix)
 
 
+def _keypoint_plan(state_dict: Mapping[str, Any], prefix: str, role: str, source: str) -> NetworkPlan:
+    """The plan of a keypoint-encoder network (the open model) from its keys and shapes."""
+    fc1 = state_dict.get("fc1.weight")
+    embed = state_dict.get(prefix + "embed.weight")
+    if not isinstance(fc1, Tensor) or not isinstance(embed, Tensor):
+        raise CheckpointError(f"{source}: a keypoint network needs 'fc1.weight' and '{prefix}embed.weight'.")
+    extra = int(fc1.shape[1]) - int(embed.shape[0]) - _HEAD_STATE
+    if extra not in (0, 3):
+        raise CheckpointError(f"{source}: fc1 takes {int(fc1.shape[1])} inputs, which fits no head on a "
+                              f"{int(embed.shape[0])}-wide keypoint encoder.")
+    widths = {384: "kpnet", 256: "kpnet_small"}
+    width = int(embed.shape[0])
+    if width not in widths:
+        raise CheckpointError(f"{source}: keypoint encoder of width {width}; known widths: {sorted(widths)}.")
+    return NetworkPlan("cliff" if extra == 3 else "hmr", widths[width], 10 if role == "main" else 3, None, prefix,
+                       hidden=int(fc1.shape[0]))
+
+
 def network_spec(model: Regressor, layout: str | None = None) -> dict[str, Any]:
     """A small JSON-able description of a network, stored next to its weights in our checkpoints."""
     return {"arch": model.arch, "backbone": model.backbone_name, "n_iter": model.n_iter,
-            "img_hw": list(model.img_hw), "layout": layout}
+            "img_hw": list(model.img_hw), "layout": layout, "hidden": model.hidden, "dropout": model.dropout}
 
 
 def _plan_from_spec(spec: Mapping[str, Any], state_dict: Mapping[str, Any], source: str) -> NetworkPlan:
@@ -382,7 +404,11 @@ def _plan_from_spec(spec: Mapping[str, Any], state_dict: Mapping[str, Any], sour
     layout = spec.get("layout")
     layout = layout if layout in LAYOUTS else None
     prefix = LAYOUTS[layout].backbone_prefix if layout is not None else _backbone_prefix(state_dict)
-    return NetworkPlan(arch, backbone, n_iter, layout, prefix, img_hw)  # type: ignore[arg-type]
+    try:
+        hidden, dropout = int(spec.get("hidden", HEAD_WIDTH)), float(spec.get("dropout", HEAD_DROPOUT))
+    except (TypeError, ValueError):
+        raise CheckpointError(f"{source}: 'network_specs' entry is malformed: {spec!r}") from None
+    return NetworkPlan(arch, backbone, n_iter, layout, prefix, img_hw, hidden, dropout)  # type: ignore[arg-type]
 
 
 # --------------------------------------------------------------------------------------------- load_networks
@@ -415,9 +441,11 @@ def _build_and_load(plan: NetworkPlan, sd: Mapping[str, Tensor], mean_params: Ma
         # Every tensor comes from the file: build without storage or initialisation, then adopt the tensors.
         with torch.device("meta"):
             model = build_regressor(plan.arch, plan.backbone, plan.n_iter, mean_params=mean_params,
-                                    img_hw=plan.img_hw, init_weights=False)
+                                    img_hw=plan.img_hw, init_weights=False, hidden=plan.hidden,
+                                    dropout=plan.dropout)
     else:
-        model = build_regressor(plan.arch, plan.backbone, plan.n_iter, mean_params=mean_params, img_hw=plan.img_hw)
+        model = build_regressor(plan.arch, plan.backbone, plan.n_iter, mean_params=mean_params, img_hw=plan.img_hw,
+                                hidden=plan.hidden, dropout=plan.dropout)
     notes = load_layout_state_dict(model, sd, plan.layout, prefix=plan.prefix, strict=strict,
                                    allow_missing=allow_missing, source=source, assign=fast)
     return model, notes

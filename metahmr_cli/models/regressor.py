@@ -24,12 +24,18 @@ from ..constants import IMG_H, IMG_W, NUM_BETAS
 from ..errors import InputError
 from ..geometry.rotation import rot6d_to_rotmat
 
-__all__ = ["HEAD_MODULES", "NPOSE", "Regressor", "default_mean_params", "init_regressor_weights"]
+__all__ = [
+    "HEAD_DROPOUT", "HEAD_MODULES", "HEAD_WIDTH", "NPOSE", "Regressor", "default_mean_params", "init_regressor_weights",
+]
 
 NPOSE = 24 * 6
 NSHAPE = NUM_BETAS
 NCAM = 3
 NBBOX = 3
+HEAD_WIDTH = 1024
+"""Width of fc1/fc2 in every released network."""
+HEAD_DROPOUT = 0.5
+"""Dropout after fc1 and fc2 in every released network."""
 HEAD_MODULES: tuple[str, ...] = ("fc1", "fc2", "decpose", "decshape", "deccam")
 """Top-level modules whose weights and biases make up the ``head`` scope."""
 
@@ -91,32 +97,39 @@ class Regressor(nn.Module):
         backbone_name: registry name of the backbone (kept for checkpoints and reports).
         img_hw: crop size (H, W) the network expects.
         init_weights: apply the released initialisation (False skips it, e.g. when weights are loaded next).
+        hidden: width of fc1/fc2 (released: 1024).
+        dropout: dropout probability after fc1 and fc2 in training mode (released: 0.5).
     """
 
     def __init__(self, backbone: nn.Module, feature_dim: int, *, arch: str = "cliff", n_iter: int = 3,
                  mean_params: Mapping[str, Any] | None = None, backbone_name: str = "custom",
-                 img_hw: tuple[int, int] = (IMG_H, IMG_W), init_weights: bool = True) -> None:
+                 img_hw: tuple[int, int] = (IMG_H, IMG_W), init_weights: bool = True,
+                 hidden: int = HEAD_WIDTH, dropout: float = HEAD_DROPOUT) -> None:
         super().__init__()
         if arch not in ("cliff", "hmr"):
             raise ValueError(f"arch must be 'cliff' or 'hmr', got {arch!r}")
         if int(n_iter) < 1:
             raise ValueError(f"n_iter must be >= 1, got {n_iter}")
+        if int(hidden) < 1 or not 0.0 <= float(dropout) < 1.0:
+            raise ValueError(f"hidden must be >= 1 and dropout in [0, 1), got {hidden}, {dropout}")
         self.arch = arch
         self.uses_bbox_info = arch == "cliff"
         self.feature_dim = int(feature_dim)
         self.n_iter = int(n_iter)
         self.backbone_name = backbone_name
         self.img_hw = (int(img_hw[0]), int(img_hw[1]))
+        self.hidden = int(hidden)
+        self.dropout = float(dropout)
 
         self.backbone = backbone
         in_dim = self.feature_dim + (NBBOX if self.uses_bbox_info else 0) + NPOSE + NSHAPE + NCAM
-        self.fc1 = nn.Linear(in_dim, 1024)
-        self.drop1 = nn.Dropout(0.5)
-        self.fc2 = nn.Linear(1024, 1024)
-        self.drop2 = nn.Dropout(0.5)
-        self.decpose = nn.Linear(1024, NPOSE)
-        self.decshape = nn.Linear(1024, NSHAPE)
-        self.deccam = nn.Linear(1024, NCAM)
+        self.fc1 = nn.Linear(in_dim, self.hidden)
+        self.drop1 = nn.Dropout(self.dropout)
+        self.fc2 = nn.Linear(self.hidden, self.hidden)
+        self.drop2 = nn.Dropout(self.dropout)
+        self.decpose = nn.Linear(self.hidden, NPOSE)
+        self.decshape = nn.Linear(self.hidden, NSHAPE)
+        self.deccam = nn.Linear(self.hidden, NCAM)
 
         if init_weights:
             init_regressor_weights(self)
@@ -136,8 +149,21 @@ class Regressor(nn.Module):
         self.register_buffer("init_cam", _as_row(mp["cam"], NCAM, "cam"))
 
     # ------------------------------------------------------------------ forward
+    @property
+    def input_kind(self) -> str:
+        """"image" (ImageNet-normalised crops) or "keypoints" (normalised crop keypoints, the open model)."""
+        return str(getattr(self.backbone, "input_kind", "image"))
+
     def encode(self, images: Tensor) -> Tensor:
-        """Backbone features of ImageNet-normalised crops: (B, 3, H, W) -> (B, feature_dim)."""
+        """Backbone features of the network input: (B, 3, H, W) crops, or (B, *input_shape) keypoints for a
+        keypoint backbone -> (B, feature_dim)."""
+        if self.input_kind != "image":
+            want = tuple(getattr(self.backbone, "input_shape", ()))
+            if not isinstance(images, Tensor) or tuple(images.shape[1:]) != want:
+                shape = tuple(images.shape) if isinstance(images, Tensor) else type(images).__name__
+                raise InputError(f"this network reads {self.input_kind} of shape (B, {', '.join(map(str, want))}), "
+                                 f"got {shape}.")
+            return self.backbone(images)
         if not isinstance(images, Tensor) or images.ndim != 4 or images.shape[1] != 3:
             shape = tuple(images.shape) if isinstance(images, Tensor) else type(images).__name__
             raise InputError(f"images must be a (B, 3, {self.img_hw[0]}, {self.img_hw[1]}) tensor, got {shape}.")
@@ -218,4 +244,4 @@ class Regressor(nn.Module):
 
     def extra_repr(self) -> str:
         return (f"arch={self.arch}, backbone={self.backbone_name}, feature_dim={self.feature_dim}, "
-                f"n_iter={self.n_iter}, img_hw={self.img_hw}")
+                f"n_iter={self.n_iter}, img_hw={self.img_hw}, hidden={self.hidden}")

@@ -17,9 +17,11 @@ Files are written to a temporary name and renamed (atomic); ``last.pt`` is a har
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import random
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -35,6 +37,7 @@ __all__ = [
     "CHECKPOINT_FORMAT",
     "capture_rng_state",
     "checkpoint_dir",
+    "clean_stale_temp_files",
     "load_training_checkpoint",
     "restore_networks",
     "restore_rng_state",
@@ -82,6 +85,35 @@ def restore_rng_state(state: Mapping[str, Any]) -> None:
 def checkpoint_dir(run_dir: str | Path) -> Path:
     """``<run>/checkpoints``."""
     return Path(run_dir) / "checkpoints"
+
+
+_TEMP_NAME = re.compile(r"^\.(?P<name>.+)\.tmp-(?P<pid>\d+)$")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def clean_stale_temp_files(folder: str | Path) -> list[Path]:
+    """Remove checkpoint temp files (``.<name>.tmp-<pid>``) whose writing process is gone (a SIGKILL mid-save);
+    files of live processes are kept. Returns the removed paths."""
+    removed: list[Path] = []
+    folder = Path(folder)
+    if not folder.is_dir():
+        return removed
+    for path in folder.iterdir():
+        m = _TEMP_NAME.match(path.name)
+        if m and path.is_file() and not _pid_alive(int(m["pid"])):
+            with contextlib.suppress(OSError):
+                path.unlink()
+                removed.append(path)
+    return removed
 
 
 def save_training_checkpoint(run_dir: str | Path, main: Regressor, aux: Regressor | None,

@@ -22,9 +22,11 @@ from typing import Literal
 from ..errors import ConfigError
 from ..losses import LossWeights
 
-__all__ = ["BACKBONES", "TrainConfig"]
+__all__ = ["BACKBONES", "SYNTHETIC_KEYPOINTS", "TrainConfig"]
 
-BACKBONES = ("resnet", "hrnet", "resnet_tiny")
+BACKBONES = ("resnet", "hrnet", "resnet_tiny", "kpnet")
+SYNTHETIC_KEYPOINTS = "synthetic-keypoints"
+"""``data`` value of the open model: people generated on the fly (:mod:`metahmr_cli.data.keypoint_synth`)."""
 
 
 @dataclass
@@ -34,9 +36,14 @@ class TrainConfig:
     Networks:
         arch: "cliff" (bbox_info in the head) or "hmr" (crop camera, no bbox_info).
         backbone: "hrnet" (main: pose-HRNet-W48, aux: cls-HRNet-W48, as released), "resnet" (ResNet-50 both),
-            "resnet_tiny" (a few-channel ResNet for toy runs and tests; no released layout).
+            "resnet_tiny" (a few-channel ResNet for toy runs and tests; no released layout), "kpnet" (the open
+            model: keypoint encoders instead of image backbones, main "kpnet", aux "kpnet_small"; needs
+            ``data = "synthetic-keypoints"``).
         main_iters, aux_iters: head iterations (None = released: main 10, aux 3).
-        body: body model: "smpl", "standin" or a body-model folder.
+        head_hidden, head_dropout: width of the head's fc1/fc2 and its dropout (None = released 1024 / 0.5).
+        body: body model: "smpl", "open", "standin" or a body-model folder.
+        train_vertices: pose only the joints and this many surface vertices of the body in training (the vertex
+            loss then runs on that even sample of the surface; ~10x faster steps on a CPU); None = every vertex.
     Initialisation (paths; None = random):
         init_backbone: backbone file for the main net (pose_resnet.pth / pose_hrnet_w48_256x192.pth).
         init_aux: checkpoint of the auxiliary net (official CLIFF res50/hr48 file, SPIN hmr.pt for HMR, or
@@ -47,9 +54,15 @@ class TrainConfig:
         batch_size: samples per optimiser step *per process* (released: 30 HRNet, 40 ResNet).
         epochs, max_steps: stop after this many epochs or optimiser steps (whichever first; None = no limit).
         optimizer: "adam" (released, betas 0.9/0.999, eps 1e-8, no weight decay) or "sgd" (plain, for checks).
+        clip_grad: clip the global gradient norm of every step to this value (None = released: no clipping). A
+            single huge gradient (a person projected through the camera plane while the weights are still
+            far off) otherwise fills Adam's moment estimates and stalls a run trained from scratch.
         outer_lr: learning rate of the main net (1e-4); inner_lr: α of the inner step (1e-5);
         aux_lr: learning rate of the aux net (None = 1e-6 with aux_mode "released", outer_lr with "paper").
         meta: False = plain CLIFF/HMR training of the main net (no inner step; ablation row 1).
+        meta_warmup_steps: the first N steps are plain steps (no inner step; with aux_mode "paper" the aux net is
+            trained as well), then meta steps follow: networks trained from scratch first learn to regress, at a
+            third of the cost of a meta step (the released runs start from pretrained networks instead; 0).
         pseudo: False = inner loss from the 2D keypoints only (no auxiliary pseudo terms; ablation row 2).
         aux_mode: "released" or "paper" (see the module docstring).
         aux_net_mode: "train" (released: dropout on, BN statistics drift) or "eval" for the aux forward.
@@ -62,7 +75,8 @@ class TrainConfig:
     Data:
         datasets_config: datasets TOML (see train/datasets.example.toml); None = $METAHMR_DATASETS_CONFIG etc.
         data: mix preset "wo3dpw" (released), "w3dpw" (with 3DPW), a custom mix "h36m=0.5,coco+mpii=0.5", one
-            dataset name, or a path to an npz.
+            dataset name, a path to an npz, or "synthetic-keypoints" (the open model's generated people).
+        synth_length: samples per epoch of the synthetic keypoint stream.
         augment: flip / colour / rotation / scale augmentation (released: on).
         syn_occ: paste Pascal-VOC occluders on h36m and mpi-inf-3dhp crops (released: on); occluders: the
             occluder file (None = the datasets config's ``occluders``).
@@ -73,15 +87,19 @@ class TrainConfig:
         machine, checkpoint_every: steps between checkpoints (and one at every epoch end), eval_every: steps
         between evaluations (0 = never), eval_dataset / eval_max_samples / eval_methods: what they run,
         out: run folder (runs/x -> runs/x2 ... when it exists), progress: rich progress display,
-        log_every: steps between CSV rows.
+        log_every: steps between CSV rows, export: after the run, also write the two networks alone (no optimiser
+        state; the form ``process`` and ``eval`` read) to this file.
     """
 
     # networks
     arch: Literal["cliff", "hmr"] = "cliff"
-    backbone: Literal["resnet", "hrnet", "resnet_tiny"] = "hrnet"
+    backbone: Literal["resnet", "hrnet", "resnet_tiny", "kpnet"] = "hrnet"
     main_iters: int | None = None
     aux_iters: int | None = None
+    head_hidden: int | None = None
+    head_dropout: float | None = None
     body: str = "smpl"
+    train_vertices: int | None = None
     # initialisation
     init_backbone: str | None = None
     init_aux: str | None = None
@@ -92,10 +110,12 @@ class TrainConfig:
     epochs: int | None = 25
     max_steps: int | None = None
     optimizer: Literal["adam", "sgd"] = "adam"
+    clip_grad: float | None = None
     outer_lr: float = 1e-4
     inner_lr: float = 1e-5
     aux_lr: float | None = None
     meta: bool = True
+    meta_warmup_steps: int = 0
     pseudo: bool = True
     aux_mode: Literal["released", "paper"] = "released"
     aux_net_mode: Literal["train", "eval"] = "train"
@@ -107,6 +127,7 @@ class TrainConfig:
     # data
     datasets_config: str | None = None
     data: str = "wo3dpw"
+    synth_length: int = 200_000
     augment: bool = True
     syn_occ: bool = True
     occluders: str | None = None
@@ -125,6 +146,7 @@ class TrainConfig:
     out: str = "runs/train"
     progress: bool = True
     log_every: int = 1
+    export: str | None = None
 
     @property
     def camera(self) -> Literal["cliff", "hmr"]:
@@ -152,6 +174,22 @@ class TrainConfig:
         for name, value, valid in choices:
             if value not in valid:
                 raise ConfigError(f"{name} = {value!r} is not valid; choose one of {', '.join(valid)}.")
+        keypoint_model = self.backbone == "kpnet"
+        if keypoint_model != (self.data == SYNTHETIC_KEYPOINTS):
+            raise ConfigError("the keypoint model (--backbone kpnet) trains on data = 'synthetic-keypoints', and only "
+                              f"it does (got backbone {self.backbone!r} with data {self.data!r}).")
+        if self.head_hidden is not None and int(self.head_hidden) < 1:
+            raise ConfigError(f"head_hidden must be >= 1 (or unset), got {self.head_hidden}.")
+        if self.head_dropout is not None and not 0.0 <= float(self.head_dropout) < 1.0:
+            raise ConfigError(f"head_dropout must be in [0, 1) (or unset), got {self.head_dropout}.")
+        if self.meta_warmup_steps < 0:
+            raise ConfigError(f"meta_warmup_steps must be >= 0, got {self.meta_warmup_steps}.")
+        if self.clip_grad is not None and not float(self.clip_grad) > 0:
+            raise ConfigError(f"clip_grad must be > 0 (or unset), got {self.clip_grad}.")
+        if self.train_vertices is not None and int(self.train_vertices) < 0:
+            raise ConfigError(f"train_vertices must be >= 0 (or unset), got {self.train_vertices}.")
+        if self.synth_length < 1:
+            raise ConfigError(f"synth_length must be >= 1, got {self.synth_length}.")
         if self.arch == "hmr" and self.backbone == "hrnet":
             raise ConfigError("arch 'hmr' is released with the ResNet-50 backbone only; use --backbone resnet "
                               "(or resnet_tiny for toy runs).")

@@ -71,7 +71,8 @@ class TrainBatch:
     Attributes:
         images: (B, 3, 256, 192) normalised crops.
         crop: the crops' placement (B entries).
-        keypoints2d: (B, 49, 3) GT 2D keypoints in normalised crop coordinates + confidence.
+        keypoints2d: (B, 49, 3) 2D keypoints of the inner step in normalised crop coordinates + confidence: the
+            GT keypoints, or the detector-like ``keypoints_obs`` of synthetic keypoint data.
         gt: ground-truth targets (keypoints2d, joints3d (B, 24, 4), vertices (B, V, 3), rotmat (B, 24, 3, 3),
             betas (B, 10), has_smpl (B,), has_pose_3d (B,)).
     """
@@ -93,7 +94,8 @@ def prepare_batch(items: Mapping[str, Any], body: BodyModel, device: torch.devic
 
     Args:
         items: img (B, 3, 256, 192), keypoints (B, 49, 3) crop px, pose (B, 72), betas (B, 10), pose_3d (B, 24, 4),
-            has_smpl (B,), has_pose_3d (B,), center (B, 2), scale (B,), img_h/img_w (B,), focal_length (B,).
+            has_smpl (B,), has_pose_3d (B,), center (B, 2), scale (B,), img_h/img_w (B,), focal_length (B,);
+            optional keypoints_obs (B, 49, 3) crop px: detector-like keypoints for the inner step.
     """
     missing = [k for k in ("img", "keypoints", "pose", "betas", "pose_3d", "has_smpl", "has_pose_3d", "center",
                            "scale", "img_h", "img_w", "focal_length") if k not in items]
@@ -106,6 +108,11 @@ def prepare_batch(items: Mapping[str, Any], body: BodyModel, device: torch.devic
     images = t("img")
     b = images.shape[0]
     kp = normalize_crop_keypoints(t("keypoints"))
+    # detector-like keypoints (synthetic keypoint data) drive the inner step as they drive TTO at test time;
+    # the exact projections stay the outer loss's ground truth
+    kp_inner = normalize_crop_keypoints(t("keypoints_obs")) if "keypoints_obs" in items else kp
+    if "keypoints_obs" in items:
+        kp_inner = kp_inner * (kp_inner[..., 2:3] > 0)
     crop = CropInfo.from_boxes(t("center"), t("scale"), torch.stack([t("img_h"), t("img_w")], dim=-1),
                                t("focal_length"), dtype=dtype, device=device)
     rotmat = axis_angle_to_rotmat(t("pose").reshape(b, 24, 3))
@@ -114,7 +121,7 @@ def prepare_batch(items: Mapping[str, Any], body: BodyModel, device: torch.devic
         vertices = body(rotmat, betas).vertices
     gt = LossTargets(keypoints2d=kp, joints3d=t("pose_3d"), vertices=vertices, rotmat=rotmat, betas=betas,
                      has_smpl=t("has_smpl"), has_pose_3d=t("has_pose_3d"))
-    return TrainBatch(images=images, crop=crop, keypoints2d=kp, gt=gt)
+    return TrainBatch(images=images, crop=crop, keypoints2d=kp_inner, gt=gt)
 
 
 def _autocast(images: Tensor, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
@@ -203,6 +210,12 @@ class MetaStep(nn.Module):
             dec = self._decode(main(features=feats, bbox_info=bbox), crop)
             outer, terms = self._outer(dec, batch)
             loss = outer
+            if self.aux is not None and cfg.aux_mode == "paper" and torch.is_grad_enabled():
+                # plain warm-up steps of a meta run: the aux net learns from the ground truth as in the meta steps
+                aux_feats = _features(self.aux, batch.images, cfg.amp_dtype)
+                aux_dec = self._decode(self.aux(features=aux_feats, bbox_info=_bbox(self.aux, crop)), crop)
+                aux_loss, _ = combined_loss(aux_dec, batch.gt, cfg.weights, outer=True)
+                loss = outer + aux_loss
         else:
             if cfg.uses_aux:
                 assert self.aux is not None

@@ -10,7 +10,7 @@ import numpy as np
 from ..assets import ASSETS, body_dir, find_asset
 from ..errors import MetaHMRError
 from .checkpointing import resolve_resume_path, unique_run_dir
-from .config import TrainConfig
+from .config import SYNTHETIC_KEYPOINTS, TrainConfig
 from .trainer import needs_aux, network_layouts
 
 __all__ = ["RunPlan", "plan_run"]
@@ -81,6 +81,8 @@ def plan_run(cfg: TrainConfig) -> RunPlan:
     # networks
     try:
         lm, la = network_layouts(cfg)
+        if cfg.backbone == "kpnet":
+            lm, la = f"{cfg.arch}/kpnet (open keypoint model)", f"{cfg.arch}/kpnet_small"
         plan.add("networks", "main", lm or f"{cfg.arch}/resnet_tiny (toy, no released layout)")
         plan.add("networks", "aux", (la or f"{cfg.arch}/resnet_tiny") if needs_aux(cfg) else "none (not used)")
     except MetaHMRError as exc:
@@ -113,6 +115,24 @@ def plan_run(cfg: TrainConfig) -> RunPlan:
                 _check_init(plan, "init_aux (--init-aux)", cfg.init_aux,
                             f"Download the official CLIFF / SPIN checkpoint (see {README}).")
     # datasets
+
+    if cfg.data == SYNTHETIC_KEYPOINTS:
+        plan.add("data", "training data", f"{SYNTHETIC_KEYPOINTS}: {cfg.synth_length} people per epoch, generated "
+                 f"on the fly on the {cfg.body} body (no files needed)")
+    else:
+        _plan_datasets(plan, cfg)
+    # output
+    if cfg.resume:
+        plan.add("output", "run folder", f"{cfg.out} (resumed, appended)")
+    else:
+        plan.add("output", "run folder", unique_run_dir(cfg.out))
+    plan.add("run", "device / amp / deterministic", f"{cfg.device} / {cfg.amp} / {cfg.deterministic}")
+    plan.add("run", "checkpoint every", f"{cfg.checkpoint_every} steps and every epoch end")
+    return plan
+
+
+def _plan_datasets(plan: RunPlan, cfg: TrainConfig) -> None:
+    """The datasets of a run on SPIN/CLIFF-format files: sizes, image folders, occluders, evaluation set."""
     from ..data import load_datasets_config
 
     try:
@@ -157,11 +177,11 @@ def plan_run(cfg: TrainConfig) -> RunPlan:
                 plan.add("eval", cfg.eval_dataset, f"unavailable ({exc})")
     except MetaHMRError as exc:
         plan.problems.append(f"datasets config: {exc}")
-    # output
-    if cfg.resume:
-        plan.add("output", "run folder", f"{cfg.out} (resumed, appended)")
-    else:
-        plan.add("output", "run folder", unique_run_dir(cfg.out))
-    plan.add("run", "device / amp / deterministic", f"{cfg.device} / {cfg.amp} / {cfg.deterministic}")
-    plan.add("run", "checkpoint every", f"{cfg.checkpoint_every} steps and every epoch end")
-    return plan
+
+
+def dataset_specs(cfg: TrainConfig) -> list:
+    """The resolved dataset files of a run's training data (a mix, one name or one npz path)."""
+    from ..data import load_datasets_config
+
+    reg = load_datasets_config(cfg.datasets_config)
+    return [reg.resolve(name) for name in _mix_members(cfg.data)]

@@ -37,6 +37,7 @@ from ..models import (
 )
 from .checkpointing import (
     checkpoint_dir,
+    clean_stale_temp_files,
     load_training_checkpoint,
     resolve_resume_path,
     restore_networks,
@@ -44,7 +45,7 @@ from .checkpointing import (
     save_training_checkpoint,
     unique_run_dir,
 )
-from .config import TrainConfig
+from .config import SYNTHETIC_KEYPOINTS, TrainConfig
 from .distributed import (
     DistInfo,
     GlobalBatchSampler,
@@ -92,8 +93,8 @@ class TrainResult:
 
 
 def network_layouts(cfg: TrainConfig) -> tuple[str | None, str | None]:
-    """Released layout names (main, aux) of a configuration; (None, None) for resnet_tiny."""
-    if cfg.backbone == "resnet_tiny":
+    """Released layout names (main, aux) of a configuration; (None, None) for resnet_tiny and kpnet."""
+    if cfg.backbone in ("resnet_tiny", "kpnet"):
         return None, None
     key = (cfg.arch, cfg.backbone)
     if key not in _NETWORK_LAYOUTS:
@@ -111,10 +112,19 @@ def build_networks(cfg: TrainConfig, mean_params: dict[str, np.ndarray] | None =
                    ) -> tuple[Regressor, Regressor | None]:
     """Fresh main (and aux) networks of the configuration (random weights)."""
     layout_main, layout_aux = network_layouts(cfg)
+    head: dict[str, Any] = {}
+    if cfg.head_hidden is not None:
+        head["hidden"] = int(cfg.head_hidden)
+    if cfg.head_dropout is not None:
+        head["dropout"] = float(cfg.head_dropout)
     if layout_main is None:
-        main = build_regressor(cfg.arch, "resnet_tiny", n_iter=cfg.main_iters or 10, mean_params=mean_params)
-        aux = build_regressor(cfg.arch, "resnet_tiny", n_iter=cfg.aux_iters or 3, mean_params=mean_params)
+        main_bb, aux_bb = ("kpnet", "kpnet_small") if cfg.backbone == "kpnet" else ("resnet_tiny", "resnet_tiny")
+        main = build_regressor(cfg.arch, main_bb, n_iter=cfg.main_iters or 10, mean_params=mean_params, **head)
+        aux = build_regressor(cfg.arch, aux_bb, n_iter=cfg.aux_iters or 3, mean_params=mean_params, **head)
     else:
+        if head:
+            raise ConfigError("head_hidden / head_dropout change the released head; they apply to resnet_tiny and "
+                              "kpnet networks only.")
         main = build_network(layout_main, mean_params)
         aux = build_network(layout_aux, mean_params) if layout_aux else None
         if cfg.main_iters:
@@ -260,6 +270,10 @@ class Trainer:
         bdir = body_dir(cfg.body)
         self.body: BodyModel = load_body_model(bdir, "neutral", device=self.device, dtype=torch.float32,
                                                with_h36m=False)
+        if cfg.train_vertices is not None:
+            from ..body.fast_joints import SubsetBody
+
+            self.body = SubsetBody(self.body, num_surface=int(cfg.train_vertices)).to(self.device)
         self.mean_params = load_mean_params(bdir)
 
         self.main, self.aux = build_networks(cfg, self.mean_params)
@@ -314,6 +328,8 @@ class Trainer:
         self.run_dir = self._run_dir()
         if self.dist.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
+            for path in clean_stale_temp_files(checkpoint_dir(self.run_dir)):
+                log.info("removed %s, left by an interrupted checkpoint write", path.name)
             self.cfg = dataclasses.replace(self.cfg, out=str(self.run_dir))
             (self.run_dir / "config.json").write_text(json.dumps(config_to_dict(self.cfg), indent=2))
         else:
@@ -325,16 +341,32 @@ class Trainer:
         from ..data import AugmentConfig, DataConfig, build_train_dataset
 
         cfg = self.cfg
-        aug = AugmentConfig(enabled=cfg.augment, occlusion=cfg.syn_occ, occluders=cfg.occluders)
-        self.dataset = build_train_dataset(DataConfig(datasets_config=cfg.datasets_config, train=cfg.data,
-                                                      augment=aug, seed=cfg.seed))
+        if cfg.data == SYNTHETIC_KEYPOINTS:
+            from ..data.keypoint_synth import KeypointSynthConfig, SyntheticKeypointDataset
+
+            self.dataset = SyntheticKeypointDataset(body_dir(cfg.body), KeypointSynthConfig(
+                length=cfg.synth_length, seed=cfg.seed, split="train"))
+        else:
+            from ..data.check import require_valid
+            from .plan import dataset_specs
+
+            require_valid(dataset_specs(cfg))  # before the run folder exists
+            aug = AugmentConfig(enabled=cfg.augment, occlusion=cfg.syn_occ, occluders=cfg.occluders)
+            self.dataset = build_train_dataset(DataConfig(datasets_config=cfg.datasets_config, train=cfg.data,
+                                                          augment=aug, seed=cfg.seed))
         self.sampler = GlobalBatchSampler(len(self.dataset), cfg.batch_size, seed=cfg.seed, rank=self.dist.rank,
                                           world_size=self.dist.world_size, shuffle=True)
         if self.sampler.batches_per_epoch < 1:
             raise ConfigError(f"the training data has {len(self.dataset)} samples, fewer than one global batch "
                               f"({cfg.batch_size} x {self.dist.world_size} processes); lower --batch-size.")
-        # never more loader workers than this process's share of the CPU cores
-        workers = min(cfg.num_workers, max(1, (os.cpu_count() or 1) // self.dist.world_size))
+        # never more loader workers than this process's share of the CPU cores, and on a CPU leave the workers
+        # their cores: torch's own threads would otherwise compete with them for every core
+        share = max(1, (os.cpu_count() or 1) // self.dist.world_size)
+        workers = min(cfg.num_workers, share)
+        self._threads = None
+        if self.device.type == "cpu" and workers and torch.get_num_threads() > max(1, share - workers):
+            self._threads = torch.get_num_threads()  # restored when the run ends
+            torch.set_num_threads(max(1, share - workers))
         self.loader = DataLoader(self.dataset, batch_sampler=self.sampler, num_workers=workers,
                                  pin_memory=self.device.type == "cuda", generator=torch.Generator(),
                                  persistent_workers=False)
@@ -366,13 +398,15 @@ class Trainer:
     def _train_step(self, items: dict[str, Any]) -> dict[str, float]:
         cfg = self.cfg
         torch.manual_seed(_step_seed(cfg.seed, self.step, self.dist.rank))
+        self.step_module.cfg.meta = cfg.meta and self.step >= cfg.meta_warmup_steps
         batch = prepare_batch(items, self.body, self.device)
         _set_modes(self.main, self.aux, cfg)
         self.optimizer.zero_grad(set_to_none=True)
         loss, stats = self.model(batch)
         loss.backward()
         params = [p for g in self.optimizer.param_groups for p in g["params"] if p.grad is not None]
-        grad_norm = torch.nn.utils.clip_grad_norm_(params, float("inf")) if params else torch.zeros(())
+        limit = float(cfg.clip_grad) if cfg.clip_grad is not None else float("inf")
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, limit) if params else torch.zeros(())
         finite = bool(torch.isfinite(grad_norm))
         if finite:
             self.optimizer.step()
@@ -436,8 +470,17 @@ class Trainer:
                         break
             if saved_at != self.step:
                 last_ckpt = self.save()
+            if cfg.export and self.dist.is_main:
+                from ..models import save_networks
+
+                path = save_networks(Path(cfg.export).expanduser(), self.main, self.aux,
+                                     extra={"total_step_count": self.step, "epoch": self.epoch,
+                                            "config": config_to_dict(self.cfg)})
+                log.info("networks exported to %s", path)
         finally:
             logger.close()
+            if getattr(self, "_threads", None):
+                torch.set_num_threads(self._threads)
         return TrainResult(run_dir=self.run_dir, last_checkpoint=last_ckpt, steps=self.step, epoch=self.epoch,
                            log_csv=logger.path, skipped_steps=self.skipped, history=self.history)
 

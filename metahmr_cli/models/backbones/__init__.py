@@ -1,7 +1,9 @@
-"""Image backbones and a small registry of them by name.
+"""Backbones and a small registry of them by name.
 
-Every backbone maps ImageNet-normalised crops (B, 3, H, W) to a global feature (B, feature_dim), has the
-attribute ``feature_dim`` and the tuple ``last_stage_modules`` (names of its last-stage submodules).
+Every backbone maps its per-person input to a global feature (B, feature_dim) and has the attributes
+``feature_dim`` and ``last_stage_modules`` (names of its last-stage submodules). Image backbones read
+ImageNet-normalised crops (B, 3, H, W); a backbone with ``input_kind = "keypoints"`` (the open model's
+``kpnet``) reads (B, *input_shape) keypoints instead.
 """
 
 from __future__ import annotations
@@ -12,11 +14,13 @@ from torch import nn
 
 from ...errors import ConfigError
 from .hrnet import ClsHRNet, PoseHRNet, hrnet_config, hrnet_w48_cls, hrnet_w48_pose
+from .keypoints import KeypointEncoder, keypoint_encoder, keypoint_encoder_small
 from .resnet import ResNetBackbone, resnet50, resnet_tiny
 
 __all__ = [
     "BACKBONES",
     "ClsHRNet",
+    "KeypointEncoder",
     "PoseHRNet",
     "ResNetBackbone",
     "available_backbones",
@@ -24,6 +28,8 @@ __all__ = [
     "hrnet_config",
     "hrnet_w48_cls",
     "hrnet_w48_pose",
+    "keypoint_encoder",
+    "keypoint_encoder_small",
     "register_backbone",
     "resnet50",
     "resnet_tiny",
@@ -36,6 +42,8 @@ BACKBONES: dict[str, BackboneFactory] = {
     "hrnet_w48_cls": hrnet_w48_cls,
     "hrnet_w48_pose": hrnet_w48_pose,
     "resnet_tiny": resnet_tiny,
+    "kpnet": keypoint_encoder,
+    "kpnet_small": keypoint_encoder_small,
 }
 """Backbone factories by name; each takes the crop size (H, W) and returns an untrained module."""
 
