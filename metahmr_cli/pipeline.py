@@ -43,6 +43,7 @@ from metahmr_cli.io.writers import (
     write_result_npz,
     write_summary,
 )
+from metahmr_cli.keypoints.movenet import MOVENET_DETECTOR
 from metahmr_cli.render.overlay import RendererUnavailable, person_colors
 from metahmr_cli.tto.config import TTOConfig
 
@@ -50,7 +51,14 @@ logger = logging.getLogger(__name__)
 
 STAGES: tuple[str, ...] = ("decode", "detect", "keypoints", "crop", "tto", "write", "render")
 """Timed stages. ``tto`` includes the forward passes of the networks (plain regression when ``--tto none``)."""
-KEYPOINT_BACKENDS: tuple[str, ...] = ("rtmpose", "yolo-pose", "mediapipe", "openpose-json", "coco-json", "mmpose")
+KEYPOINT_BACKENDS: tuple[str, ...] = (
+    "auto", "rtmpose", "yolo-pose", "mediapipe", "movenet", "openpose-json", "coco-json", "mmpose")
+FOCAL_RULES: tuple[str, ...] = ("diagonal", "exif")
+"""``--focal`` words: the CLIFF rule f = sqrt(W^2 + H^2) (default) or the photo's EXIF focal length."""
+DETECTOR_DEFAULTS: dict[str, tuple[float, float]] = {"movenet": (0.2, 8.0)}
+"""Detector -> (score threshold, smallest box side in px) where they differ from YOLO's (0.5, 16): MoveNet's
+person scores of clearly visible people are 0.2-0.7 and the pedestrians of small video frames are 8-16 px."""
+YOLO_DEFAULTS = (0.5, 16.0)
 MESH_FORMATS: tuple[str, ...] = ("none", "obj", "ply", "glb")
 _MEAN = np.asarray(IMAGENET_MEAN, np.float32)
 _STD = np.asarray(IMAGENET_STD, np.float32)
@@ -68,16 +76,26 @@ class ProcessConfig:
         out: output folder.
         recursive: scan sub-folders of folder inputs.
         weights: explicit weights root (otherwise $METAHMR_HOME, ./weights, the per-user data folder).
-        checkpoint: network checkpoint path (None: the default Meta-HMR release in the weights folder).
-        body: "smpl", "standin" or a body-model folder; gender: which model file of it.
-        detector: YOLO weight file name/path (or a ``.yaml`` config: random weights, tests only), or
-            ``"mediapipe"``: MediaPipe's bundled single-person detector (offline, one person per image).
-        det_conf / det_iou: detection score threshold / NMS IoU; max_people: most people per image (None = all);
-        min_box: smallest box side in pixels.
-        keypoints: 2D keypoint backend; keypoints_model: its model file (None: the backend's default).
+        model: "auto" (the paper tier when SMPL and the Meta-HMR release are installed, else the open tier),
+            "paper" or "open" (see :mod:`metahmr_cli.tiers`).
+        checkpoint: network checkpoint path (None: the tier's default: the Meta-HMR HRNet release, or the open
+            model shipped with metahmr).
+        body: "auto" (the tier's body), "smpl", "open", "standin" or a body-model folder; gender: which model
+            file of it.
+        detector: "auto" (YOLO when its weights are installed and the tier is paper, else MoveNet), a YOLO
+            weight file name/path (or a ``.yaml`` config: random weights, tests only), or
+            ``"mediapipe"``: MediaPipe's bundled single-person detector (offline, one person per image), or
+            ``"movenet"``: MoveNet MultiPose (open model from ``metahmr weights fetch-open``, up to 6 people).
+        det_conf / det_iou: detection score threshold / NMS IoU (None: the detector's default, 0.5 for YOLO,
+            0.2 for MoveNet); max_people: most people per image (None = all);
+        min_box: smallest box side in pixels (None: 16, or 8 for MoveNet).
+        keypoints: 2D keypoint backend ("auto": RTMPose when installed and the tier is paper, else MoveNet);
+            keypoints_model: its model file (None: the backend's default).
         boxes_json / keypoints_json: import boxes / keypoints instead of running the detector / estimator.
-        focal: focal length in pixels for every input; fov: horizontal field of view in degrees
-            (f = W / 2 / tan(fov / 2)). Default: EXIF 35 mm focal when present, else sqrt(W^2 + H^2).
+        focal: focal length in pixels for every input, "diagonal" (default: f = sqrt(W^2 + H^2), the rule CLIFF
+            and Meta-HMR were trained and evaluated with) or "exif" (the photo's 35 mm focal length when it
+            has one, else the diagonal rule); fov: horizontal field of view in degrees (f = W / 2 / tan(fov / 2)).
+            Every result records which rule gave its focal length.
         tto: test-time optimisation settings.
         batch_size: people per network/TTO batch (collected across images and video frames).
         device: "auto" (CUDA when available), "cpu", "cuda" or "cuda:N"; dtype: "float32" or "float64".
@@ -87,25 +105,29 @@ class ProcessConfig:
         overwrite: redo inputs whose outputs are already complete.
         video_stride: process every n-th video frame; max_frames: most frames per video (None = all).
         max_render_side: overlays of larger images are rendered at this longer side.
+        self_aux: let a single-network checkpoint (official CLIFF, SPIN) serve as its own auxiliary network for the
+            Meta-HMR schedules; refused otherwise, and outputs say ``<schedule>+self-aux``.
     """
 
     inputs: list[str] = field(default_factory=list)
     out: Path = Path("results")
     recursive: bool = False
     weights: Path | None = None
+    model: Literal["auto", "paper", "open"] = "auto"
     checkpoint: Path | None = None
-    body: str = "smpl"
+    body: str = "auto"
     gender: Literal["neutral", "male", "female"] = "neutral"
-    detector: str = "yolo11m.pt"
-    det_conf: float = 0.5
+    detector: str = "auto"
+    det_conf: float | None = None
     det_iou: float = 0.45
     max_people: int | None = None
-    min_box: float = 16.0
-    keypoints: Literal["rtmpose", "yolo-pose", "mediapipe", "openpose-json", "coco-json", "mmpose"] = "rtmpose"
+    min_box: float | None = None
+    keypoints: Literal["auto", "rtmpose", "yolo-pose", "mediapipe", "movenet", "openpose-json", "coco-json",
+                       "mmpose"] = "auto"
     keypoints_model: str | None = None
     boxes_json: Path | None = None
     keypoints_json: Path | None = None
-    focal: float | None = None
+    focal: float | str | None = None
     fov: float | None = None
     tto: TTOConfig = field(default_factory=TTOConfig)
     batch_size: int = 32
@@ -119,6 +141,7 @@ class ProcessConfig:
     video_stride: int = 1
     max_frames: int | None = None
     max_render_side: int = 2048
+    self_aux: bool = False
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` naming the bad setting and what is allowed."""
@@ -130,14 +153,25 @@ class ProcessConfig:
             raise ConfigError(f"save_mesh = {self.save_mesh!r}; choose one of {', '.join(MESH_FORMATS)}.")
         if self.batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}.")
-        if self.focal is not None and not self.focal > 0:
+        if isinstance(self.focal, str):
+            try:
+                self.focal = float(self.focal)
+            except ValueError:
+                if self.focal not in FOCAL_RULES:
+                    raise ConfigError(f"focal = {self.focal!r}; give a number of pixels or one of "
+                                      f"{', '.join(FOCAL_RULES)}.") from None
+        if isinstance(self.focal, float | int) and not self.focal > 0:
             raise ConfigError(f"focal must be a positive number of pixels, got {self.focal}.")
+        if self.model not in ("auto", "paper", "open"):
+            raise ConfigError(f"model = {self.model!r}; choose auto, paper or open.")
         if self.fov is not None and not 0 < self.fov < 180:
             raise ConfigError(f"fov must be in (0, 180) degrees, got {self.fov}.")
         if self.focal is not None and self.fov is not None:
             raise ConfigError("Give either focal or fov, not both.")
-        if not 0 <= self.det_conf <= 1 or not 0 <= self.det_iou <= 1:
+        if (self.det_conf is not None and not 0 <= self.det_conf <= 1) or not 0 <= self.det_iou <= 1:
             raise ConfigError(f"det_conf and det_iou must be in [0, 1], got {self.det_conf}, {self.det_iou}.")
+        if self.min_box is not None and not self.min_box >= 0:
+            raise ConfigError(f"min_box must be >= 0 pixels, got {self.min_box}.")
         if self.max_people is not None and self.max_people < 1:
             raise ConfigError(f"max_people must be >= 1 (or unset), got {self.max_people}.")
         if self.video_stride < 1:
@@ -163,17 +197,21 @@ def resolve_device(device: str) -> torch.device:
     return dev
 
 
-def focal_for_image(width: int, height: int, *, focal: float | None = None, fov: float | None = None,
+def focal_for_image(width: int, height: int, *, focal: float | str | None = None, fov: float | None = None,
                     exif_focal: float | None = None) -> tuple[float, str]:
-    """Focal length in pixels and where it came from: ``focal`` > ``fov`` (horizontal, degrees) > EXIF >
-    the CLIFF default sqrt(W^2 + H^2)."""
-    if focal is not None:
+    """Focal length in pixels and the rule that gave it.
+
+    ``focal`` as a number > ``fov`` (horizontal, degrees) > ``focal="exif"`` with an EXIF focal length > the
+    CLIFF rule sqrt(W^2 + H^2) ("diagonal", the default; what CLIFF and Meta-HMR were trained with: a phone's
+    EXIF focal, ~0.6 x the diagonal, would put ``bbox_info`` outside the training range).
+    """
+    if isinstance(focal, int | float):
         return float(focal), "focal"
     if fov is not None:
         return width / 2.0 / math.tan(math.radians(fov) / 2.0), "fov"
-    if exif_focal is not None and math.isfinite(exif_focal) and exif_focal > 0:
+    if focal == "exif" and exif_focal is not None and math.isfinite(exif_focal) and exif_focal > 0:
         return float(exif_focal), "exif"
-    return math.hypot(width, height), "default"
+    return math.hypot(width, height), "diagonal"
 
 
 # ------------------------------------------------------------------------------------------------------ stages
@@ -243,6 +281,10 @@ def _check_keypoint_model(backend: str, model: str | None, weights: Path | None)
         from metahmr_cli.keypoints.ultralytics_pose import DEFAULT_POSE_MODEL
 
         resolve_yolo_model(model or DEFAULT_POSE_MODEL, subdir=("keypoints", "detectors"), weights=weights)
+    elif backend == "movenet":
+        from metahmr_cli.keypoints.movenet import resolve_model_json
+
+        resolve_model_json(model, weights=weights)
 
 
 @dataclass
@@ -262,6 +304,7 @@ class _Frame:
     result: FrameResult | None = None
     timings: dict[str, float] = field(default_factory=lambda: defaultdict(float))
     started: float = 0.0
+    focal_rule: str = "diagonal"
 
     @property
     def num_people(self) -> int:
@@ -360,15 +403,59 @@ class Pipeline:
         self._imported_keypoints: Any = None
         self._faces: np.ndarray | None = None
         self._checkpoint_id = ""
+        self._network_input = "image"
         self._body_dir: Path | None = None
         self._stage_totals: dict[str, float] = defaultdict(float)
         self._setup_done = False
+        self._tier_done = False
+        self.tier = "custom"
+        self.tier_message: str | None = None
+        self._schedule_label = config.tto.schedule
 
     # -------------------------------------------------------------------------------------------- assets/setup
+    def resolve_tier(self) -> None:
+        """Turn every ``auto`` setting into a concrete choice (:func:`metahmr_cli.tiers.choose_tier`): the model
+        tier with its body and checkpoint, the detector, the keypoint backend and the detector's thresholds."""
+        if self._tier_done:
+            return
+        from metahmr_cli.tiers import choose_tier
+
+        cfg = self.config
+        injected = self.networks is not None and self.body is not None
+        needs_detector = self.detector is None and cfg.boxes_json is None and cfg.keypoints_json is None
+        needs_keypoints = self.keypoint_stage is None and cfg.keypoints_json is None
+        choice = choose_tier(
+            model="paper" if injected else cfg.model,
+            body="smpl" if injected and cfg.body == "auto" else cfg.body,
+            checkpoint=cfg.checkpoint,
+            detector=cfg.detector if needs_detector else "unused",
+            keypoints=cfg.keypoints if needs_keypoints else "unused",
+            keypoints_model=cfg.keypoints_model, weights=cfg.weights)
+        self.tier = "custom" if injected else choice.tier
+        self.tier_message = choice.message
+        cfg.body = choice.body
+        if choice.checkpoint is not None:
+            cfg.checkpoint = choice.checkpoint
+        if needs_detector:
+            cfg.detector = choice.detector
+        if needs_keypoints:
+            cfg.keypoints = choice.keypoints  # type: ignore[assignment]
+        conf, min_box = DETECTOR_DEFAULTS.get(cfg.detector, YOLO_DEFAULTS)
+        if cfg.det_conf is None:
+            cfg.det_conf = conf
+        if cfg.min_box is None:
+            cfg.min_box = min_box
+        if self.tier_message:
+            logger.info("%s", self.tier_message)
+            if self.console is not None:
+                self.console.print(self.tier_message, markup=False, highlight=False)
+        self._tier_done = True
+
     def check_assets(self) -> None:
         """Resolve every file the run needs; raise one AssetNotFoundError listing all that are missing."""
         from metahmr_cli.assets import body_dir, resolve_asset
 
+        self.resolve_tier()
         cfg = self.config
         missing: list[str] = []
 
@@ -376,7 +463,8 @@ class Pipeline:
             try:
                 return fn()
             except AssetNotFoundError as exc:
-                missing.append(str(exc))
+                if str(exc) not in missing:  # one model may serve two stages (e.g. MoveNet)
+                    missing.append(str(exc))
                 return None
 
         if self.body is None:
@@ -385,10 +473,15 @@ class Pipeline:
             self._checkpoint_path = attempt(
                 lambda: resolve_asset("metahmr_cliff_hrnet_3dpw", cfg.checkpoint, weights=cfg.weights))
         if (self.detector is None and cfg.boxes_json is None and cfg.keypoints_json is None
-                and cfg.detector != MEDIAPIPE_DETECTOR):
+                and cfg.detector not in (MEDIAPIPE_DETECTOR, MOVENET_DETECTOR)):
             from metahmr_cli.detect import resolve_yolo_model
 
             attempt(lambda: resolve_yolo_model(cfg.detector, weights=cfg.weights))
+        if (self.detector is None and cfg.boxes_json is None and cfg.keypoints_json is None
+                and cfg.detector == MOVENET_DETECTOR):
+            from metahmr_cli.keypoints.movenet import resolve_model_json
+
+            attempt(lambda: resolve_model_json(weights=cfg.weights))
         if cfg.boxes_json is not None and not Path(cfg.boxes_json).is_file():
             missing.append(f"Boxes file {cfg.boxes_json} (--boxes-json) does not exist.")
         if cfg.keypoints_json is not None and not Path(cfg.keypoints_json).is_file():
@@ -428,6 +521,8 @@ class Pipeline:
             if net is not None:
                 net.to(device=self.device, dtype=self.dtype).eval()
         self._checkpoint_id = str(getattr(self.networks, "identifier", "") or "")
+        self._network_input = str(getattr(self.networks.main, "input_kind", "image"))
+        self._check_auxiliary()
         # The camera of the TTO losses must fit the network: an HMR-architecture checkpoint predicts the SPIN crop
         # camera (focal 5000, 256 px box), CLIFF the one of the full image (the written transl is full-image in both).
         arch = getattr(self.networks.main, "arch", None)
@@ -450,6 +545,11 @@ class Pipeline:
             from metahmr_cli.detect.mediapipe_person import MediaPipePersonDetector
 
             self.detector = MediaPipePersonDetector(conf=cfg.det_conf, min_box_size=cfg.min_box)
+        elif self.detector is None and cfg.detector == MOVENET_DETECTOR:
+            from metahmr_cli.keypoints.movenet import MoveNetDetector
+
+            self.detector = MoveNetDetector(device=str(self.device), weights=cfg.weights, conf=cfg.det_conf,
+                                            min_box_size=cfg.min_box)
         elif self.detector is None:
             from metahmr_cli.detect import YoloDetector
 
@@ -467,6 +567,24 @@ class Pipeline:
 
             self.renderer = MeshRenderer(max_side=cfg.max_render_side)
         self._setup_done = True
+
+    def _check_auxiliary(self) -> None:
+        """A single-network checkpoint (official CLIFF, SPIN) has no auxiliary net: the Meta-HMR schedules would
+        use the network as its own pseudo mesh. Refuse unless asked for, and then label the outputs so."""
+        from metahmr_cli.tto import resolve_schedule
+
+        cfg = self.config
+        kind = getattr(self.networks, "kind", "metahmr")
+        if kind == "metahmr" or not resolve_schedule(cfg.tto).needs_aux:
+            self._schedule_label = cfg.tto.schedule
+            return
+        if not cfg.self_aux:
+            raise ConfigError(
+                f"checkpoint {self._checkpoint_id or cfg.checkpoint} holds a single network ({kind}), but "
+                f"--tto {cfg.tto.schedule} needs Meta-HMR's auxiliary network for its pseudo mesh. Use a Meta-HMR "
+                "checkpoint, or --tto eft / --tto none with this one, or --self-aux to let the network be its own "
+                f"auxiliary net (outputs are labelled '{cfg.tto.schedule}+self-aux', not Meta-HMR).")
+        self._schedule_label = f"{cfg.tto.schedule}+self-aux"
 
     # -------------------------------------------------------------------------------------------- run
     def run(self) -> RunReport:
@@ -654,11 +772,11 @@ class Pipeline:
         with _Timer(timings, "decode"):
             image = read_image(item.path)
             H, W = image.shape[:2]
-            exif = read_exif_focal(item.path, W, H) if self.config.focal is None and self.config.fov is None \
-                else None
-        focal, _ = focal_for_image(W, H, focal=self.config.focal, fov=self.config.fov, exif_focal=exif)
+            exif = read_exif_focal(item.path, W, H) if self.config.focal == "exif" else None
+        focal, rule = focal_for_image(W, H, focal=self.config.focal, fov=self.config.fov, exif_focal=exif)
         frame = self._prepare(item, None, image, focal, timings)
         frame.started = t0
+        frame.focal_rule = rule
         return frame
 
     def _finish_image(self, frame: _Frame, out: Path) -> ManifestRecord:
@@ -690,7 +808,7 @@ class Pipeline:
         info = video_info(item.path, count_frames=False)
         fps = (info.fps or 25.0) / cfg.video_stride
         W, H = info.size
-        focal, _ = focal_for_image(W, H, focal=cfg.focal, fov=cfg.fov)
+        focal, focal_rule = focal_for_image(W, H, focal=cfg.focal, fov=cfg.fov)
         outputs: list[str] = []
         writers: dict[str, Any] = {}
         if self.render_enabled:
@@ -727,6 +845,7 @@ class Pipeline:
                 finally:
                     timings["decode"] += time.perf_counter() - t
                 frame = self._prepare(item, index, image, focal, defaultdict(float))
+                frame.focal_rule = focal_rule
                 pending.append(frame)
                 if _batch_full(pending, cfg.batch_size):
                     flush()
@@ -806,9 +925,6 @@ class Pipeline:
                 center, scale = box_from_xyxy(boxes.astype(np.float64), margin=BBOX_MARGIN_DETECTOR)
                 center = np.asarray(center, np.float64).reshape(n, 2)
                 scale = np.asarray(scale, np.float64).reshape(n)
-                crops = np.stack([warp_crop(image, center[i], float(scale[i])) for i in range(n)])
-                crops = (crops.astype(np.float32) / 255.0 - _MEAN) / _STD
-                fr.crops = torch.from_numpy(crops).permute(0, 3, 1, 2).contiguous()
                 fr.crop_info = CropInfo.from_boxes(center, scale, np.array([H, W], np.float64),
                                                    np.full(n, focal), dtype=torch.float64)
                 trans = fr.crop_info.crop_trans.numpy()
@@ -816,6 +932,12 @@ class Pipeline:
                 kp_crop = normalize_crop_keypoints(kp_crop)
                 kp_crop[kp[..., 2] <= 0] = 0.0
                 fr.kp_crop = torch.from_numpy(kp_crop)
+                if self._network_input == "keypoints":  # the open model reads the keypoints, not the pixels
+                    fr.crops = fr.kp_crop.clone()
+                else:
+                    crops = np.stack([warp_crop(image, center[i], float(scale[i])) for i in range(n)])
+                    crops = (crops.astype(np.float32) / 255.0 - _MEAN) / _STD
+                    fr.crops = torch.from_numpy(crops).permute(0, 3, 1, 2).contiguous()
         return fr
 
     def _regress(self, frames: list[_Frame]) -> dict[int, Exception]:
@@ -897,9 +1019,11 @@ class Pipeline:
             "body_model": getattr(self.body, "name", "smpl"),
             "gender": getattr(self.body, "gender", self.config.gender),
             "checkpoint": self._checkpoint_id,
-            "tto_schedule": tto.schedule,
+            "tto_schedule": self._schedule_label,
             "tto_config": config_to_dict(tto),
             "frame_index": -1 if f.frame is None else int(f.frame),
+            "focal_rule": f.focal_rule,
+            "model_tier": self.tier,
         }
 
     def _make_result(self, f: _Frame, v: dict[str, np.ndarray]) -> FrameResult:

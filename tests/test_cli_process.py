@@ -80,7 +80,9 @@ def test_photos_with_imported_boxes_and_mediapipe(tmp_path, standin_dir, tiny_ch
         assert str(d["body_model"]) == "standin" and str(d["tto_schedule"]) == "metahmr"
         assert json.loads(str(d["tto_config"]))["max_steps"] == 2
         assert str(d["checkpoint"]).startswith("tiny_metahmr.pt")
-        assert (d["tto_steps"] <= 2).all() and (d["tto_steps"] >= 0).all()
+        # the default schedule: one SGD step on the head, then at most --steps Adam steps
+        assert (d["tto_steps"] <= 1 + 2).all() and (d["tto_steps"] >= 0).all()
+        assert str(d["focal_rule"]) == "diagonal" and str(d["model_tier"]) == "custom"
         # the stored parameters rebuild the stored mesh: SMPL(pose, betas) + transl == vertices
         aa = torch.from_numpy(np.concatenate([d["global_orient"], d["body_pose"]], 1)).double().reshape(P, 24, 3)
         rebuilt = body(axis_angle_to_rotmat(aa), torch.from_numpy(d["betas"]).double(),
@@ -255,7 +257,7 @@ def test_killed_run_resumes_with_valid_outputs(tmp_path, standin_dir, tiny_check
     assert 1 <= len(finished_before) < n
     # nothing under a final name is partial (temporary files may remain; the next run removes them)
     for p in finished_before:
-        assert load_result_npz(p)["schema_version"] == "1.0"
+        assert load_result_npz(p)["schema_version"] == "1.1"
 
     res = _invoke(args)
     assert res.exit_code == 0, res.output

@@ -155,9 +155,10 @@ def manifest_status(out: Path) -> dict[str, str]:
 
 
 def test_focal_precedence_hand_values():
-    # default: sqrt(640^2 + 480^2) = 800
-    assert focal_for_image(640, 480) == (800.0, "default")
-    assert focal_for_image(640, 480, exif_focal=1234.5) == (1234.5, "exif")
+    # default: sqrt(640^2 + 480^2) = 800, also when the photo has an EXIF focal (used only with focal="exif")
+    assert focal_for_image(640, 480) == (800.0, "diagonal")
+    assert focal_for_image(640, 480, exif_focal=1234.5) == (800.0, "diagonal")
+    assert focal_for_image(640, 480, focal="exif", exif_focal=1234.5) == (1234.5, "exif")
     # horizontal fov 90 degrees: f = W / 2 = 320
     f, src = focal_for_image(640, 480, fov=90.0, exif_focal=1234.5)
     assert math.isclose(f, 320.0) and src == "fov"

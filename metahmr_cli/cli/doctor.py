@@ -119,6 +119,36 @@ def check_backends() -> list[Check]:
     return out
 
 
+def check_tiers() -> list[Check]:
+    """The assets of the two tiers: which one ``process --model auto`` would run, and what each is missing."""
+    from metahmr_cli import assets
+    from metahmr_cli.errors import AssetNotFoundError
+
+    def found(name: str) -> bool:
+        return assets.find_asset(name).found is not None
+
+    try:
+        assets.body_dir("smpl", create_standin=False)
+        smpl = True
+    except AssetNotFoundError:
+        smpl = False
+    release = found("metahmr_cliff_hrnet_3dpw")
+    paper_missing = [n for n, ok in (("SMPL", smpl), ("Meta-HMR release", release), ("YOLO", found("detector")),
+                                     ("RTMPose", found("keypoints_rtmpose"))) if not ok]
+    open_missing = [n for n, ok in (("open body", found("open_body")), ("open model", found("open_model")),
+                                    ("MoveNet", found("keypoints_movenet_multipose"))) if not ok]
+    paper = Check("paper tier", not paper_missing,
+                  "SMPL + Meta-HMR release + YOLO + RTMPose: " + ("installed" if not paper_missing else
+                                                                 "missing " + ", ".join(paper_missing)),
+                  "" if not paper_missing else "metahmr weights status (where each file goes)")
+    opened = Check("open tier", not open_missing,
+                   "open body + open model (bundled) + MoveNet: " + ("installed" if not open_missing else
+                                                                     "missing " + ", ".join(open_missing)),
+                   "" if not open_missing else "metahmr weights fetch-open")
+    auto = "paper" if smpl and release else "open"
+    return [paper, opened, Check("process --model auto", True, f"runs the {auto} tier")]
+
+
 def run_checks(render: bool = True) -> list[Check]:
     """All checks, in report order."""
     checks = [Check("python", True, f"{platform.python_version()} on {platform.platform()}")]
@@ -127,6 +157,7 @@ def run_checks(render: bool = True) -> list[Check]:
         checks.append(check_renderer())
     checks.append(check_ffmpeg())
     checks += check_backends()
+    checks += check_tiers()
     return checks
 
 

@@ -16,6 +16,8 @@ Examples:
 
   metahmr process ./photos --out results/                      # every image in the folder
 
+  metahmr process ./photos --model open                        # the open tier, even with SMPL installed
+
   metahmr process clip.mp4 --out results/ --side-view          # overlay MP4 at the source frame rate
 
   metahmr process "shots/**/*.jpg" --tto reference --steps 14   # the released evaluation schedule
@@ -47,30 +49,46 @@ def register(app: typer.Typer) -> None:
         config: Path | None = typer.Option(None, "--config", help="TOML/JSON file with any process setting."),
         recursive: bool = typer.Option(False, "--recursive", "-r", help="Scan sub-folders of folders."),
         weights: Path | None = typer.Option(None, "--weights", help="Weights root to look in first."),
+        model: str | None = typer.Option(
+            None, "--model", help="auto | paper | open (default: auto: the paper tier, SMPL + the Meta-HMR release, "
+                                  "when installed, else the open tier: open body + open model + MoveNet)."),
         checkpoint: Path | None = typer.Option(
-            None, "--checkpoint", help="Network checkpoint (default: the Meta-HMR HRNet release)."),
-        body: str | None = typer.Option(None, "--body", help="smpl | standin | PATH to a body folder."),
+            None, "--checkpoint", help="Network checkpoint (default: the tier's: the Meta-HMR HRNet release, or "
+                                       "the open model shipped with metahmr)."),
+        body: str | None = typer.Option(None, "--body", help="smpl | open | standin | PATH to a body folder "
+                                                             "(default: the tier's)."),
         gender: str | None = typer.Option(None, "--gender", help="neutral | male | female (default: neutral)."),
-        detector: str | None = typer.Option(None, "--detector", help="YOLO weights name or path (default: yolo11m.pt), "
-                                                 "or 'mediapipe' (offline, one person per image)."),
-        det_conf: float | None = typer.Option(None, "--det-conf", help="Detection score threshold (default: 0.5)."),
+        detector: str | None = typer.Option(None, "--detector", help="YOLO weights name or path (yolo11m.pt), "
+                                                 "'movenet' (offline after `metahmr weights fetch-open`) or "
+                                                 "'mediapipe' (one person per image); default: YOLO when installed "
+                                                 "and the tier is paper, else movenet."),
+        det_conf: float | None = typer.Option(None, "--det-conf", help="Detection score threshold (default: 0.5 "
+                                                                       "for YOLO, 0.2 for MoveNet)."),
         det_iou: float | None = typer.Option(None, "--det-iou", help="Detection NMS IoU (default: 0.45)."),
         max_people: int | None = typer.Option(None, "--max-people", help="Most people per image (default: all)."),
-        min_box: float | None = typer.Option(None, "--min-box", help="Smallest box side in pixels (default: 16)."),
+        min_box: float | None = typer.Option(None, "--min-box", help="Smallest box side in pixels (default: 16, "
+                                                                     "8 for MoveNet)."),
         keypoints: str | None = typer.Option(
             None, "--keypoints",
-            help="rtmpose | yolo-pose | mediapipe | openpose-json | coco-json | mmpose (default: rtmpose)."),
+            help="rtmpose | yolo-pose | mediapipe | movenet | openpose-json | coco-json | mmpose (default: rtmpose "
+                 "when installed and the tier is paper, else movenet)."),
         keypoints_model: str | None = typer.Option(
             None, "--keypoint-model", "--keypoints-model", help="Model file of the keypoint backend."),
         boxes_json: Path | None = typer.Option(None, "--boxes-json", help="Import person boxes from JSON."),
         keypoints_json: Path | None = typer.Option(None, "--keypoints-json", help="Import 2D keypoints (JSON)."),
-        focal: float | None = typer.Option(None, "--focal", help="Focal length in pixels for every input."),
+        focal: str | None = typer.Option(None, "--focal", help="Focal length: pixels for every input, 'diagonal' "
+                                                               "(default: sqrt(W^2 + H^2), as CLIFF/Meta-HMR were "
+                                                               "trained) or 'exif' (the photo's EXIF focal)."),
         fov: float | None = typer.Option(None, "--fov", help="Horizontal field of view in degrees."),
-        tto: str | None = typer.Option(None, "--tto", help="metahmr | reference | eft | none (default: metahmr)."),
+        tto: str | None = typer.Option(None, "--tto", help="metahmr (default: the released refinement, per person) "
+                                                           "| reference (one copy per batch of 20) | paper (Eq. 9) "
+                                                           "| eft | none."),
         steps: int | None = typer.Option(None, "--steps", help="Most TTO steps (default: schedule default, 14)."),
         scope: str | None = typer.Option(None, "--scope", help="head | last_stage | all (default: schedule default)."),
         grouping: str | None = typer.Option(None, "--grouping", help="person | batch (default: schedule default)."),
         lr: float | None = typer.Option(None, "--lr", help="TTO learning rate (default: schedule default)."),
+        optimizer: str | None = typer.Option(None, "--optimizer", help="TTO optimiser: sgd | adam (default: "
+                                                                       "schedule default)."),
         batch_size: int | None = typer.Option(None, "--batch-size", help="People per network batch (default: 32)."),
         device: str | None = typer.Option(None, "--device", help="auto | cpu | cuda | cuda:N (default: auto)."),
         dtype: str | None = typer.Option(None, "--dtype", help="float32 | float64 (default: float32)."),
@@ -83,6 +101,9 @@ def register(app: typer.Typer) -> None:
         video_stride: int | None = typer.Option(None, "--video-stride", help="Every n-th video frame (default: 1)."),
         max_frames: int | None = typer.Option(None, "--max-frames", help="Most frames per video (default: all)."),
         progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+        self_aux: bool = typer.Option(False, "--self-aux", help="With a single-network checkpoint (official "
+                                                              "CLIFF/SPIN), use it as its own auxiliary net for "
+                                                              "metahmr/reference/paper (labelled +self-aux)."),
     ) -> None:
         """Recover SMPL meshes of every person in photos and videos.
 
@@ -94,14 +115,15 @@ def register(app: typer.Typer) -> None:
 
         overrides: dict[str, Any] = {
             "inputs": list(inputs), "out": out, "recursive": recursive or None, "weights": weights,
-            "checkpoint": checkpoint, "body": body, "gender": gender, "detector": detector, "det_conf": det_conf,
+            "model": model, "checkpoint": checkpoint, "body": body, "gender": gender, "detector": detector,
+            "det_conf": det_conf,
             "det_iou": det_iou, "max_people": max_people, "min_box": min_box, "keypoints": keypoints,
             "keypoints_model": keypoints_model, "boxes_json": boxes_json, "keypoints_json": keypoints_json,
             "focal": focal, "fov": fov, "batch_size": batch_size, "device": device, "dtype": dtype,
             "render": render, "side_view": side_view or None, "save_mesh": save_mesh, "save_vertices": save_vertices,
             "overwrite": overwrite or None, "video_stride": video_stride, "max_frames": max_frames,
             "tto.schedule": tto, "tto.max_steps": steps, "tto.scope": scope, "tto.grouping": grouping,
-            "tto.lr": lr,
+            "tto.lr": lr, "tto.optimizer": optimizer, "self_aux": self_aux or None,
         }
         try:
             cfg = ProcessConfig()

@@ -4,22 +4,25 @@ Every file is written atomically: the bytes go to a hidden temporary file in the
 renamed over the final name with :func:`os.replace` once complete. An interrupted run therefore leaves either the
 old file, the new file, or a temporary file that :func:`clean_temp_files` removes at the start of the next run.
 
-Schema "1.0" of a result file (leading axis P = number of people, possibly 0; camera frame in metres, OpenCV
+Schema "1.1" of a result file (leading axis P = number of people, possibly 0; camera frame in metres, OpenCV
 axes: x right, y down, z forward):
 
 ==========================  ===============  =========  ==========================================================
 key                         shape            dtype      meaning
 ==========================  ===============  =========  ==========================================================
-schema_version              ()               str        "1.0"
+schema_version              ()               str        "1.1" (files of "1.0" lack focal_rule and model_tier)
 source                      ()               str        input path as given
 frame_index                 ()               int64      video frame index, -1 for a still image
-body_model                  ()               str        "smpl" | "standin" (+ gender, see ``gender``)
+body_model                  ()               str        "smpl" | "open-anny-v1" | "standin" (+ ``gender``)
+model_tier                  ()               str        "paper" | "open" | "custom" (assets chosen by ``--model``)
 gender                      ()               str        "neutral" | "male" | "female"
 checkpoint                  ()               str        checkpoint identifier (file name + short sha256)
-tto_schedule                ()               str        "metahmr" | "reference" | "eft" | "none"
+tto_schedule                ()               str        "metahmr" | "reference" | "paper" | "eft" | "none"
 tto_config                  ()               str        JSON of the test-time optimisation settings
 image_size                  (2,)             int64      [H, W] of the (EXIF-upright) image in pixels
 K                           (3, 3)           float32    intrinsics [[f,0,W/2],[0,f,H/2],[0,0,1]]
+focal_rule                  ()               str        where f came from: "diagonal" (sqrt(W^2+H^2), default),
+                                                        "exif", "focal" (--focal N) or "fov" (--fov)
 global_orient               (P, 3)           float32    axis-angle of the root, camera frame
 body_pose                   (P, 69)          float32    axis-angle of the 23 body joints
 betas                       (P, 10)          float32    shape coefficients
@@ -55,7 +58,9 @@ import numpy as np
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = "1.0"
+SCHEMA_VERSION = "1.1"
+READABLE_SCHEMAS: tuple[str, ...] = ("1.0", "1.1")
+"""Schema versions this version reads (1.1 only added string keys)."""
 TEMP_MARKER = ".metahmr-tmp-"
 MANIFEST_NAME = "manifest.jsonl"
 SUMMARY_NAME = "summary.json"
@@ -216,6 +221,8 @@ class FrameResult:
     tto_config: Mapping[str, Any] | str = field(default_factory=dict)
     frame_index: int = -1
     vertices: np.ndarray | None = None  # (P, V, 3)
+    focal_rule: str = "diagonal"
+    model_tier: str = "custom"
 
     @property
     def num_people(self) -> int:
@@ -244,6 +251,8 @@ class FrameResult:
             "checkpoint": np.array(str(self.checkpoint)),
             "tto_schedule": np.array(str(self.tto_schedule)),
             "tto_config": np.array(cfg),
+            "focal_rule": np.array(str(self.focal_rule)),
+            "model_tier": np.array(str(self.model_tier)),
             "frame_index": np.array(int(self.frame_index), np.int64),
             "image_size": np.asarray(self.image_size, np.int64).reshape(2),
         }
@@ -294,8 +303,11 @@ def validate_result_arrays(arrays: Mapping[str, np.ndarray]) -> list[str]:
             problems.append(f"'{key}' must be a string scalar, got shape {a.shape} dtype {a.dtype}")
     if "schema_version" in arrays and np.asarray(arrays["schema_version"]).dtype.kind == "U":
         version = str(arrays["schema_version"])
-        if version != SCHEMA_VERSION:
-            problems.append(f"schema_version is '{version}', expected '{SCHEMA_VERSION}'")
+        if version not in READABLE_SCHEMAS:
+            problems.append(f"schema_version is '{version}', expected one of {', '.join(READABLE_SCHEMAS)}")
+    for key in ("focal_rule", "model_tier"):
+        if key in arrays and (np.asarray(arrays[key]).shape != () or np.asarray(arrays[key]).dtype.kind != "U"):
+            problems.append(f"'{key}' must be a string scalar")
     if "tto_config" in arrays and np.asarray(arrays["tto_config"]).dtype.kind == "U":
         try:
             json.loads(str(arrays["tto_config"]))

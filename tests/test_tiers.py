@@ -1,0 +1,104 @@
+"""Which assets ``process`` runs with: the automatic tier choice and its explicit overrides."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from metahmr_cli.errors import ConfigError
+from metahmr_cli.tiers import OPEN_BODY, choose_tier, open_checkpoint_path
+
+
+@pytest.fixture
+def empty_roots(tmp_path, monkeypatch):
+    """No weights anywhere: an empty explicit root, $METAHMR_HOME, ./weights and user data folder."""
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("METAHMR_HOME", str(home))
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    monkeypatch.delenv("METAHMR_SMPL_DIR", raising=False)
+    monkeypatch.delenv("METAHMR_CHECKPOINT", raising=False)
+    monkeypatch.chdir(tmp_path)
+    return home
+
+
+def _install_paper(root: Path, standin_dir: Path) -> None:
+    """SMPL files (the stand-in's arrays under SMPL's names) and a file named like the release."""
+    smpl = root / "smpl"
+    smpl.mkdir(parents=True)
+    shutil.copy(standin_dir / "STANDIN_NEUTRAL.npz", smpl / "SMPL_NEUTRAL.npz")
+    shutil.copy(standin_dir / "J_regressor_extra.npy", smpl / "J_regressor_extra.npy")
+    (root / "checkpoints").mkdir()
+    (root / "checkpoints" / "cliff_hrnet_3dpw.pt").write_bytes(b"x")
+
+
+def _install_movenet(root: Path) -> None:
+    folder = root / "keypoints" / "movenet-multipose"
+    folder.mkdir(parents=True)
+    (folder / "movenet-multipose.json").write_text("{}")
+
+
+def test_nothing_installed_runs_the_open_tier_and_says_why(empty_roots):
+    choice = choose_tier(model="auto", body="auto", checkpoint=None, detector="auto", keypoints="auto")
+    assert choice.tier == "open" and choice.body == OPEN_BODY
+    assert choice.checkpoint == open_checkpoint_path()
+    assert (choice.detector, choice.keypoints) == ("movenet", "movenet")
+    assert "SMPL is not installed" in choice.message and "metahmr weights status" in choice.message
+    assert "not SMPL" in choice.message
+
+
+def test_paper_assets_installed_run_the_paper_tier(empty_roots, standin_dir):
+    _install_paper(empty_roots, standin_dir)
+    choice = choose_tier(model="auto", body="auto", checkpoint=None, detector="auto", keypoints="auto")
+    assert choice.tier == "paper" and choice.body == "smpl" and choice.checkpoint is None
+    assert choice.message is None
+    # without YOLO / RTMPose files the detector and keypoints fall back to MoveNet only when it is installed
+    assert (choice.detector, choice.keypoints) == ("yolo11m.pt", "rtmpose")
+    _install_movenet(empty_roots)
+    choice = choose_tier(model="auto", body="auto", checkpoint=None, detector="auto", keypoints="auto")
+    assert (choice.detector, choice.keypoints) == ("movenet", "movenet")
+
+
+def test_missing_release_alone_also_gives_the_open_tier(empty_roots, standin_dir):
+    _install_paper(empty_roots, standin_dir)
+    (empty_roots / "checkpoints" / "cliff_hrnet_3dpw.pt").unlink()
+    choice = choose_tier(model="auto", body="auto", checkpoint=None, detector="auto", keypoints="auto")
+    assert choice.tier == "open"
+    assert choice.reasons == ["the Meta-HMR release is not installed"]
+
+
+def test_explicit_choices_win(empty_roots, standin_dir):
+    _install_paper(empty_roots, standin_dir)
+    forced = choose_tier(model="open", body="auto", checkpoint=None, detector="yolo11m.pt", keypoints="mediapipe")
+    assert forced.tier == "open" and forced.body == OPEN_BODY
+    assert (forced.detector, forced.keypoints) == ("yolo11m.pt", "mediapipe")
+    assert forced.message is None  # explicit: nothing to explain
+    custom = choose_tier(model="auto", body=str(standin_dir), checkpoint="ck.pt", detector="auto", keypoints="auto")
+    assert custom.tier == "custom" and custom.body == str(standin_dir) and custom.checkpoint == Path("ck.pt")
+    with pytest.raises(ConfigError, match="open body"):
+        choose_tier(model="open", body="smpl", checkpoint=None, detector="auto", keypoints="auto")
+    with pytest.raises(ConfigError, match="model"):
+        choose_tier(model="best", body="auto", checkpoint=None, detector="auto", keypoints="auto")
+
+
+def test_smpl_lookup_ignores_open_and_standin_files_in_the_smpl_folder(empty_roots, standin_dir):
+    """An open or stand-in body copied into weights/smpl is not SMPL: the paper tier must not start on it."""
+    from metahmr_cli.assets import body_dir
+    from metahmr_cli.errors import AssetNotFoundError
+
+    smpl = empty_roots / "smpl"
+    smpl.mkdir()
+    for name in ("STANDIN_NEUTRAL.npz", "J_regressor_extra.npy"):
+        shutil.copy(standin_dir / name, smpl / name)
+    with pytest.raises(AssetNotFoundError):
+        body_dir("smpl", create_standin=False)
+    choice = choose_tier(model="auto", body="auto", checkpoint=None, detector="auto", keypoints="auto")
+    assert choice.tier == "open"
+
+
+def test_open_checkpoint_is_shipped_with_the_package():
+    path = open_checkpoint_path()
+    assert path.is_file(), f"{path} is missing: train it with `metahmr train --recipe open_keypoints --set export=...`"
+    assert path.stat().st_size < 10 * 1024 * 1024
