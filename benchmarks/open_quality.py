@@ -19,6 +19,7 @@ import json
 import math
 import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -48,7 +49,7 @@ def extract_frames(video: Path, out: Path) -> list[Path]:
     return paths
 
 
-def montage(images: list[np.ndarray], cols: int, cell_w: int = 480) -> np.ndarray:
+def montage(images: list[np.ndarray], cols: int, cell_w: int = 320) -> np.ndarray:
     """Tile RGB images (each scaled to ``cell_w`` wide, letterboxed to the tallest) into a grid."""
     scaled = []
     for img in images:
@@ -76,8 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     from metahmr_cli.pipeline import Pipeline, ProcessConfig
     from metahmr_cli.tto import TTOConfig
 
-    work = args.out / "open_quality_run"
-    shutil.rmtree(work, ignore_errors=True)
+    work = Path(tempfile.mkdtemp(prefix="open_quality_"))
     inputs = work / "inputs"
     inputs.mkdir(parents=True)
     for name in PHOTOS:
@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
         "median_after_pct": float(np.median(all_after)) if all_after else None,
         "frames_with_3_or_more": int(sum(r["people"] >= 3 for r in rows if r["input"].startswith(Path(CLIP).stem))),
         "frames": len(frames), "wall_s": wall, "device": args.device, "tto": args.tto,
-        "counts": report.counts, "montage": str(montage_path),
+        "counts": report.counts, "montage": montage_path.name,
     }
     (args.out / "open_quality.json").write_text(json.dumps({"summary": summary, "rows": rows}, indent=2))
     lines = ["| input | people | median 2D error before TTO (% box h) | after TTO | mean TTO steps |",
@@ -144,6 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     (args.out / "open_quality.md").write_text(text + "\n")
     print(text)
     print(f"montage: {montage_path}")
+    shutil.rmtree(work, ignore_errors=True)
     return 0
 
 
