@@ -73,8 +73,10 @@ def test_cli_writes_reports_for_all_methods(cli_run: Path):
             m = entry["metrics"][metric]
             assert m["unit"] == "mm" and m["count"] == N_SAMPLES and np.isfinite(m["mean"])
             assert m["protocol"]  # every number names its protocol
-        n_curve = {"none": 1, "reference": STEPS + 2}.get(name, STEPS + 1)
+        # the released procedure (metahmr, reference) records its step-0 SGD update and up to STEPS Adam updates
+        n_curve = {"none": 1, "reference": STEPS + 2, "metahmr": STEPS + 2}.get(name, STEPS + 1)
         assert len(entry["stepwise"]["mpjpe"]) == n_curve
+        assert entry["tto_protocol"]
         assert len(entry["per_joint"]["mpjpe"]) == 14
     assert report["protocol"]["joint_set"] == "J14"
     md = (cli_run / "report.md").read_text()
@@ -87,7 +89,7 @@ def test_cli_writes_reports_for_all_methods(cli_run: Path):
     assert all(len(rows[m]) == N_SAMPLES for m in rows)
     with open(cli_run / "stepwise.csv") as f:
         steps = list(csv.DictReader(f))
-    assert len(steps) == 1 + (STEPS + 1) * 2 + (STEPS + 2)
+    assert len(steps) == 1 + (STEPS + 1) + 2 * (STEPS + 2)  # none, eft, then metahmr and reference
     # the last stepwise point of a method is its final mean
     for name in ("eft", "metahmr", "reference"):
         last = [r for r in steps if r["method"] == name][-1]
@@ -250,3 +252,17 @@ def test_paper_numbers_only_for_released_protocol_full_set():
     assert R.paper_family(h36m, "h36m", "h36m-p2", "h36m_mosh_val_p2_fixname_openpose.npz", 9, 9) == "h36m"
     assert R.paper_family(h36m, "h36m", "h36m-p1", "h36m_mosh_val_p1.npz", 9, 9) is None
     assert R.paper_family(h36m, "h36m", "h36m_mosh_val_p1", "h36m_mosh_val_p1.npz", 9, 9) is None
+
+
+def test_files_of_no_released_family_keep_the_neutral_body_by_default(synth_dataset, standin_dir, tmp_path):
+    """Synthetic data is made with the neutral body (gender 'n'); the released rule would score it against the
+    female body. Without --gender-rule, only the released test sets use the released rule."""
+    ckpt = tmp_path / "any.pt"
+    ckpt.write_bytes(b"not loaded here")
+    cfg = _config(synth_dataset, standin_dir, ckpt, tmp_path / "out", gender_rule=None)
+    assert R._Evaluator(cfg).protocol.gender_rule == "neutral"
+    named = tmp_path / "3dpw_test_copy.npz"
+    named.write_bytes((synth_dataset / "synth_test.npz").read_bytes())
+    cfg = _config(synth_dataset, standin_dir, ckpt, tmp_path / "out", gender_rule=None, dataset=str(named),
+                  image_root=str(synth_dataset))
+    assert R._Evaluator(cfg).protocol.gender_rule == "released"

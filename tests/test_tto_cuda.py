@@ -15,7 +15,7 @@ pytestmark = pytest.mark.cuda
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-@pytest.mark.parametrize("schedule,scope", [("metahmr", "head"), ("reference", None), ("eft", "all")])
+@pytest.mark.parametrize("schedule,scope", [("paper", "head"), ("metahmr", None), ("reference", None), ("eft", "all")])
 def test_cuda_matches_cpu(standin_body, schedule, scope):
     main, aux = make_tiny_regressor("cliff", seed=0), make_tiny_regressor("cliff", seed=1)
     inputs = make_inputs(4, seed=3)

@@ -110,7 +110,7 @@ def slow_tto(
             return torch.optim.Adam(params, lr=rate, betas=(0.9, 0.999), eps=1e-8)
 
         steps = 0
-        if schedule == "reference":
+        if schedule in ("reference", "metahmr"):  # the released two-phase procedure
             adam = make_opt(scope_params, optimizer, lr)
             sgd = torch.optim.SGD([named[n] for n in head_names(net)], lr=first_lr)
             loss = None
@@ -131,7 +131,7 @@ def slow_tto(
                 steps += 1
                 if tol is not None and abs(float(loss_prev.detach()) - float(loss.detach())) < tol:
                     break
-        elif schedule == "metahmr":
+        elif schedule == "paper":
             opt = make_opt(scope_params, optimizer, lr)
             prev = None
             for _ in range(max_steps):

@@ -316,6 +316,24 @@ def detect_gender(path: str | os.PathLike[str], arrays: dict[str, np.ndarray] | 
     return None
 
 
+SMPLIFY_NEUTRAL = "basicModel_neutral_lbs_10_207_0_v1.0.0.pkl"
+V110_NEUTRAL_WARNING = (
+    "{path} is SMPL v1.1.0's neutral model (300 shape components). SPIN, CLIFF and Meta-HMR were trained and "
+    "evaluated with another neutral body, SMPLify's basicModel_neutral_lbs_10_207_0_v1.0.0.pkl (SPIN's "
+    "SMPL_NEUTRAL.pkl, 10 shape components): the released networks give different meshes and numbers with this "
+    "one. Get that file from https://smplify.is.tue.mpg.de and import it instead."
+)
+
+
+def smpl_release(arrays: dict[str, np.ndarray]) -> str:
+    """Which SMPL release model arrays come from, by content: "v1.1.0" (300 shape components, SMPL_python_v.1.1.0),
+    "v1.0.0" (10 components: SMPL_python_v.1.0.0 and SMPLify's neutral) or "unknown"."""
+    if "smpl_release" in arrays:
+        return str(np.asarray(arrays["smpl_release"]))
+    comps = int(np.asarray(arrays["shapedirs"]).shape[-1]) if "shapedirs" in arrays else -1
+    return {300: "v1.1.0", 10: "v1.0.0"}.get(comps, "unknown")
+
+
 def _read_source(path: Path) -> dict[str, np.ndarray]:
     if not path.is_file():
         raise BodyModelError(f"{path} does not exist or is not a file.")
@@ -336,6 +354,10 @@ def import_smpl_files(
     num_vertices: int | None = SMPL_NUM_VERTICES,
 ) -> list[Path]:
     """Convert official SMPL model files into ``dest_dir/SMPL_{NEUTRAL|MALE|FEMALE}.npz``.
+
+    The release is recorded in each file (``smpl_release``: "v1.0.0" or "v1.1.0", told apart by content); a
+    v1.1.0 neutral model is imported with a warning (:data:`V110_NEUTRAL_WARNING`): the released networks were
+    trained with SMPLify's neutral v1.0.0.
 
     Args:
         sources: ``.pkl`` (official) or ``.npz`` files; the gender comes from each file name or contents.
@@ -373,7 +395,12 @@ def import_smpl_files(
         if parents.tolist() != SMPL_PARENTS:
             raise BodyModelError(f"{path}: kinematic tree differs from SMPL's; is this a SMPL (not SMPL-H/X) file?")
         logger.info("read %s model with %d vertices from %s", g, n, path)
-        converted.append((g, path, {k: np.asarray(arrays[k]) for k in MODEL_KEYS}))
+        release = smpl_release(arrays)
+        if g == "neutral" and release == "v1.1.0":
+            logger.warning(V110_NEUTRAL_WARNING.format(path=path))
+        out_arrays = {k: np.asarray(arrays[k]) for k in MODEL_KEYS}
+        out_arrays["smpl_release"] = np.array(release)
+        converted.append((g, path, out_arrays))
     dest = Path(dest_dir).expanduser()
     dest.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
@@ -385,6 +412,8 @@ def import_smpl_files(
 
 
 __all__ = [
+    "SMPLIFY_NEUTRAL",
+    "V110_NEUTRAL_WARNING",
     "ChumpyStandin",
     "MODEL_KEYS",
     "SafeSMPLUnpickler",
@@ -394,4 +423,5 @@ __all__ = [
     "load_smpl_pkl",
     "safe_unpickle",
     "smpl_arrays_from_pickled",
+    "smpl_release",
 ]

@@ -43,19 +43,20 @@ BODY_INFO_FILE = "body.json"
 
 _HOWTO = (
     "Get SMPL from https://smpl.is.tue.mpg.de (registration, non-commercial licence) and run "
-    "`metahmr weights import-smpl FILES...`, or generate the open stand-in body with `metahmr weights make-standin`."
+    "`metahmr weights import-smpl FILES...`; without SMPL, use the open body shipped with metahmr (`--body open`) "
+    "or generate the stand-in body with `metahmr weights make-standin`."
 )
 _REGRESSOR_HOWTO = (
     "J_regressor_extra.npy, J_regressor_h36m.npy and smpl_mean_params.npz come with SPIN's data "
-    "(github.com/nkolot/SPIN, fetch_data.sh); copy them next to the SMPL files. The stand-in body folder "
-    "(`metahmr weights make-standin`) contains its own."
+    "(github.com/nkolot/SPIN, fetch_data.sh); copy them next to the SMPL files. The open body folder "
+    "(`metahmr weights make-open-body`) and the stand-in's (`metahmr weights make-standin`) contain their own."
 )
 
 
 def model_file_candidates(gender: str) -> list[str]:
     """File names tried, in order, for the model file of ``gender`` in a body folder."""
     g = _check_gender(gender)
-    return [*SMPL_MODEL_NAMES[g], f"STANDIN_{g.upper()}.npz"]
+    return [*SMPL_MODEL_NAMES[g], f"OPEN_{g.upper()}.npz", f"STANDIN_{g.upper()}.npz"]
 
 
 @dataclass
@@ -78,7 +79,7 @@ class BodyModel(nn.Module):
         J_regressor_extra: (9, V) regressor of the joints 45..53.
         J_regressor_h36m: (17, V) or None; needed by :meth:`regress_h36m`.
         vertex_ids: vertices used as face/foot/fingertip joints; SMPL's own when None (6890-vertex bodies only).
-        name: ``"smpl"`` or ``"standin"``.
+        name: ``"smpl"``, ``"standin"`` or the open body's name (``"open-anny-v1"``).
         gender: ``"neutral"``, ``"male"`` or ``"female"``.
         dtype: float32 or float64.
         source: where the arrays came from (for messages).
@@ -340,10 +341,30 @@ def find_model_file(body_dir: str | os.PathLike[str], gender: str = "neutral") -
     names = model_file_candidates(gender)
     if not d.is_dir():
         raise AssetNotFoundError(f"Body model folder {d} does not exist. {_HOWTO}")
-    for name in names:
-        if (d / name).is_file():
-            return d / name
-    raise AssetNotFoundError(f"No {gender} body model in {d}. Looked for: {', '.join(names)}. {_HOWTO}")
+    found = [d / name for name in names if (d / name).is_file()]
+    if not found:
+        raise AssetNotFoundError(f"No {gender} body model in {d}. Looked for: {', '.join(names)}. {_HOWTO}")
+    if _check_gender(gender) == "neutral" and len(found) > 1 and _is_v110(found[0]):
+        # a converted v1.1.0 neutral must not shadow the SMPLify neutral the released networks were trained with
+        others = [p for p in found[1:] if not _is_v110(p)]
+        if others:
+            return others[0]
+    return found[0]
+
+
+def _is_v110(path: Path) -> bool:
+    """Whether a model file is SMPL v1.1.0 by name or, for converted ``.npz`` files, by content."""
+    if "v1.1.0" in path.name:
+        return True
+    if path.suffix != ".npz":
+        return False
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            if "smpl_release" in data.files:
+                return str(data["smpl_release"]) == "v1.1.0"
+            return "shapedirs" in data.files and data["shapedirs"].shape[-1] == 300
+    except (OSError, ValueError, zipfile.BadZipFile):  # unreadable: the loader reports it properly later
+        return False
 
 
 def load_body_model(
@@ -372,8 +393,16 @@ def load_body_model(
         name = str(np.asarray(data["body_name"]))
     elif path.name.startswith("STANDIN_"):
         name = "standin"
+    elif path.name.startswith("OPEN_"):
+        from metahmr_cli.body.open_body import OPEN_BODY_NAME
+
+        name = OPEN_BODY_NAME
     else:
         name = "smpl"
+        from metahmr_cli.body.pkl import V110_NEUTRAL_WARNING, smpl_release
+
+        if g == "neutral" and smpl_release(data) == "v1.1.0":
+            logger.warning(V110_NEUTRAL_WARNING.format(path=path))
     vertex_ids = _vertex_ids_for(data, d, num_vertices, str(path))
     extra_path = d / EXTRA_REGRESSOR_FILE
     if not extra_path.is_file():

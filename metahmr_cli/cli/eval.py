@@ -15,15 +15,19 @@ Examples:
 
   metahmr eval --dataset 3dpw --checkpoint weights/checkpoints/cliff_hrnet_3dpw.pt --keypoints openpose
 
-  metahmr eval --dataset 3dpw --checkpoint cliff_hrnet_3dpw.pt --tto reference --grouping batch --batch-size 20
-  (the released evaluation: one shared weight copy per batch of 20)
+  metahmr eval --dataset 3dpw --checkpoint cliff_hrnet_3dpw.pt --tto reference
+  (the released evaluation that produced the paper's tables: one shared weight copy per batch of 20)
 
   metahmr eval --dataset h36m --checkpoint cliff_hrnet_h36m.pt --tto none,eft,metahmr --steps 14 --out runs/h36m
 
-  metahmr eval --dataset data/synth/synth_test.npz --checkpoint ckpt.pt --body standin --max-samples 50
+  metahmr eval --dataset synthetic-keypoints --checkpoint metahmr_cli/models/open_data/metahmr_open_keypoints.pt \
+--body open --tto none,eft,metahmr   (the open model on its held-out synthetic people)
+
+  metahmr eval --dataset data/synth/synth_test.npz --checkpoint ckpt.pt --body open --max-samples 50
 
 Datasets: 3dpw (= 3dpw-test), h36m (= h36m-p2), h36m-p1, mpi-inf-3dhp (= mpi-inf-3dhp-test), any name of the \
-datasets config (--datasets-config), or a path to a SPIN-format .npz.
+datasets config (--datasets-config), a path to a SPIN-format .npz, or synthetic-keypoints (the open model's \
+held-out synthetic people; --max-samples of them, default 1000).
 
 Writes report.json, report.md, per_sample.csv, stepwise.csv/.png (metrics after every TTO step) and \
 per_joint.csv/.png into --out. Results are cached per batch under OUT/cache: an interrupted run resumes.
@@ -34,20 +38,23 @@ HELP = {
     "dataset": "h36m | 3dpw | mpi-inf-3dhp | a datasets-config name | PATH.npz",
     "checkpoint": "Meta-HMR release, official CLIFF, SPIN or metahmr checkpoint (default: the HRNet release "
                   "for the dataset, cliff_hrnet_h36m.pt or cliff_hrnet_3dpw.pt, from the weights folder).",
-    "tto": "Comma-separated methods: none, eft, metahmr, reference (default: all four).",
+    "tto": "Comma-separated methods: none, eft, metahmr, reference, paper (default: none,eft,metahmr,reference).",
     "steps": "Most TTO updates per method (default 14).",
     "scope": "Adapted weights: head | last_stage | all (default: each schedule's own).",
-    "grouping": "person (the paper; default) | batch (released: one weight copy per loader batch).",
+    "grouping": "person | batch (one weight copy per loader batch); default: each schedule's own (batch of 20 "
+                "for reference, person for the others).",
+    "optimizer": "Optimiser of the adapted phase: sgd | adam (default: each schedule's own).",
+    "lr": "Learning rate of the adapted phase (default: each schedule's own).",
     "batch_size": "Loader batch, and the group with --grouping batch (default 20).",
     "keypoints": "2D joints driving TTO: gt (default) | openpose | detected (npz key keypoints_detected).",
     "baseline_net": "Network run by none/eft: main (default) | aux (the paper's CLIFF/EFT baselines).",
     "h36m_gt": "Human3.6M GT joints: mesh (released Meta-HMR; default) | S (SPIN).",
     "gt_source": "Override the GT source for any dataset: mesh | S.",
     "pve_alignment": "PVE alignment: none (released; default) | pelvis.",
-    "gender_rule": "GT body: released ('m' or no gender key: male, else female; default) | neutral "
-                   "('m' male, 'f' female, else or no key neutral).",
+    "gender_rule": "GT body: released ('m' or no gender key: male, else female) | neutral ('m' male, 'f' female, "
+                   "else or no key neutral); default: released for 3DPW/H36M/MPI-INF-3DHP, neutral for other files.",
     "out": "Output folder of the report (default runs/eval).",
-    "body": "Body model: smpl (default) | standin | PATH to a body-model folder.",
+    "body": "Body model: smpl (default) | open | standin | PATH to a body-model folder.",
     "max_samples": "Evaluate only the first N samples.",
     "device": "auto (default) | cpu | cuda | cuda:N.",
     "dtype": "float32 (default) | float64.",
@@ -78,6 +85,8 @@ def register(app: typer.Typer) -> None:
         steps: int | None = typer.Option(None, "--steps", help=HELP["steps"]),
         scope: str | None = typer.Option(None, "--scope", help=HELP["scope"]),
         grouping: str | None = typer.Option(None, "--grouping", help=HELP["grouping"]),
+        optimizer: str | None = typer.Option(None, "--optimizer", help=HELP["optimizer"]),
+        lr: float | None = typer.Option(None, "--lr", help=HELP["lr"]),
         batch_size: int | None = typer.Option(None, "--batch-size", "-b", help=HELP["batch_size"]),
         keypoints: str | None = typer.Option(None, "--keypoints", help=HELP["keypoints"]),
         baseline_net: str | None = typer.Option(None, "--baseline-net", help=HELP["baseline_net"]),
@@ -108,6 +117,8 @@ def register(app: typer.Typer) -> None:
 
         console = Console()
         err = Console(stderr=True)
+        if keypoints is None and dataset == "synthetic-keypoints":
+            keypoints = "detected"  # the simulated detector, as the open model meets it in photos
         try:
             cfg = build_config(
                 EvalConfig,
@@ -118,6 +129,8 @@ def register(app: typer.Typer) -> None:
                 steps=steps,
                 scope=scope,
                 grouping=grouping,
+                optimizer=optimizer,
+                lr=lr,
                 batch_size=batch_size,
                 keypoints=keypoints,
                 baseline_net=baseline_net,

@@ -208,7 +208,8 @@ class DatasetsConfig:
         """Resolve a dataset name of the config or a path to an ``.npz``.
 
         Args:
-            name_or_path: a configured name (e.g. "3dpw-test") or a path to an npz file.
+            name_or_path: a configured name (e.g. "3dpw-test") or a path to an npz file (a file whose name starts
+                with "3dpw"/"pw3d" is reduced by 2 like the configured 3DPW entries, as the released loader does).
             image_root: override of the image root (for a path: default = the npz's folder).
             downsample, occlusion: overrides of the entry's flags.
         Raises:
@@ -227,7 +228,10 @@ class DatasetsConfig:
             )
         elif key.endswith(".npz") or os.sep in key or Path(key).expanduser().is_file():
             p = Path(key).expanduser().resolve()
-            spec = DatasetSpec(name=p.stem, npz=p, image_root=p.parent, split="test" if "test" in p.stem else "train")
+            # the released loader halves every 3DPW image (and its keypoints and focal), named or given by path
+            halved = p.stem.lower().startswith(("3dpw", "pw3d"))
+            spec = DatasetSpec(name=p.stem, npz=p, image_root=p.parent, split="test" if "test" in p.stem else "train",
+                               downsample=2 if halved else 1)
         else:
             raise ConfigError(
                 f"unknown dataset '{key}'{_closest(key, self.names())}. Give a configured name or a path to "

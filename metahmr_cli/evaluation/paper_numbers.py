@@ -78,7 +78,8 @@ RELEASED_CHECKPOINTS: dict[str, dict[str, str]] = {
 TTO_METHODS = ("metahmr", "reference")
 RELEASED_EVAL_NOTE = (
     "produced by the released evaluation, i.e. the `reference` schedule with one shared weight copy per batch "
-    "of 20 (`--tto reference --grouping batch --batch-size 20 --steps 14`); other settings are not expected "
+    "of 20 (`--tto reference --steps 14`, the default batch of 20); `metahmr` (per person) and other settings "
+    "are not expected "
     "to reproduce them exactly"
 )
 

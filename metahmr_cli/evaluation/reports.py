@@ -35,7 +35,7 @@ class MethodResult:
     """Per-sample results of one method over the evaluated samples (leading axis N, dataset order).
 
     Attributes:
-        method: "none" | "eft" | "metahmr" | "reference".
+        method: "none" | "eft" | "metahmr" | "reference" | "paper".
         sample_index: (N,) int64 dataset indices.
         values: per-sample arrays (N,): mpjpe, pa_mpjpe, pve (mm, NaN where not applicable), steps,
             reproj_before, reproj_after (px), converged, fell_back, reverted.
@@ -43,6 +43,7 @@ class MethodResult:
         stepwise: metric -> (N, S + 1): the metric after k updates (k = 0..S); a sample that stopped earlier
             keeps its final value.
         seconds: wall time spent on this method (0 when everything came from the cache).
+        protocol: how the numbers were made (schedule, grouping, steps, keypoints), printed beside them.
     """
 
     method: str
@@ -52,6 +53,7 @@ class MethodResult:
     pa_joint_err: np.ndarray
     stepwise: dict[str, np.ndarray]
     seconds: float = 0.0
+    protocol: str = ""
 
     @property
     def num_samples(self) -> int:
@@ -113,6 +115,7 @@ class EvalReport:
                 metrics[m] = {**summ[m], "unit": "mm", "protocol": self.protocol.metric_name(m)}
             jm, pjm = res.joint_means()
             entry: dict[str, Any] = {
+                "tto_protocol": res.protocol,
                 "num_samples": res.num_samples,
                 "metrics": metrics,
                 "steps_mean": _finite_mean(res.values["steps"]),
@@ -180,22 +183,22 @@ def _fmt(x: float | None, digits: int = 1) -> str:
 def table_rows(report: EvalReport) -> tuple[list[str], list[list[str]]]:
     """Header and rows of the method x metric table (mm), paper numbers and differences included."""
     metrics = _reported_metrics(report.protocol)
-    header = ["method", *[f"{METRIC_LABELS[m]} (mm)" for m in metrics], "steps", "samples"]
+    header = ["method", "protocol", *[f"{METRIC_LABELS[m]} (mm)" for m in metrics], "steps", "samples"]
     rows = []
     for name, res in report.methods.items():
         summ = res.summary()
-        rows.append([name, *[_fmt(summ[m]["mean"]) for m in metrics], _fmt(_finite_mean(res.values["steps"]), 2),
-                     str(res.num_samples)])
+        rows.append([name, res.protocol or "-", *[_fmt(summ[m]["mean"]) for m in metrics],
+                     _fmt(_finite_mean(res.values["steps"]), 2), str(res.num_samples)])
         paper = report.paper.get(name)
         if paper is not None:
-            rows.append([f"  paper ({paper.source}, {paper.keypoints})",
+            rows.append([f"  paper ({paper.source}, {paper.keypoints})", "released evaluation",
                          *[_fmt(paper.values.get(m)) for m in metrics], "", ""])
             diffs = []
             for m in metrics:
                 v = paper.values.get(m)
                 d = None if v is None else summ[m]["mean"] - v
                 diffs.append("-" if d is None or not math.isfinite(d) else f"{d:+.1f}")
-            rows.append(["  ours - paper", *diffs, "", ""])
+            rows.append(["  ours - paper", "", *diffs, "", ""])
     return header, rows
 
 

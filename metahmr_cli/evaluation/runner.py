@@ -39,10 +39,13 @@ from metahmr_cli.errors import ConfigError, DatasetError
 from metahmr_cli.evaluation import protocols as P
 from metahmr_cli.evaluation.paper_numbers import match_paper_result
 from metahmr_cli.evaluation.reports import EvalReport, MethodResult, write_reports
+from metahmr_cli.tto.schedules import RELEASED_PROCEDURE
 
 log = logging.getLogger(__name__)
 
-METHODS: tuple[str, ...] = ("none", "eft", "metahmr", "reference")
+METHODS: tuple[str, ...] = ("none", "eft", "metahmr", "reference", "paper")
+AUX_METHODS: tuple[str, ...] = ("metahmr", "reference", "paper")
+"""Methods that need the auxiliary network (pseudo mesh)."""
 KEYPOINT_SOURCES: tuple[str, ...] = ("gt", "openpose", "detected")
 EVAL_DATASET_NAMES: dict[str, str] = {
     "3dpw": "3dpw-test",
@@ -58,17 +61,23 @@ class EvalConfig:
     """Settings of ``metahmr eval``.
 
     Attributes:
-        dataset: "3dpw", "h36m" (= h36m-p2), "h36m-p1", "mpi-inf-3dhp", any name of the datasets config, or a
-            path to a SPIN-format ``.npz`` (images relative to its folder unless ``image_root`` is given).
+        dataset: "3dpw", "h36m" (= h36m-p2), "h36m-p1", "mpi-inf-3dhp", any name of the datasets config, a
+            path to a SPIN-format ``.npz`` (images relative to its folder unless ``image_root`` is given), or
+            "synthetic-keypoints": the held-out synthetic people of the open keypoint model (``max_samples``
+            of them, default 1000; ``keypoints`` "detected" = the simulated detector, "gt" = exact projections).
         datasets_config: datasets config file (TOML/JSON); None = $METAHMR_DATASETS_CONFIG or built-ins.
         image_root: override of the dataset's image folder.
         checkpoint: network checkpoint (Meta-HMR release, official CLIFF, SPIN, or ours).
         body: "smpl", "standin" or a body-model folder.
-        methods: any of "none", "eft", "metahmr", "reference", in report order.
-        steps: most TTO updates per method (for "reference": Adam updates after the step-0 update).
+        methods: any of "none", "eft", "metahmr", "reference", "paper", in report order (see
+            :mod:`metahmr_cli.tto.schedules`).
+        steps: most TTO updates per method (for "metahmr"/"reference": Adam updates after the step-0 update).
         scope: adapted weights ("head" | "last_stage" | "all"); None = each schedule's default.
         grouping: "person" (one weight copy per person, the paper) or "batch" (one copy per loader batch,
-            the released evaluation when batch_size = 20). Applies to every TTO method.
+            the released evaluation when batch_size = 20); None = each schedule's own ("batch" for
+            "reference", "person" for the others). Applies to every TTO method.
+        optimizer, lr: optimiser and learning rate of the adapted phase (None = each schedule's default),
+            as ``process --optimizer/--lr``.
         batch_size: loader batch (and group size with grouping "batch"); released 20.
         keypoints: 2D keypoints driving TTO: "gt", "openpose" or "detected" (see the module docstring).
         baseline_net: network used by "none" and "eft": "main" or "aux" (the auxiliary net; with a Meta-HMR
@@ -78,7 +87,9 @@ class EvalConfig:
         pve_alignment: "none" (released) or "pelvis".
         gender_rule: GT body per sample, applied by :func:`protocols.gt_body_codes` to the dataset's gender item:
             "released" ('m' male, anything else female, no key male) or "neutral" ('m' male, 'f' female,
-            anything else or no key neutral; for data made with the neutral body).
+            anything else or no key neutral; for data made with the neutral body). None = "released" for the
+            released test sets (3DPW, Human3.6M, MPI-INF-3DHP) and "neutral" for any other file (synthetic data
+            marked 'n' keeps the neutral body).
         device: "auto", "cpu", "cuda", "cuda:N". dtype: "float32" or "float64".
         seed: seed of torch/numpy (released eval: 2023).
         out: output folder of the report files.
@@ -99,14 +110,16 @@ class EvalConfig:
     methods: tuple[str, ...] = ("none", "eft", "metahmr", "reference")
     steps: int = 14
     scope: Literal["head", "last_stage", "all"] | None = None
-    grouping: Literal["person", "batch"] = "person"
+    grouping: Literal["person", "batch"] | None = None
+    optimizer: Literal["sgd", "adam"] | None = None
+    lr: float | None = None
     batch_size: int = 20
     keypoints: Literal["gt", "openpose", "detected"] = "gt"
     baseline_net: Literal["main", "aux"] = "main"
     h36m_gt: Literal["mesh", "S"] = "mesh"
     gt_source: Literal["mesh", "S"] | None = None
     pve_alignment: Literal["none", "pelvis"] = "none"
-    gender_rule: Literal["released", "neutral"] = "released"
+    gender_rule: Literal["released", "neutral"] | None = None
     device: str = "auto"
     dtype: Literal["float32", "float64"] = "float32"
     seed: int = 2023
@@ -129,10 +142,16 @@ class EvalConfig:
                 raise ConfigError(f"unknown method {m!r}; choose from {', '.join(METHODS)}")
         if len(set(methods)) != len(methods):
             raise ConfigError(f"methods lists a method twice: {methods}")
-        checks = [("keypoints", self.keypoints, KEYPOINT_SOURCES), ("grouping", self.grouping, ("person", "batch")),
+        if self.grouping is not None and self.grouping not in ("person", "batch"):
+            raise ConfigError(f"grouping = {self.grouping!r} is not valid; choose person or batch")
+        if self.optimizer is not None and self.optimizer not in ("sgd", "adam"):
+            raise ConfigError(f"optimizer = {self.optimizer!r} is not valid; choose sgd or adam")
+        if self.lr is not None and not self.lr >= 0:
+            raise ConfigError(f"lr must be >= 0, got {self.lr}")
+        checks = [("keypoints", self.keypoints, KEYPOINT_SOURCES),
                   ("baseline_net", self.baseline_net, ("main", "aux")), ("h36m_gt", self.h36m_gt, ("mesh", "S")),
                   ("pve_alignment", self.pve_alignment, ("none", "pelvis")),
-                  ("gender_rule", self.gender_rule, P.GENDER_RULES),
+                  ("gender_rule", self.gender_rule or "released", P.GENDER_RULES),
                   ("dtype", self.dtype, ("float32", "float64"))]
         for name, value, valid in checks:
             if value not in valid:
@@ -180,6 +199,11 @@ def _forward_fill(arr: np.ndarray) -> np.ndarray:
         out[missing, k] = out[missing, k - 1]
     return out
 
+
+SYNTHETIC_KEYPOINTS = "synthetic-keypoints"
+"""``--dataset`` of the open model's held-out synthetic people (:mod:`metahmr_cli.data.keypoint_synth`)."""
+SYNTHETIC_EVAL_SAMPLES = 1000
+"""People in the synthetic test split unless ``max_samples`` says otherwise."""
 
 H36M_P1_NAMES: tuple[str, ...] = ("h36m-p1", "h36m_mosh_val_p1.npz")
 """Human3.6M protocol-1 split names (config name, released file): the paper's Human3.6M numbers are protocol 2."""
@@ -239,8 +263,6 @@ class _Evaluator:
 
     def __init__(self, config: EvalConfig) -> None:
         from metahmr_cli.config import config_to_dict, resolve_device, resolve_dtype
-        from metahmr_cli.data.datasets import HMRDataset
-        from metahmr_cli.data.registry import load_datasets_config
 
         config.validate()
         self.config = config
@@ -251,6 +273,37 @@ class _Evaluator:
         if self.device.type == "cuda":
             torch.backends.cudnn.deterministic = True
             torch.backends.cudnn.benchmark = False
+
+        self.synthetic = config.dataset == SYNTHETIC_KEYPOINTS
+        if self.synthetic:
+            self._init_synthetic(config)
+        else:
+            self._init_npz(config)
+        self.config_dict = config_to_dict(config)
+        self._finish_init(config)
+
+    def _init_synthetic(self, config: EvalConfig) -> None:
+        """The held-out split of the open model's synthetic people (neutral body, exact mesh ground truth)."""
+        from metahmr_cli.data.keypoint_synth import KeypointSynthConfig, SyntheticKeypointDataset
+
+        n = int(config.max_samples or SYNTHETIC_EVAL_SAMPLES)
+        self.dataset = SyntheticKeypointDataset(self.body_dir, KeypointSynthConfig(length=n, seed=config.seed,
+                                                                                   split="test"))
+        self.spec = None
+        self.n = n
+        self.family = None
+        self.has_mesh_gt = True
+        self.has_S = True
+        self.dataset_label = f"{SYNTHETIC_KEYPOINTS} (test split, {n} people, body {config.body})"
+        self.dataset_id: Any = {"synthetic": self.dataset.fingerprint(), "n": n}
+        self.imgnames = {i: f"{self.dataset.name}/{i:08d}" for i in range(n)}
+        self.protocol = P.make_protocol(SYNTHETIC_KEYPOINTS, pve_alignment=config.pve_alignment, gt_source="mesh",
+                                        gender_rule="neutral")
+        self.detected = None
+
+    def _init_npz(self, config: EvalConfig) -> None:
+        from metahmr_cli.data.datasets import HMRDataset
+        from metahmr_cli.data.registry import load_datasets_config
 
         dcfg = load_datasets_config(config.datasets_config)
         name = config.dataset
@@ -263,6 +316,9 @@ class _Evaluator:
                 f"dataset {config.dataset!r}: annotation file {spec.npz} does not exist; set the data root in the "
                 "datasets config (root = ...) or $METAHMR_DATA, or pass a path to an .npz"
             )
+        from metahmr_cli.data.check import require_valid
+
+        require_valid([spec], what="evaluation")  # before any report or cache file is written
         self.spec = spec
         self.dataset = HMRDataset(spec, is_train=False, seed=config.seed)
         n_total = len(self.dataset)
@@ -272,6 +328,11 @@ class _Evaluator:
         self.family = family
         ann = self.dataset.ann
         self.has_mesh_gt = bool((ann.has_smpl > 0).any())
+        self.has_S = ann.S is not None
+        self.dataset_label = str(spec.npz)
+        self.dataset_id = {"file": _file_fingerprint(spec.npz), "image_root": str(spec.image_root),
+                           "downsample": spec.downsample}
+        self.imgnames = {i: str(ann.imgname[i]) for i in range(self.n)}
         gt_source = config.gt_source
         if gt_source is None and family is None:
             # a dataset of unknown family: compare meshes when it has SMPL ground truth, else its 3D joints
@@ -284,13 +345,16 @@ class _Evaluator:
                                    "('pose'/'shape') nor 3D joints ('S'): nothing to evaluate against")
         self.protocol = P.make_protocol(family or spec.name, h36m_gt=config.h36m_gt,
                                         pve_alignment=config.pve_alignment, gt_source=gt_source,
-                                        gender_rule=config.gender_rule)
+                                        gender_rule=config.gender_rule or ("released" if family else "neutral"))
         self.detected = _detected_keypoints(spec.npz, n_total) if config.keypoints == "detected" else None
-        self.config_dict = config_to_dict(config)
 
+    def _finish_init(self, config: EvalConfig) -> None:
         self._nets = None
         self._bodies = None
-        self.checkpoint = default_checkpoint(family) if not config.checkpoint else \
+        if self.synthetic and not config.checkpoint:
+            raise ConfigError(f"--dataset {SYNTHETIC_KEYPOINTS} needs --checkpoint (a keypoint model, e.g. the open "
+                              "model's file shown by `metahmr weights status`).")
+        self.checkpoint = default_checkpoint(self.family) if not config.checkpoint else \
             Path(config.checkpoint).expanduser()
         if not self.checkpoint.is_file():
             from metahmr_cli.errors import AssetNotFoundError
@@ -340,18 +404,18 @@ class _Evaluator:
     # ---- cache
     def method_key(self, method: str) -> str:
         c = self.config
-        body = c.body if c.body in ("smpl", "standin") else str(Path(c.body).expanduser().resolve())
+        body = c.body if c.body in ("smpl", "standin", "open") else str(Path(c.body).expanduser().resolve())
         key = {
             "v": CACHE_VERSION,
             "method": method,
             "checkpoint": self.checkpoint_id,
-            "dataset": _file_fingerprint(self.spec.npz),
-            "image_root": str(self.spec.image_root),
-            "downsample": self.spec.downsample,
+            "dataset": self.dataset_id,
             "body": body,
             "steps": c.steps if method != "none" else 0,
             "scope": c.scope if method != "none" else None,
-            "grouping": c.grouping if method != "none" else None,
+            "grouping": self.grouping_of(method) if method != "none" else None,
+            "optimizer": c.optimizer if method != "none" else None,
+            "lr": c.lr if method != "none" else None,
             "batch_size": c.batch_size,
             "keypoints": c.keypoints if method != "none" else None,
             "baseline_net": c.baseline_net if method in ("none", "eft") else None,
@@ -374,6 +438,8 @@ class _Evaluator:
 
         dev, dt = self.device, self.dtype
         kp_crop = batch["keypoints"].to(dev, dt)
+        if self.synthetic and self.config.keypoints == "detected":
+            kp_crop = batch["keypoints_obs"].to(dev, dt)  # what a detector would report (noise, dropout ...)
         if self.detected is not None:
             idx = batch["sample_index"].numpy()
             det = torch.as_tensor(self.detected[idx], dtype=dt, device=dev)
@@ -398,14 +464,13 @@ class _Evaluator:
 
     def ground_truth(self, batch: dict[str, Any]) -> P.GroundTruth:
         dev, dt = self.device, self.dtype
-        ann = self.dataset.ann
         return P.GroundTruth(
             gender=batch["gender"].to(dev),  # dataset codes; the protocol's gender rule picks the bodies
             has_smpl=batch["has_smpl"].to(dev, dt),
             has_pose_3d=batch["has_pose_3d"].to(dev, dt),
             pose=batch["pose"].to(dev, dt) if self.has_mesh_gt else None,
             betas=batch["betas"].to(dev, dt) if self.has_mesh_gt else None,
-            S=batch["pose_3d"].to(dev, dt) if ann.S is not None else None,
+            S=batch["pose_3d"].to(dev, dt) if self.has_S else None,
         )
 
     def tto_config(self, method: str):
@@ -427,25 +492,46 @@ class _Evaluator:
             scope=c.scope if method != "none" else None,
             grouping=c.grouping,
             group_size=c.batch_size,
+            optimizer=c.optimizer if method != "none" else None,
+            lr=c.lr if method != "none" else None,
             max_steps=c.steps if method != "none" else None,
             loss_weights=weights,
             chunk_size=max(64, c.batch_size),
             camera=getattr(net, "arch", "cliff"),
         ), net
 
+    def grouping_of(self, method: str) -> str:
+        """The grouping a method runs with (the explicit setting, else the schedule's own)."""
+        from metahmr_cli.tto import resolve_schedule
+
+        return resolve_schedule(self.tto_config(method)[0]).grouping
+
+    def protocol_of(self, method: str) -> str:
+        """How a method's numbers were made, printed beside them (schedule, grouping, steps, keypoints)."""
+        if method == "none":
+            return "regression"
+        grouping = self.grouping_of(method)
+        group = f"batch of {self.config.batch_size}" if grouping == "batch" else "per person"
+        return f"{method}: {group}, <= {self.config.steps} steps, {self.config.keypoints} keypoints"
+
     def run_method(self, method: str, inputs: Any, prepared: P.PreparedGT) -> dict[str, np.ndarray]:
         from metahmr_cli.tto import run_tto
 
         cfg, main = self.tto_config(method)
-        aux = self.nets.aux if method in ("metahmr", "reference") else None
-        if method in ("metahmr", "reference") and aux is None:
+        aux = self.nets.aux if method in AUX_METHODS else None
+        if method in AUX_METHODS and self.nets.kind != "metahmr":
+            raise ConfigError(
+                f"method {method!r} needs Meta-HMR's auxiliary network, but checkpoint {self.checkpoint.name} holds "
+                f"a single network ({self.nets.kind}); with it only 'none' and 'eft' are meaningful (--tto none,eft)"
+            )
+        if method in AUX_METHODS and aux is None:
             raise ConfigError(
                 f"method {method!r} needs an auxiliary network but checkpoint {self.checkpoint.name} has none; "
                 "use a Meta-HMR checkpoint or choose --tto none,eft"
             )
         body = self.bodies.neutral
         B = len(inputs)
-        n_cols = (self.config.steps + 2) if method == "reference" else (self.config.steps + 1)
+        n_cols = (self.config.steps + 2) if method in RELEASED_PROCEDURE else (self.config.steps + 1)
         if method == "none":
             n_cols = 1
         step_vals = {m: np.full((B, n_cols), np.nan) for m in P.METRICS}
@@ -515,8 +601,7 @@ def run_evaluation(config: EvalConfig) -> EvalReport:
     from_cache = {m: sum(int(batches[b][1] - batches[b][0]) for (mm, b) in cached if mm == m) for m in methods}
 
     seconds = dict.fromkeys(methods, 0.0)
-    ann = ev.dataset.ann
-    imgnames = {i: str(ann.imgname[i]) for i in range(ev.n)}
+    imgnames = ev.imgnames
 
     t_start = time.perf_counter()
     computed_samples = 0
@@ -562,13 +647,15 @@ def run_evaluation(config: EvalConfig) -> EvalReport:
             pa_joint_err=cat["pa_joint_err"],
             stepwise={mm: cat[f"step_{mm}"] for mm in P.METRICS},
             seconds=seconds[m],
+            protocol=ev.protocol_of(m),
         )
 
-    family = paper_family(ev.protocol, ev.family, ev.spec.name, ev.spec.npz.name, ev.n, len(ev.dataset))
+    family = None if ev.spec is None else paper_family(ev.protocol, ev.family, ev.spec.name, ev.spec.npz.name,
+                                                       ev.n, len(ev.dataset))
     paper = {m: match_paper_result(family, ev.checkpoint, m, config.keypoints) for m in methods}
     report = EvalReport(
         dataset=config.dataset,
-        dataset_npz=str(ev.spec.npz),
+        dataset_npz=ev.dataset_label,
         protocol=ev.protocol,
         checkpoint=ev.checkpoint_id,
         keypoints=config.keypoints,
@@ -622,5 +709,5 @@ def config_from_dict(values: dict[str, Any]) -> EvalConfig:
     return apply_overrides(EvalConfig(), values)
 
 
-__all__ = ["EVAL_DATASET_NAMES", "METHODS", "EvalConfig", "EvalReport", "config_from_dict", "paper_family",
-           "run_evaluation"]
+__all__ = ["EVAL_DATASET_NAMES", "METHODS", "SYNTHETIC_KEYPOINTS", "EvalConfig", "EvalReport", "config_from_dict",
+           "paper_family", "run_evaluation"]

@@ -16,12 +16,12 @@ from metahmr_cli.errors import ConfigError, InputError
 from metahmr_cli.geometry.camera import CropInfo
 from metahmr_cli.losses import LossWeights
 
-ScheduleName = Literal["metahmr", "reference", "eft", "none"]
+ScheduleName = Literal["metahmr", "reference", "paper", "eft", "none"]
 ScopeName = Literal["head", "last_stage", "all"]
 GroupingName = Literal["person", "batch"]
 OptimizerName = Literal["sgd", "adam"]
 
-SCHEDULES: tuple[str, ...] = ("metahmr", "reference", "eft", "none")
+SCHEDULES: tuple[str, ...] = ("metahmr", "reference", "paper", "eft", "none")
 SCOPES: tuple[str, ...] = ("head", "last_stage", "all")
 GROUPINGS: tuple[str, ...] = ("person", "batch")
 OPTIMIZERS: tuple[str, ...] = ("sgd", "adam")
@@ -33,22 +33,25 @@ class TTOConfig:
     """How to run test-time optimisation.
 
     Attributes:
-        schedule: "metahmr" (paper, Eq. 9 iterated per person), "reference" (the released evaluation),
-            "eft" (2D-only exemplar fine-tuning, the baseline) or "none" (plain regression).
+        schedule: "metahmr" (the default: the released refinement, one weight copy per person), "reference"
+            (the released evaluation exactly: the same with one copy per batch of 20), "paper" (the literal
+            Eq. 7/9: L_expl, SGD 1e-5 on the head), "eft" (2D-only exemplar fine-tuning, the baseline) or
+            "none" (plain regression). See :mod:`metahmr_cli.tto.schedules`.
         scope: which weights are adapted: "head" (fc1, fc2, decpose, decshape, deccam), "last_stage"
-            (last backbone stage + head) or "all". For "reference" this is the scope of the Adam phase
-            (the step-0 SGD update always acts on the head, as in the released code). None = schedule default.
+            (last backbone stage + head) or "all". For "metahmr"/"reference" this is the scope of the Adam
+            phase (the step-0 SGD update always acts on the head, as in the released code). None = default.
         grouping: "person" (one weight copy per person, the paper) or "batch" (one copy shared by each run
             of ``group_size`` consecutive people with a batch-reduced loss, the released code).
             None = schedule default ("batch" for "reference", else "person").
         group_size: people per shared copy when ``grouping == "batch"`` (released eval: 20).
-        optimizer: "sgd" or "adam" (for "reference": the optimiser of the phase after step 0). None = default.
+        optimizer: "sgd" or "adam" (for "metahmr"/"reference": the optimiser of the phase after step 0).
+            None = schedule default.
         lr: learning rate of that optimiser. None = schedule default.
-        max_steps: the most updates (for "reference": the most Adam updates after the step-0 SGD update).
-            None = schedule default (14 for metahmr/reference, 20 for eft, 0 for none).
+        max_steps: the most updates (for "metahmr"/"reference": the most Adam updates after the step-0 SGD
+            update). None = schedule default (14 for metahmr/reference/paper, 20 for eft, 0 for none).
         early_stop: stop a person (or group) when the schedule's convergence test passes.
-        early_stop_tol: tolerance of that test: |L_prev - L| < tol for metahmr/reference (default 2e-5),
-            L_2D < tol for eft (default 1e-4). None = schedule default.
+        early_stop_tol: tolerance of that test: |L_prev - L| < tol for metahmr/reference/paper (default 2e-5),
+            L_2D < tol for eft (default 2e-4, EFT's test-time option). None = schedule default.
         loss_weights: weights of the loss terms. None = schedule default (:class:`LossWeights` defaults).
         min_keypoints: people with fewer visible keypoints (conf > 0) in the loss slots keep the
             plain regression (``fell_back``). With grouping "batch" the test is made per group (the group's
@@ -107,7 +110,8 @@ class TTOInputs:
     """What the engine needs about P people.
 
     Attributes:
-        images: (P, 3, 256, 192) normalised crops.
+        images: (P, 3, 256, 192) normalised crops, or (P, 49, 3) normalised crop keypoints for a network whose
+            backbone reads keypoints (the open model).
         crop: where each crop sits in its full image (P entries).
         keypoints2d: (P, 49, 3) 2D keypoints in normalised crop coordinates + confidence.
         has_smpl: (P,) gates of the pseudo pose/shape/vertex terms (ones when None).
@@ -126,9 +130,10 @@ class TTOInputs:
     def validated(self) -> TTOInputs:
         """Check shapes and fill the default gates; returns a new :class:`TTOInputs`."""
         imgs, kp = self.images, self.keypoints2d
-        if not isinstance(imgs, Tensor) or imgs.ndim != 4 or imgs.shape[1] != 3:
+        if not isinstance(imgs, Tensor) or imgs.ndim < 2:
             raise InputError(
-                f"TTOInputs.images must be a (P, 3, H, W) tensor, got {getattr(imgs, 'shape', type(imgs))}."
+                "TTOInputs.images must be a (P, 3, H, W) tensor of crops (or (P, 49, 3) keypoints for a keypoint "
+                f"network), got {getattr(imgs, 'shape', type(imgs))}."
             )
         p = imgs.shape[0]
         if not isinstance(kp, Tensor) or tuple(kp.shape) != (p, 49, 3):

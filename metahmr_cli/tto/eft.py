@@ -33,6 +33,12 @@ GT_R_ANKLE, GT_R_KNEE, GT_R_HIP, GT_L_HIP, GT_L_KNEE, GT_L_ANKLE, GT_PELVIS = (
     _GT + 5,
     _GT + 14,
 )
+OP_R_KNEE, OP_R_ANKLE, OP_L_KNEE, OP_L_ANKLE = 10, 11, 13, 14
+LEG_SLOTS: dict[str, tuple[tuple[int, int], tuple[int, int]]] = {
+    "gt": ((GT_R_KNEE, GT_R_ANKLE), (GT_L_KNEE, GT_L_ANKLE)),
+    "openpose": ((OP_R_KNEE, OP_R_ANKLE), (OP_L_KNEE, OP_L_ANKLE)),
+}
+"""(knee, ankle) slots of the right and left leg in each keypoint group."""
 EFT_HIP_SLOTS = (GT_R_HIP, GT_L_HIP, GT_PELVIS)
 """GT hips and pelvis: removed from EFT's L_2D unless asked (EFT ``--eft_withHip2D``)."""
 EFT_ANKLE_SLOTS = (GT_R_ANKLE, GT_L_ANKLE)
@@ -57,20 +63,23 @@ def weak_perspective_keypoints(joints: Tensor, cam_crop: Tensor, crop_wh: tuple[
 
 
 def leg_orientation_loss(
-    pred_kp: Tensor, gt_kp: Tensor, reduction: Literal["batch", "sample"] = "batch"
+    pred_kp: Tensor, gt_kp: Tensor, reduction: Literal["batch", "sample"] = "batch",
+    slots: Literal["gt", "openpose"] = "gt",
 ) -> Tensor:
-    """1 − cos between predicted and target knee→ankle 2D directions, per leg (GT slots).
+    """1 − cos between predicted and target knee→ankle 2D directions, per leg.
 
     A leg counts only when its target length exceeds :data:`EFT_MIN_LEG_LENGTH`; it is weighted by the
     product of the knee and ankle confidences. As in EFT the two legs are summed (not averaged).
 
     Args:
         pred_kp: (B, 49, 2) normalised crop coords; gt_kp: (B, 49, 3) normalised + conf.
+        slots: the keypoint group whose knees and ankles are compared (:data:`LEG_SLOTS`): the GT slots (EFT)
+            or the OpenPose slots, so that the term reads the same keypoints as the 2D loss.
     Returns:
         (B,) sum over the two legs ("sample"), or its mean over the B people ("batch").
     """
     terms = []
-    for knee, ankle in ((GT_R_KNEE, GT_R_ANKLE), (GT_L_KNEE, GT_L_ANKLE)):
+    for knee, ankle in LEG_SLOTS[slots]:
         d_pred = pred_kp[:, ankle, :2] - pred_kp[:, knee, :2]
         d_gt = gt_kp[:, ankle, :2] - gt_kp[:, knee, :2]
         len_gt = d_gt.norm(dim=-1)
@@ -116,7 +125,10 @@ def eft_loss(
     beta_sq = betas.pow(2)
     l_beta = beta_sq.mean() if reduction == "batch" else beta_sq.mean(dim=-1)
     l_cam = camera_loss(cam_crop, reduction=reduction)
-    l_leg = leg_orientation_loss(pred_kp, keypoints2d, reduction=reduction)
+    # the leg term reads the keypoint group the 2D loss uses: with GT weight 0 (e.g. --keypoints openpose) the GT
+    # slots must not leak into the fit
+    leg_slots: Literal["gt", "openpose"] = "gt" if weights.gt_2d > 0 or weights.openpose_2d <= 0 else "openpose"
+    l_leg = leg_orientation_loss(pred_kp, keypoints2d, reduction=reduction, slots=leg_slots)
     total = weights.outer_scale * (
         weights.keypoint_2d * l2d + weights.betas * l_beta + weights.camera * l_cam + EFT_LEG_WEIGHT * l_leg
     )

@@ -4,30 +4,34 @@ A schedule resolves to a list of phases. Every phase applies up to ``steps`` upd
 weight scope, driven by one loss. Iterations are numbered across phases: iteration k evaluates the loss at the
 parameters after k updates, applies update k + 1 and then runs the convergence test.
 
-``metahmr`` (paper-faithful, the default)
-    Paper Sec. 3.4 / Eq. 9: every iteration minimises the full L_expl (the training loss form: 2D keypoints,
-    and pose, betas, vertices and 3D joints against the pseudo mesh of the frozen auxiliary net, computed
-    once), per person, stopping when two consecutive losses are within ``early_stop_tol`` (2e-5, the released
-    threshold) or after at most M = 14 updates (paper). Eq. 9 is a plain gradient step with the paper's test-time
-    learning rate 1e-5, so the optimiser is SGD with lr 1e-5. The default scope is the head (fc1, fc2,
-    decpose, decshape, deccam): it is exactly the parameter set the released meta-training adapts in its
-    inner loop (notes 4.1), so test time repeats the update the meta-parameters were trained for; it is also
-    the cheapest (backbone features are computed once). ``scope="all"`` gives the literal reading of Eq. 9
-    (all of w). Choices the paper leaves open, taken from the released code: the loss weights, the camera term
-    and the has_smpl/has_pose_3d gates of L_expl (all ones at inference); the stop test is made after the update
-    of iteration k on the losses of iterations k-1 and k (both computed before their own update), so a stopped
+``metahmr`` (the default: the released procedure, per person)
+    The refinement that produced the paper's numbers (notes 4.4), with one weight copy per person, so a
+    person's result does not depend on who else shares the batch. Iteration 0: SGD lr 1e-5 on the head
+    (fc1, fc2, decpose, decshape, deccam) with the full pseudo loss L_expl (2D keypoints plus the frozen
+    auxiliary net's pseudo mesh), exactly the update meta-training prepares the weights for. Iterations 1..14:
+    Adam (betas 0.9/0.999, eps 1e-8) lr 1e-5 on ALL weights with the unweighted L_2D. Convergence test after
+    each Adam update: |L_prev - L| < 2e-5, where at iteration 1 L_prev is the iteration-0 pseudo loss (the
+    released quirk). At most 1 + 14 updates. ``optimizer``, ``lr``, ``scope`` and ``max_steps`` set the Adam
+    phase.
+``reference`` (the released evaluation exactly)
+    The same procedure with grouping "batch" and group_size 20: one weight copy per consecutive group of 20
+    people with batch-reduced losses, as ``eval_cliff.py`` runs it. This reproduces the paper's tables.
+``paper`` (the literal Eq. 7/9 of the paper)
+    Every iteration minimises the full L_expl (the training loss form: 2D keypoints, and pose, betas,
+    vertices and 3D joints against the pseudo mesh of the frozen auxiliary net, computed once), per person,
+    stopping when two consecutive losses are within ``early_stop_tol`` (2e-5, the released threshold) or
+    after at most M = 14 updates. Eq. 9 is a plain gradient step with the paper's test-time learning rate
+    1e-5, so the default optimiser is SGD with lr 1e-5 on the head (the parameter set the released
+    meta-training adapts); ``optimizer`` and ``lr`` change them, ``scope="all"`` gives all of w. Choices the
+    paper leaves open, taken from the released code: the loss weights, the camera term and the
+    has_smpl/has_pose_3d gates of L_expl (all ones at inference); the stop test is made after the update of
+    iteration k on the losses of iterations k-1 and k (both computed before their own update), so a stopped
     person has taken the update of the iteration that passed the test; the 2D term uses the GT keypoint slots
     (``LossWeights.openpose_2d`` / ``gt_2d`` select others).
-``reference`` (the released evaluation, notes 4.4)
-    Iteration 0: SGD lr 1e-5 on the head with the full pseudo loss (first-order). Iterations 1..14: Adam
-    (betas 0.9/0.999, eps 1e-8) lr 1e-5 on ALL weights with the unweighted L_2D only. Convergence test after
-    each Adam update: |L_prev - L| < 2e-5, where at iteration 1 L_prev is the iteration-0 pseudo loss (the
-    released quirk). Grouping "batch" with group_size 20: one weight copy per consecutive group, batch-reduced
-    losses. At most 1 + 14 updates.
 ``eft`` (EFT baseline, notes 7.1)
     Adam lr 5e-6 on all weights except the BatchNorm affine parameters (EFT's ``exemplerTrainingMode`` freezes
     them), up to 20 updates, per person, on the EFT loss (see :func:`metahmr_cli.tto.eft.eft_loss`; GT hips are
-    removed from L_2D unless ``TTOConfig.eft_with_hips``); stops when the masked L_2D drops below 1e-4 (EFT's
+    removed from L_2D unless ``TTOConfig.eft_with_hips``); stops when the masked L_2D drops below 2e-4 (EFT's test-time
     default).
 ``none``
     Plain regression, no update.
@@ -52,9 +56,11 @@ REFERENCE_MAX_ADAM_STEPS = 14
 """Released ``--test_val_step`` of the README run."""
 EARLY_STOP_TOL = 2e-5
 """Released ``--adapt_val_step`` threshold on |loss_prev - loss|."""
+RELEASED_PROCEDURE: tuple[str, ...] = ("metahmr", "reference")
+"""Schedules that run the released two-phase procedure (they differ only in the default grouping)."""
 EFT_LR = 5e-6
 EFT_MAX_STEPS = 20
-EFT_THRESH_2D = 1e-4
+EFT_THRESH_2D = 2e-4
 
 
 @dataclass(frozen=True)
@@ -89,9 +95,14 @@ class ResolvedSchedule:
         return sum(p.steps for p in self.phases)
 
     @property
+    def released_procedure(self) -> bool:
+        """The two-phase released procedure (``metahmr`` and ``reference``): step 0 SGD, then Adam."""
+        return self.name in RELEASED_PROCEDURE
+
+    @property
     def max_iterations(self) -> int:
         """Length of the per-person loss record (``max_steps + 1`` of the config)."""
-        return self.max_steps + 1 if self.name != "reference" else self.max_steps
+        return self.max_steps if self.released_procedure else self.max_steps + 1
 
     @property
     def scopes(self) -> tuple[str, ...]:
@@ -112,7 +123,7 @@ def resolve_schedule(config: TTOConfig) -> ResolvedSchedule:
     stop_rule: Literal["delta", "threshold", "none"]
     if name == "none":
         return ResolvedSchedule(name, (), "person", config.group_size, "none", 0.0, weights, False)
-    if name == "metahmr":
+    if name == "paper":
         steps = 14 if config.max_steps is None else config.max_steps
         phases = (
             Phase(
@@ -124,7 +135,7 @@ def resolve_schedule(config: TTOConfig) -> ResolvedSchedule:
             ),
         )
         stop_rule, tol, grouping, needs_aux = "delta", EARLY_STOP_TOL, config.grouping or "person", True
-    elif name == "reference":
+    elif name in RELEASED_PROCEDURE:
         steps = REFERENCE_MAX_ADAM_STEPS if config.max_steps is None else config.max_steps
         phases = (
             Phase(scope="head", optimizer="sgd", lr=PAPER_TTO_LR, loss="expl", steps=1),
@@ -136,7 +147,8 @@ def resolve_schedule(config: TTOConfig) -> ResolvedSchedule:
                 steps=steps,
             ),
         )
-        stop_rule, tol, grouping, needs_aux = "delta", EARLY_STOP_TOL, config.grouping or "batch", True
+        default_grouping = "batch" if name == "reference" else "person"
+        stop_rule, tol, grouping, needs_aux = "delta", EARLY_STOP_TOL, config.grouping or default_grouping, True
     elif name == "eft":
         steps = EFT_MAX_STEPS if config.max_steps is None else config.max_steps
         phases = (
