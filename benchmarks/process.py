@@ -2,13 +2,16 @@
 
 Runs the real pipeline (decode, detect, keypoints, crops, networks + TTO, writers, renders) on the example
 photos, repeated to ``--images`` inputs, with random-weight networks in a released layout (or the tiny test
-backbone) and the open stand-in body, so it needs no downloads. Person boxes are imported (a random-weight
-detector finds nobody); keypoints come from MediaPipe (offline) unless ``--keypoints template``.
+backbone) and the stand-in body (``--body open``: the open body; or a body folder), or with the open tier
+(``--model open``: the open keypoint model shipped with metahmr and the open body), so it needs no downloads.
+Person boxes are imported (a random-weight detector finds nobody); keypoints come from MediaPipe (offline) unless
+``--keypoints template``.
 
 The regression time is measured by a run with ``--tto none``; TTO = (tto stage with TTO) - (regression).
 
     python benchmarks/process.py --device cpu --images 8 --network tiny
-    python benchmarks/process.py --device cuda --images 64 --network hrnet --batch-size 32
+    python benchmarks/process.py --device cuda --images 64 --network hrnet --batch-size 32 --body open
+    python benchmarks/process.py --device cuda --images 64 --model open
 """
 
 from __future__ import annotations
@@ -42,18 +45,28 @@ class _TemplateKeypoints:
         return out
 
 
-def _prepare(work: Path, n_images: int, network: str) -> tuple[Path, Path, Path, Path]:
+def _prepare(work: Path, n_images: int, network: str, model: str = "paper",
+             body_choice: str | None = None) -> tuple[str, Path | None, Path, Path]:
     import torch
 
+    from metahmr_cli.body.open_body import BUNDLED_DIR
     from metahmr_cli.body.smpl import load_mean_params
     from metahmr_cli.body.standin import write_standin_assets
     from metahmr_cli.models import build_regressor, save_networks, write_random_checkpoint
 
-    body = work / "standin"
-    write_standin_assets(body)
+    choice = body_choice or ("open" if model == "open" else "standin")
+    if choice == "standin":
+        body = work / "standin"
+        write_standin_assets(body)
+    elif choice == "open":
+        body = BUNDLED_DIR
+    else:
+        body = Path(choice)
     mean = load_mean_params(body)
-    ckpt = work / f"{network}.pt"
-    if NETWORKS[network] is None:
+    ckpt: Path | None = work / f"{network}.pt"
+    if model == "open":
+        ckpt = None  # the open model shipped with metahmr
+    elif NETWORKS[network] is None:
         torch.manual_seed(0)
         save_networks(ckpt, build_regressor("cliff", "resnet_tiny", 3, mean_params=mean),
                       build_regressor("cliff", "resnet_tiny", 3, mean_params=mean))
@@ -70,17 +83,17 @@ def _prepare(work: Path, n_images: int, network: str) -> tuple[Path, Path, Path,
         boxes[name] = BOXES[src.stem]
     boxes_json = work / "boxes.json"
     boxes_json.write_text(json.dumps(boxes))
-    return body, ckpt, photos, boxes_json
+    return "open" if choice == "open" else str(body), ckpt, photos, boxes_json
 
 
-def _run(photos: Path, out: Path, body: Path, ckpt: Path, boxes: Path, args: argparse.Namespace,
+def _run(photos: Path, out: Path, body: str, ckpt: Path | None, boxes: Path, args: argparse.Namespace,
          schedule: str, render: bool) -> dict:
     from metahmr_cli.pipeline import Pipeline, ProcessConfig
     from metahmr_cli.tto import TTOConfig
 
-    cfg = ProcessConfig(inputs=[str(photos)], out=out, body=str(body), checkpoint=ckpt, boxes_json=boxes,
-                        keypoints="mediapipe", device=args.device, batch_size=args.batch_size, render=render,
-                        tto=TTOConfig(schedule=schedule, max_steps=args.steps))
+    cfg = ProcessConfig(inputs=[str(photos)], out=out, model=args.model, body=body, checkpoint=ckpt,
+                        boxes_json=boxes, keypoints="mediapipe", device=args.device, batch_size=args.batch_size,
+                        render=render, tto=TTOConfig(schedule=schedule, max_steps=args.steps))
     stages = {"keypoints": _TemplateKeypoints()} if args.keypoints == "template" else {}
     t0 = time.perf_counter()
     report = Pipeline(cfg, progress=False, **stages).run()
@@ -95,6 +108,10 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--images", type=int, default=8)
     ap.add_argument("--network", choices=sorted(NETWORKS), default="tiny")
+    ap.add_argument("--model", choices=("paper", "open"), default="paper",
+                    help="paper: random weights in --network's layout; open: the open tier (keypoint model)")
+    ap.add_argument("--body", default=None, help="standin (default for --model paper), open (default for --model "
+                    "open) or a body-model folder")
     ap.add_argument("--steps", type=int, default=14)
     ap.add_argument("--schedule", default="metahmr")
     ap.add_argument("--batch-size", type=int, default=32)
@@ -105,7 +122,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        body, ckpt, photos, boxes = _prepare(work, args.images, args.network)
+        body, ckpt, photos, boxes = _prepare(work, args.images, args.network, args.model, args.body)
         render = not args.no_render
         # warm-up on a copy of one image (imports, OpenGL context, first-call costs)
         warm = work / "warm"
@@ -121,7 +138,8 @@ def main() -> None:
     stages["tto"] = max(full["stages"]["tto"] - regress, 0.0)
     t = full["run_seconds"]
     result = {
-        "device": args.device, "network": args.network, "schedule": args.schedule, "steps": args.steps,
+        "device": args.device, "network": "open" if args.model == "open" else args.network, "body": body,
+        "schedule": args.schedule, "steps": args.steps,
         "batch_size": args.batch_size, "keypoints": args.keypoints, "render": render,
         "images": full["images"], "people": full["people"], "seconds": t,
         "images_per_second": full["images"] / t, "people_per_second": full["people"] / t,
@@ -129,7 +147,7 @@ def main() -> None:
         "stage_seconds_per_image": {k: stages[k] / max(full["images"], 1) for k in
                                     ("decode", "detect", "keypoints", "crop", "regress", "tto", "write", "render")},
     }
-    print(f"{result['images']} images, {result['people']} people on {args.device} ({args.network}, "
+    print(f"{result['images']} images, {result['people']} people on {args.device} ({result['network']}, body {body}, "
           f"{args.schedule} x{args.steps}, batch {args.batch_size}, keypoints {args.keypoints}, "
           f"render {'on' if render else 'off'})")
     print(f"  {result['images_per_second']:.2f} images/s, {result['people_per_second']:.2f} people/s "

@@ -6,7 +6,7 @@ Every choice in which the paper and the released code differ is a named setting 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
 import torch
@@ -20,12 +20,14 @@ ScheduleName = Literal["metahmr", "reference", "paper", "eft", "none"]
 ScopeName = Literal["head", "last_stage", "all"]
 GroupingName = Literal["person", "batch"]
 OptimizerName = Literal["sgd", "adam"]
+StrategyName = Literal["auto", "vmap", "loop"]
 
 SCHEDULES: tuple[str, ...] = ("metahmr", "reference", "paper", "eft", "none")
 SCOPES: tuple[str, ...] = ("head", "last_stage", "all")
 GROUPINGS: tuple[str, ...] = ("person", "batch")
 OPTIMIZERS: tuple[str, ...] = ("sgd", "adam")
 CAMERAS: tuple[str, ...] = ("cliff", "hmr")
+STRATEGIES: tuple[str, ...] = ("auto", "vmap", "loop")
 
 
 @dataclass
@@ -56,7 +58,23 @@ class TTOConfig:
         min_keypoints: people with fewer visible keypoints (conf > 0) in the loss slots keep the
             plain regression (``fell_back``). With grouping "batch" the test is made per group (the group's
             total), so a group always holds the same consecutive people, as in the released evaluation.
-        chunk_size: most people optimised at once (bounds memory); chunks run one after another.
+        strategy: how the units (people or groups) of a chunk run, see :mod:`metahmr_cli.tto.strategies`:
+            "vmap" (all at once under ``torch.func.vmap``), "loop" (one after another) or "auto" (per phase: vmap
+            on GPUs and when only the head is adapted; loop on CPUs when backbone weights are adapted). Results do
+            not depend on it beyond float32 rounding.
+        memory_budget: bytes one chunk may use (adapted weights, optimiser state and activations of its units);
+            the chunk size follows from it (:func:`metahmr_cli.tto.strategies.plan_chunk`). None = the device
+            default (GPU: 60 % of the free memory; CPU: 25 % of the available memory).
+        chunk_size: most people optimised at once, a cap on top of the memory budget (None = no cap); also the
+            batch of the no-grad regression passes (None = 64). Chunks run one after another.
+        tf32: allow TF32 in CUDA matmuls and convolutions during TTO (faster on Ampere and later; results move
+            by about 1e-3 relative, see ``tests/test_tto_cuda.py``). Off = full float32 (cuDNN's TF32 is turned
+            off too). No effect on CPUs.
+        backbone_bf16: run the backbones under bf16 autocast (head, body model and losses stay float32; results
+            move by about 1e-2 relative, see ``tests/test_tto_strategies.py``).
+        compile: ``torch.compile`` the inner step where it pays off: the head-only step (many small kernels),
+            vmap strategy. A compile or run failure falls back to eager execution with a warning. Off by default
+            (compiling costs tens of seconds per new shape; on CPUs it does not pay off).
         record_losses: keep the loss of every iteration in :attr:`TTOResult.losses`.
         camera: "cliff" (full-image perspective camera) or "hmr" (crop camera); must fit the network.
         eft_with_hips: schedule "eft" only: keep the GT hip and pelvis keypoints in L_2D (EFT
@@ -74,10 +92,15 @@ class TTOConfig:
     early_stop_tol: float | None = None
     loss_weights: LossWeights | None = None
     min_keypoints: int = 4
-    chunk_size: int = 64
     record_losses: bool = False
     camera: Literal["cliff", "hmr"] = "cliff"
     eft_with_hips: bool = False
+    strategy: StrategyName = "auto"
+    memory_budget: int | None = None
+    chunk_size: int | None = None
+    tf32: bool = False
+    backbone_bf16: bool = False
+    compile: bool = False
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` naming the bad field and its valid values."""
@@ -87,14 +110,18 @@ class TTOConfig:
             ("grouping", self.grouping, GROUPINGS, True),
             ("optimizer", self.optimizer, OPTIMIZERS, True),
             ("camera", self.camera, CAMERAS, False),
+            ("strategy", self.strategy, STRATEGIES, False),
         ]
         for name, value, valid, nullable in checks:
             if (value is None and not nullable) or (value is not None and value not in valid):
                 raise ConfigError(f"tto.{name} = {value!r} is not valid; choose one of {', '.join(valid)}.")
         if self.group_size < 1:
             raise ConfigError(f"tto.group_size must be >= 1, got {self.group_size}.")
-        if self.chunk_size < 1:
-            raise ConfigError(f"tto.chunk_size must be >= 1, got {self.chunk_size}.")
+        if self.chunk_size is not None and self.chunk_size < 1:
+            raise ConfigError(f"tto.chunk_size must be >= 1 (or unset), got {self.chunk_size}.")
+        if self.memory_budget is not None and self.memory_budget < 1:
+            raise ConfigError(f"tto.memory_budget must be a positive number of bytes (or unset), got "
+                              f"{self.memory_budget}.")
         if self.max_steps is not None and self.max_steps < 0:
             raise ConfigError(f"tto.max_steps must be >= 0, got {self.max_steps}.")
         if self.lr is not None and not self.lr >= 0:
@@ -153,6 +180,19 @@ class TTOInputs:
             gates[name] = g
         return TTOInputs(images=imgs, crop=self.crop, keypoints2d=kp, **gates)
 
+    def to(self, device: torch.device | str) -> TTOInputs:
+        """The inputs on ``device``; CPU -> CUDA copies go through pinned memory and do not block the host."""
+        from metahmr_cli.tto.strategies import to_device
+
+        device = torch.device(device)
+
+        def move(t: Tensor | None) -> Tensor | None:
+            return None if t is None else to_device(t, device)
+
+        crop = type(self.crop)(**{f.name: move(getattr(self.crop, f.name)) for f in fields(self.crop)})
+        return TTOInputs(images=move(self.images), crop=crop, keypoints2d=move(self.keypoints2d),  # type: ignore[arg-type]
+                         has_smpl=move(self.has_smpl), has_pose_3d=move(self.has_pose_3d))
+
     def __getitem__(self, idx: Tensor | slice | list[int]) -> TTOInputs:
         """Select people along P."""
         return TTOInputs(
@@ -177,11 +217,18 @@ class TTOResult:
             loss at the parameters after k updates (the loss that drives update k + 1); see
             :func:`metahmr_cli.tto.run_tto` for which loss each schedule records.
         reproj_before / reproj_after: (P,) mean 2D error in full-image pixels over the keypoints with
-            conf > 0 in the slots the 2D loss uses (NaN when there are none), before and after TTO.
+            conf > 0 in the slots the 2D loss uses (NaN when there are none), before and after TTO ("before":
+            at the weights TTO started from, the network's or a warm start's).
         converged: (P,) bool, the early-stopping test passed.
         fell_back: (P,) bool, too few keypoints: plain regression returned.
         reverted: (P,) bool, a non-finite loss or update was met: the last finite state is returned.
         metrics_per_step: the values returned by ``step_callback`` in step order (None without a callback).
+        adapted: with ``keep_weights``: per person, the final weights of every adapted tensor (name -> tensor),
+            the start of that person's next warm-started run; None for people TTO did not adapt (too few
+            keypoints, reverted).
+        execution: how the run executed: "strategies" (one per phase), "unitwise" (in-place per-unit optimiser
+            updates), "chunks" (units per chunk, per bucket of equal-size units) and "plans" (the memory plans
+            behind them, :class:`metahmr_cli.tto.strategies.ChunkPlan` as dicts).
     """
 
     rotmat: Tensor
@@ -198,6 +245,8 @@ class TTOResult:
     fell_back: Tensor
     reverted: Tensor
     metrics_per_step: list[Any] | None = field(default=None)
+    execution: dict[str, Any] | None = field(default=None)
+    adapted: list[dict[str, Tensor] | None] | None = field(default=None)
 
     def __len__(self) -> int:
         return int(self.rotmat.shape[0])
