@@ -80,3 +80,26 @@ def test_vertex_ids_cover_smplx_extra_joints():
     assert len(J.SMPLX_EXTRA_JOINT_NAMES) == 21 == len(J.SMPL_VERTEX_IDS)
     assert set(J.SMPLX_EXTRA_JOINT_NAMES) == set(J.VERTEX_ID_NAMES)
     assert J.SMPL_VERTEX_IDS["nose"] == 332 and J.SMPL_VERTEX_IDS["RHeel"] == 6787
+
+
+def test_vertex_ids_are_the_smpl_ids_of_smplx():
+    """Every face/foot/fingertip vertex id equals the one smplx uses for SMPL (an independent table)."""
+    from smplx.vertex_ids import vertex_ids
+
+    assert vertex_ids["smplh"] == J.SMPL_VERTEX_IDS
+    # the foot joints are six different vertices (a toe never falls back on the heel)
+    feet = [J.SMPL_VERTEX_IDS[n] for n in ("LBigToe", "LSmallToe", "LHeel", "RBigToe", "RSmallToe", "RHeel")]
+    assert len(set(feet)) == 6
+
+
+def test_smplx_extra_joint_order_matches_smplx():
+    """smplx appends the vertex joints in the order of its vertex-id table (face, feet, fingertips), so the
+    index 24 + k of ``JOINT_MAP`` names ``SMPLX_EXTRA_JOINT_NAMES[k]``."""
+    from smplx.vertex_ids import vertex_ids
+
+    face_feet = ["nose", "reye", "leye", "rear", "lear", "LBigToe", "LSmallToe", "LHeel", "RBigToe", "RSmallToe",
+                 "RHeel"]
+    assert J.SMPLX_EXTRA_JOINT_NAMES[:11] == face_feet
+    assert set(J.SMPLX_EXTRA_JOINT_NAMES) == set(vertex_ids["smplh"])
+    for op in ("LBigToe", "LSmallToe", "LHeel", "RBigToe", "RSmallToe", "RHeel"):
+        assert J.JOINT_MAP[f"OP {op}"] == 24 + face_feet.index(op), op

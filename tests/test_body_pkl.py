@@ -179,7 +179,7 @@ def test_import_and_load(tmp_path: Path, standin_dir: Path):
     assert not (dest / "SMPL_NEUTRAL.npz").exists()
     written = import_smpl_files([pkl_path], dest, num_vertices=None)
     assert written == [dest / "SMPL_NEUTRAL.npz"]
-    assert not [p for p in dest.iterdir() if p.name.endswith(".tmp")]
+    assert not [p for p in dest.iterdir() if p.name.startswith(".")]  # no temporary files left
     with np.load(written[0], allow_pickle=False) as data:
         np.testing.assert_array_equal(data["v_template"], ref["v_template"])
         np.testing.assert_array_equal(data["J_regressor"], ref["J_regressor"])

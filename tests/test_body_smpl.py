@@ -76,8 +76,18 @@ def test_49_joints(standin_body: BodyModel, standin_dir: Path):
     np.testing.assert_allclose(joints[JOINT_IDS["Right Hip"]], extra[0] @ v, atol=1e-5)
     np.testing.assert_allclose(joints[JOINT_IDS["Head (H36M)"]], extra[8] @ v, atol=1e-5)
     ids = standin_body.vertex_ids
-    np.testing.assert_allclose(joints[JOINT_IDS["OP Nose"]], v[ids["nose"]], atol=1e-6)
-    np.testing.assert_allclose(joints[JOINT_IDS["OP LHeel"]], v[ids["LHeel"]], atol=1e-6)
+    # every joint that is a single vertex, written out by name (slot name -> vertex name)
+    vertex_joints = {
+        "OP Nose": "nose", "OP REye": "reye", "OP LEye": "leye", "OP REar": "rear", "OP LEar": "lear",
+        "OP LBigToe": "LBigToe", "OP LSmallToe": "LSmallToe", "OP LHeel": "LHeel",
+        "OP RBigToe": "RBigToe", "OP RSmallToe": "RSmallToe", "OP RHeel": "RHeel",
+        "Nose": "nose", "Left Eye": "leye", "Right Eye": "reye", "Left Ear": "lear", "Right Ear": "rear",
+    }
+    for slot, vertex in vertex_joints.items():
+        # a copy of one vertex: equal up to float32 rounding of coordinates of ~1 m
+        np.testing.assert_allclose(joints[JOINT_IDS[slot]], v[ids[vertex]], atol=1e-6, err_msg=slot)
+    feet = ("LBigToe", "LSmallToe", "LHeel", "RBigToe", "RSmallToe", "RHeel")
+    assert min(np.linalg.norm(v[ids[a]] - v[ids[b]]) for a in feet for b in feet if a != b) > 0.01
     assert np.linalg.norm(joints[JOINT_IDS["Pelvis (MPII)"]] - smpl_j[0]) < 0.1
     assert joints[JOINT_IDS["Top of Head (LSP)"], 1] > joints[JOINT_IDS["Head (H36M)"], 1] > smpl_j[12, 1]
     assert joints[JOINT_IDS["Left Hip"], 0] > 0 > joints[JOINT_IDS["Right Hip"], 0]

@@ -33,7 +33,7 @@ def test_files_written(standin_dir: Path):
     }
     present = {p.name for p in standin_dir.iterdir()}
     assert names <= present
-    assert not [n for n in present if n.endswith(".tmp")]
+    assert not [n for n in present if n.startswith(".")]  # no temporary files left
     for name in names:
         assert (standin_dir / name).stat().st_size < 2_000_000
     info = json.loads((standin_dir / "body.json").read_text())

@@ -10,6 +10,7 @@ from metahmr_cli.data.check import check_npz
 from metahmr_cli.data.npzio import load_npz, save_npz_atomic
 
 runner = CliRunner()
+NARROW = {"COLUMNS": "40"}  # narrower than any temp path: report lines must not depend on the console width
 
 
 def _copy_dataset(src, dst, drop=(), replace=None):
@@ -24,18 +25,20 @@ def _copy_dataset(src, dst, drop=(), replace=None):
 
 
 def test_check_ok_on_synth(synth_dataset) -> None:
-    res = runner.invoke(data_app, ["check", str(synth_dataset / "synth_train.npz")])
+    npz = synth_dataset / "synth_train.npz"
+    res = runner.invoke(data_app, ["check", str(npz)], env=NARROW)
     assert res.exit_code == 0, res.output
+    lines = res.output.splitlines()
+    assert lines[0].endswith(str(npz))  # the path is printed whole on the dataset's line
     assert "24 samples" in res.output and "0 missing" in res.output
 
 
 def test_check_reports_missing_key(synth_dataset, tmp_path) -> None:
     npz = _copy_dataset(synth_dataset, tmp_path / "d", drop=("part",))
-    res = runner.invoke(data_app, ["check", str(npz)])
+    res = runner.invoke(data_app, ["check", str(npz)], env=NARROW)
     assert res.exit_code == 1
-    out = " ".join(res.output.split())
-    assert "key 'part': required key is missing" in out
-    assert "expected (N, 24, 3), found absent" in out
+    assert "key 'part': required key is missing" in res.output
+    assert "expected (N, 24, 3), found absent" in res.output
 
 
 def test_check_reports_wrong_shape_and_row_count(synth_dataset, tmp_path) -> None:
@@ -48,18 +51,18 @@ def test_check_reports_wrong_shape_and_row_count(synth_dataset, tmp_path) -> Non
 
 
 def test_check_reports_missing_images(synth_dataset, tmp_path) -> None:
-    root = tmp_path / "copy"
+    root = tmp_path / ("a_folder_name_longer_than_the_console_" * 3) / "copy"
     d = load_npz(synth_dataset / "synth_train.npz")
-    root.mkdir()
+    root.mkdir(parents=True)
     save_npz_atomic(root / "synth_train.npz", d)
     (root / "images" / "train").mkdir(parents=True)
     for name in d["imgname"][2:]:  # the first two images are missing
         (root / name).write_bytes((synth_dataset / name).read_bytes())
-    res = runner.invoke(data_app, ["check", str(root / "synth_train.npz"), "--all-images"])
+    res = runner.invoke(data_app, ["check", str(root / "synth_train.npz"), "--all-images"], env=NARROW)
     assert res.exit_code == 1
-    out = " ".join(res.output.split())
-    assert "2 image file(s) missing (all checked)" in out
-    assert "000000.png" in out and "000001.png" in out  # the first missing paths are named
+    assert "2 image file(s) missing (all checked)" in res.output
+    for name in d["imgname"][:2]:  # the first missing paths are named, each whole on one line
+        assert str(root / name) in res.output
     rep = check_npz(root / "synth_train.npz", all_images=True)
     assert rep.images_missing == 2 and rep.images_checked == 24
     assert rep.missing_examples == [str(root / d["imgname"][0]), str(root / d["imgname"][1])]
@@ -68,11 +71,11 @@ def test_check_reports_missing_images(synth_dataset, tmp_path) -> None:
 def test_check_by_config_name(synth_dataset, tmp_path) -> None:
     cfg = tmp_path / "datasets.toml"
     cfg.write_text(f'root = "{synth_dataset}"\n[datasets.mysynth]\nnpz = "synth_test.npz"\n')
-    res = runner.invoke(data_app, ["check", "--config", str(cfg), "mysynth"])
+    res = runner.invoke(data_app, ["check", "--config", str(cfg), "mysynth"], env=NARROW)
     assert res.exit_code == 0, res.output
     assert "mysynth" in res.output and "8 samples" in res.output
     # without names: every configured dataset; absent built-in files are listed as skipped, not failures
-    res = runner.invoke(data_app, ["check", "--config", str(cfg)])
+    res = runner.invoke(data_app, ["check", "--config", str(cfg)], env=NARROW)
     assert res.exit_code == 0, res.output
     assert "not present (skipped)" in res.output
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import pickle
-
 import numpy as np
 import pytest
 import torch
@@ -137,7 +135,7 @@ def test_dataset_from_config_file(synth_dataset, tmp_path, monkeypatch) -> None:
         load_datasets_config(bad)
 
 
-def test_occluders_restricted_loading_and_use(synth_dataset, tmp_path) -> None:
+def test_occluders_restricted_loading_and_use(synth_dataset, tmp_path, capsys) -> None:
     rng = np.random.default_rng(0)
     patches = np.empty(2, dtype=object)
     patches[0] = rng.integers(0, 255, (40, 30, 4), dtype=np.uint8)
@@ -153,9 +151,11 @@ def test_occluders_restricted_loading_and_use(synth_dataset, tmp_path) -> None:
     evil = np.empty(1, dtype=object)
     evil[0] = Evil()
     np.save(tmp_path / "evil.npy", evil, allow_pickle=True)
+    assert b"owned" in (tmp_path / "evil.npy").read_bytes()  # the payload is in the file
+    capsys.readouterr()
     with pytest.raises(DatasetError, match="refusing"):
         load_occluders(tmp_path / "evil.npy")
-    assert pickle  # the module is only used to build the hostile file
+    assert "owned" not in capsys.readouterr().out  # refused before anything was unpickled
 
     spec = DatasetsConfig().resolve(str(synth_dataset / "synth_train.npz"), occlusion=True)
     aug_on = AugmentConfig(occlusion=True, occluders=str(tmp_path / "occ.npy"), rot_zero_prob=1.0)

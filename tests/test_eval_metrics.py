@@ -116,3 +116,26 @@ def test_summarize_ignores_nan():
     s = M.summarize(np.array([1.0, np.nan, 3.0]))
     assert s["mean"] == 2.0 and s["count"] == 2 and s["median"] == 2.0
     assert M.summarize(np.array([np.nan]))["count"] == 0
+
+
+def test_accel_error_by_hand():
+    from metahmr_cli.evaluation.metrics import accel_error
+
+    t = np.arange(5, dtype=np.float64)
+    gt = np.zeros((5, 2, 3))
+    gt[:, 0, 0] = t**2 / 2          # constant acceleration 1 per frame^2 along x for joint 0
+    pred = gt.copy()
+    pred[2, 1, 1] = 0.3             # a 0.3 blip on joint 1 at frame 2: accelerations -0.6 at t=2, +0.3 at t=1, 3
+    err = accel_error(pred, gt)
+    np.testing.assert_allclose(err, [0.15, 0.3, 0.15])
+    np.testing.assert_allclose(accel_error(pred, gt, mm=True), [150, 300, 150])
+    with pytest.raises(ValueError):
+        accel_error(pred[:2], gt[:2])
+
+
+def test_id_switches_counts_changes_of_a_persons_track():
+    from metahmr_cli.evaluation.metrics import id_switches
+
+    assert id_switches([{0: 1, 1: 2}, {0: 1, 1: 2}, {1: 2}, {0: 1, 1: 2}]) == 0   # a miss is no switch
+    assert id_switches([{0: 1, 1: 2}, {0: 2, 1: 1}, {0: 2, 1: 1}]) == 2
+    assert id_switches([{0: 1}, {0: 3}, {0: 1}]) == 2

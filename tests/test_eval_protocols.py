@@ -169,3 +169,49 @@ def test_neutral_gender_rule():
         assert prep.vertices[:, 0, 0].tolist() == tags
     proto = P.make_protocol("3dpw", gender_rule="neutral")
     assert not proto.released and "neutral" in proto.name
+
+
+def _umeyama_align(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
+    """Independent similarity alignment of one (J, 3) point set onto another (Umeyama 1991, with the
+    reflection correction), written out with numpy for the test."""
+    mp, mg = pred.mean(0), gt.mean(0)
+    p, g = pred - mp, gt - mg
+    cov = g.T @ p / len(p)
+    u, d, vt = np.linalg.svd(cov)
+    s = np.eye(3)
+    if np.linalg.det(u) * np.linalg.det(vt) < 0:
+        s[2, 2] = -1.0
+    rot = u @ s @ vt
+    scale = np.trace(np.diag(d) @ s) / (p**2).sum(1).mean()
+    return scale * p @ rot.T + mg
+
+
+def test_evaluate_vertices_pa_mpjpe_is_procrustes_aligned():
+    """PA-MPJPE of the evaluation is the error after a per-sample similarity alignment, not plain MPJPE:
+    a rotated, scaled and shifted copy of the GT mesh has PA-MPJPE 0 and a large MPJPE; noisy predictions
+    agree with an independent Umeyama alignment."""
+    rng = np.random.default_rng(7)
+    gt_v = rng.normal(size=(3, 20, 3))
+    angle = 0.7
+    rot = np.array([[np.cos(angle), 0.0, np.sin(angle)], [0.0, 1.0, 0.0], [-np.sin(angle), 0.0, np.cos(angle)]])
+    pred_v = 1.3 * gt_v @ rot.T + np.array([0.2, -0.1, 0.5])
+    pred_v[1:] += 0.05 * rng.normal(size=(2, 20, 3))  # samples 1 and 2 are not exact copies
+    body = PickBody()
+    joints, pelvis = P.mesh_eval_joints(torch.from_numpy(gt_v), body, "J14")
+    prepared = P.PreparedGT(joints=joints, joints_valid=torch.ones(3, dtype=torch.bool),
+                            vertices=torch.from_numpy(gt_v), pelvis=pelvis, mesh_valid=torch.ones(3, dtype=torch.bool))
+    out = P.evaluate_vertices(torch.from_numpy(pred_v), prepared, P.make_protocol("3dpw"), body)
+
+    sel = H36M_TO_J17[:14]
+    pj = pred_v[:, sel] - pred_v[:, [0]]
+    gj = gt_v[:, sel] - gt_v[:, [0]]
+    mpjpe = 1000 * np.linalg.norm(pj - gj, axis=-1).mean(1)
+    pa_err = 1000 * np.stack([np.linalg.norm(_umeyama_align(pj[i], gj[i]) - gj[i], axis=-1) for i in range(3)])
+    # float64 throughout; the two alignments differ only by rounding of an SVD of O(1) coordinates
+    # (~1e-15 relative), so 1e-9 relative (1e-9 mm absolute for the exact copy) is far above rounding and far
+    # below any protocol difference (the prediction moved by ~100 mm)
+    np.testing.assert_allclose(out["mpjpe"], mpjpe, rtol=1e-9)
+    np.testing.assert_allclose(out["pa_joint_err"], pa_err, rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(out["pa_mpjpe"], pa_err.mean(1), rtol=1e-9, atol=1e-9)
+    assert out["pa_mpjpe"][0] < 1e-9 < 100.0 < out["mpjpe"][0]
+    assert (out["pa_mpjpe"][1:] < out["mpjpe"][1:]).all()

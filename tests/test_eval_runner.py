@@ -58,7 +58,7 @@ def cli_run(tmp_path_factory, synth_dataset, standin_dir, tiny_checkpoint) -> Pa
             "--tto", "none,eft,metahmr,reference", "--steps", str(STEPS), "--batch-size", "3",
             "--max-samples", str(N_SAMPLES), "--body", str(standin_dir), "--out", str(out), "--device", "cpu",
             "--no-progress", "--gender-rule", "neutral"]
-    result = CliRunner().invoke(app, args)
+    result = CliRunner().invoke(app, args, env={"COLUMNS": "200"})  # a table of 7 columns: room for every header
     assert result.exit_code == 0, result.output + repr(result.exception)
     assert "MPJPE" in result.output
     return out

@@ -52,6 +52,36 @@ COCO_TO_49_BY_HAND: dict[int, int | tuple[int, int] | None] = {
 }
 
 
+# Written by hand from the OpenPose COCO-18 order (nose, neck, r shoulder/elbow/wrist, l shoulder/elbow/wrist,
+# r hip/knee/ankle, l hip/knee/ankle, r/l eye, r/l ear): the neck is a keypoint of its own here.
+OPENPOSE18_TO_49_BY_HAND: dict[int, int | tuple[int, int] | None] = {
+    0: 0, 1: 1,  # OP Nose, OP Neck (the detected neck, not mid shoulders)
+    2: 2, 3: 3, 4: 4, 5: 5, 6: 6, 7: 7,  # OP R/L shoulder, elbow, wrist
+    8: (8, 11),  # OP MidHip = mid hips
+    9: 8, 10: 9, 11: 10, 12: 11, 13: 12, 14: 13,  # OP RHip, RKnee, RAnkle, LHip, LKnee, LAnkle
+    15: 14, 16: 15, 17: 16, 18: 17,  # OP REye, LEye, REar, LEar
+    19: None, 20: None, 21: None, 22: None, 23: None, 24: None,  # feet
+    25: 10, 26: 9, 27: 8, 28: 11, 29: 12, 30: 13,  # Right Ankle, Knee, Hip, Left Hip, Knee, Ankle
+    31: 4, 32: 3, 33: 2, 34: 5, 35: 6, 36: 7,  # Right Wrist, Elbow, Shoulder, Left Shoulder, Elbow, Wrist
+    37: None, 38: None, 39: None, 40: None, 41: None, 42: None, 43: None,  # LSP neck/head top, MPII, H36M
+    44: 0, 45: 15, 46: 14, 47: 17, 48: 16,  # Nose, Left Eye, Right Eye, Left Ear, Right Ear
+}
+
+
+def _assert_slots(out: np.ndarray, kp: np.ndarray, table: dict[int, int | tuple[int, int] | None]) -> None:
+    """Each 49-joint slot is empty, a copy of one keypoint, or the midpoint of two (confidence: the smaller)."""
+    assert sorted(table) == list(range(49))
+    for slot, src in table.items():
+        if src is None:
+            np.testing.assert_array_equal(out[:, slot], 0.0, err_msg=f"slot {slot}")
+        elif isinstance(src, int):
+            np.testing.assert_allclose(out[:, slot], kp[:, src], rtol=1e-6, err_msg=f"slot {slot}")
+        else:
+            a, b = kp[:, src[0]], kp[:, src[1]]
+            np.testing.assert_allclose(out[:, slot, :2], (a[:, :2] + b[:, :2]) / 2, rtol=1e-6)
+            np.testing.assert_allclose(out[:, slot, 2], np.minimum(a[:, 2], b[:, 2]), rtol=1e-6)
+
+
 def _distinct_keypoints(n: int, k: int, seed: int = 0) -> np.ndarray:
     rng = np.random.default_rng(seed)
     kp = np.zeros((n, k, 3), np.float32)
@@ -65,15 +95,16 @@ def test_coco_to_49_slot_by_slot() -> None:
     kp = _distinct_keypoints(2, 17)
     out = to_49(kp, "coco17")
     assert out.shape == (2, 49, 3) and out.dtype == np.float32
-    for slot, src in COCO_TO_49_BY_HAND.items():
-        if src is None:
-            np.testing.assert_array_equal(out[:, slot], 0.0, err_msg=f"slot {slot}")
-        elif isinstance(src, int):
-            np.testing.assert_allclose(out[:, slot], kp[:, src], rtol=1e-6, err_msg=f"slot {slot}")
-        else:
-            a, b = kp[:, src[0]], kp[:, src[1]]
-            np.testing.assert_allclose(out[:, slot, :2], (a[:, :2] + b[:, :2]) / 2, rtol=1e-6)
-            np.testing.assert_allclose(out[:, slot, 2], np.minimum(a[:, 2], b[:, 2]), rtol=1e-6)
+    _assert_slots(out, kp, COCO_TO_49_BY_HAND)
+
+
+def test_openpose18_to_49_slot_by_slot() -> None:
+    kp = _distinct_keypoints(2, 18, seed=1)
+    # the detected neck is far from the shoulders' midpoint, so a derived neck would not pass
+    kp[:, 1, :2] = (kp[:, 2, :2] + kp[:, 5, :2]) / 2 + np.array([0.0, 60.0], np.float32)
+    out = to_49(kp, "openpose18")
+    assert out.shape == (2, 49, 3)
+    _assert_slots(out, kp, OPENPOSE18_TO_49_BY_HAND)
 
 
 def test_slot_groups_and_unbatched_input() -> None:
@@ -84,8 +115,9 @@ def test_slot_groups_and_unbatched_input() -> None:
     assert both.shape == (49, 3)
     np.testing.assert_array_equal(gt_only[0, :25], 0.0)
     np.testing.assert_array_equal(op_only[0, 25:], 0.0)
-    np.testing.assert_allclose(gt_only[0, 25:] + op_only[0, :25].sum() * 0, both[25:])
+    np.testing.assert_allclose(gt_only[0, 25:], both[25:])
     np.testing.assert_allclose(op_only[0, :25], both[:25])
+    np.testing.assert_array_equal(gt_only[0] + op_only[0], both)  # the two groups partition the slots
 
 
 def test_missing_evidence_and_nan() -> None:

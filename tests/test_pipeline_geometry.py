@@ -183,17 +183,16 @@ def test_hmr_checkpoint_uses_the_crop_camera_and_writes_full_image_transl(tmp_pa
 
 
 def test_progress_bar_shows_file_names_verbatim(tmp_path, standin_dir, tiny_checkpoint):
+    """Without a terminal the progress is plain lines; names with brackets are printed as they are."""
     from rich.console import Console
+
+    from metahmr_cli.pipeline import _Progress
 
     buf = io.StringIO()
     console = Console(file=buf, width=200, force_terminal=False, color_system=None)
-    cfg = ProcessConfig(inputs=[str(tmp_path)], out=tmp_path / "out", body=str(standin_dir),
-                        checkpoint=tiny_checkpoint, device="cpu", keypoints="mediapipe")
-    pipe = Pipeline(cfg, detector=_Det(), keypoints=_KP(), console=console, progress=True)
-
-    class _Item:
-        path = Path("/x/[red]shot.jpg")
-
-    with pipe._progress_bar(1) as advance:
-        advance(_Item())
-    assert "[red]shot.jpg" in buf.getvalue()
+    with _Progress(3, enabled=True, console=console, every=0.0) as progress:
+        progress.advance(1, name="[red]shot.jpg")
+        progress.advance(2, name="clip.mp4 frame 1")
+    text = buf.getvalue()
+    assert "[red]shot.jpg" in text and "1/3 images+frames" in text and "ETA" in text
+    assert "3/3 images+frames" in text

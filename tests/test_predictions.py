@@ -131,11 +131,8 @@ def test_bad_inputs():
         project_keypoints(torch.zeros(2, 49, 3, dtype=F64), out["cam"][:2], crop)
 
 
-def test_decode_with_standin_body(request):
-    try:
-        body = request.getfixturevalue("standin_body")
-    except pytest.FixtureLookupError:
-        pytest.skip("standin_body fixture not available")
+def test_decode_with_standin_body(standin_body):
+    body = standin_body
     out, crop = _inputs()
     out = {k: v.to(body_dtype(body)) for k, v in out.items()}
     d = decode(out, body, crop)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -49,6 +50,7 @@ def _child_env() -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def short_run(synth_dataset, standin_dir, tmp_path_factory):
+    """A 120-step run; its folder (11 checkpoints, about 260 MB) is removed when the module is done."""
     out = tmp_path_factory.mktemp("runs") / "short"
     cfg = _cfg(synth_dataset, standin_dir, out, max_steps=120, outer_lr=2e-4, augment=False, checkpoint_every=60,
                deterministic=False)
@@ -57,7 +59,8 @@ def short_run(synth_dataset, standin_dir, tmp_path_factory):
         result = train(cfg)
     finally:
         torch.set_num_threads(threads)
-    return cfg, result
+    yield cfg, result
+    shutil.rmtree(out.parent, ignore_errors=True)
 
 
 def test_short_run_lowers_the_outer_loss(short_run):

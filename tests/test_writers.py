@@ -45,7 +45,7 @@ def test_roundtrip_keys_shapes_dtypes(tmp_path):
     p = write_result_npz(tmp_path / "x.npz", r)
     assert validate_result_npz(p) == []
     d = load_result_npz(p)
-    assert str(d["schema_version"]) == SCHEMA_VERSION == "1.1"
+    assert str(d["schema_version"]) == SCHEMA_VERSION == "1.2"
     assert str(d["focal_rule"]) == "diagonal" and str(d["model_tier"]) == "custom"
     assert d["body_pose"].shape == (2, 69) and d["body_pose"].dtype == np.float32
     assert d["vertices"].shape == (2, 30, 3)
@@ -171,6 +171,11 @@ def test_mesh_files_roundtrip(tmp_path, fmt):
     assert [p.name for p in paths] == [f"img_person00.{fmt}", f"img_person01.{fmt}"]
     loaded = trimesh.load(paths[1], force="mesh", process=False)
     assert loaded.faces.shape == box.faces.shape
+    # glTF / Blender axes: (x, y, z) -> (x, -y, -z)
+    expected = verts[1] * [1, -1, -1]
+    np.testing.assert_allclose(np.sort(loaded.vertices, axis=0), np.sort(expected, axis=0), atol=1e-5)
+    raw = write_person_meshes(tmp_path / "raw", verts, box.faces, fmt, frame="opencv")
+    loaded = trimesh.load(raw[1], force="mesh", process=False)
     np.testing.assert_allclose(np.sort(loaded.vertices, axis=0), np.sort(verts[1], axis=0), atol=1e-5)
     if fmt == "glb":
         assert zipfile.is_zipfile(paths[0]) is False and paths[0].read_bytes()[:4] == b"glTF"
@@ -182,3 +187,30 @@ def test_mesh_rejects_bad_input(tmp_path):
     with pytest.raises(ValueError, match="faces index"):
         write_mesh(tmp_path / "a.obj", np.zeros((3, 3)), np.array([[0, 1, 3]]))
     assert list(tmp_path.iterdir()) == []
+
+
+def test_glb_of_a_standing_person_is_upright_and_faces_plus_z(tmp_path, standin_body):
+    """A person standing upright and facing the camera (OpenCV frame: head at -y, front toward -z): in the GLB
+    the head is above the feet along +y and the body faces +z."""
+    import torch
+
+    from metahmr_cli.geometry.rotation import axis_angle_to_rotmat
+
+    rot = torch.eye(3).repeat(1, 24, 1, 1)
+    rot[0, 0] = axis_angle_to_rotmat(torch.tensor([[np.pi, 0.0, 0.0]]))[0]  # upright, facing the camera
+    out = standin_body(rot, torch.zeros(1, 10), torch.tensor([[0.0, 0.0, 4.0]]))
+    verts, joints = out.vertices[0].numpy(), out.joints[0].numpy()
+    (path,) = write_person_meshes(tmp_path / "person", verts[None], standin_body.faces, "glb")
+    mesh = trimesh.load(path, force="mesh", process=False)
+    v = np.asarray(mesh.vertices)
+    # head top = highest vertex, feet = lowest: along +y
+    assert v[:, 1].max() - v[:, 1].min() > 1.4
+    head = v[np.argmax(v[:, 1])]
+    feet = v[np.argmin(v[:, 1])]
+    assert head[1] > feet[1] + 1.4
+    # facing +z: the nose (joint 0, OpenPose nose) lies in front (+z) of the mid-hip line in the file's frame
+    nose = joints[0] * [1, -1, -1]
+    neck = joints[1] * [1, -1, -1]
+    assert nose[2] > neck[2] + 0.02
+    # and the person is 4 m in front of the camera, i.e. at z = -4 in the file
+    assert v[:, 2].mean() == pytest.approx(-4.0, abs=0.2)

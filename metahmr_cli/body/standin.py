@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +29,7 @@ import numpy as np
 
 from metahmr_cli.body.joints import SMPL_PARENTS, VERTEX_ID_NAMES
 from metahmr_cli.constants import GENDERS, NUM_BETAS
+from metahmr_cli.io.writers import atomic_path
 
 logger = logging.getLogger(__name__)
 
@@ -718,16 +718,9 @@ def standin_mean_params() -> dict[str, np.ndarray]:
 
 
 def _atomic_write(path: Path, writer: Callable[[object], None]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            writer(fh)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    """Call ``writer`` on a binary file handle of a temporary file that replaces ``path`` when it returns."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        writer(fh)
 
 
 def write_standin_assets(out_dir: str | os.PathLike[str], *, seed: int = 0) -> dict[str, Path]:

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import io
-import os
 import pickle
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -13,6 +11,7 @@ from typing import Any, BinaryIO
 import numpy as np
 
 from ..errors import DatasetError
+from ..io.writers import atomic_path
 
 __all__ = ["load_npz", "save_npz_atomic"]
 
@@ -86,14 +85,6 @@ def save_npz_atomic(path: str | Path, arrays: dict[str, np.ndarray], compressed:
     A reader never sees a half-written file, and an interrupted write leaves the previous file intact.
     """
     p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            (np.savez_compressed if compressed else np.savez)(f, **arrays)
-        os.replace(tmp, p)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_path(p) as tmp, open(tmp, "wb") as f:
+        (np.savez_compressed if compressed else np.savez)(f, **arrays)
     return p

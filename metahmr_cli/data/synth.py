@@ -35,6 +35,7 @@ from scipy.spatial.transform import Rotation
 from ..constants import BBOX_MARGIN_KEYPOINTS, NUM_BETAS, SCALE_PX
 from ..errors import ConfigError, InputError
 from ..geometry import axis_angle_to_rotmat
+from ..io.writers import write_text_atomic
 from .augment import item_rng
 from .npzio import save_npz_atomic
 from .raster import project_points, rasterize, shade_faces
@@ -311,7 +312,7 @@ def _resolve_body_dir(body: str | Path) -> Path:
     return p
 
 
-def _load_bodies(body: Any, genders: str) -> dict[str, Any]:
+def _load_bodies(body: Any, genders: str, device: str = "cpu") -> dict[str, Any]:
     from ..body.smpl import load_body_model
 
     if not isinstance(body, str | Path):
@@ -320,10 +321,10 @@ def _load_bodies(body: Any, genders: str) -> dict[str, Any]:
         return {"n": body}
     d = _resolve_body_dir(body)
     if genders == "neutral":
-        return {"n": load_body_model(d, "neutral", device=torch.device("cpu"), with_h36m=False)}
+        return {"n": load_body_model(d, "neutral", device=torch.device(device), with_h36m=False)}
     if genders == "mixed":
         return {
-            g[0]: load_body_model(d, g, device=torch.device("cpu"), with_h36m=False) for g in ("male", "female")
+            g[0]: load_body_model(d, g, device=torch.device(device), with_h36m=False) for g in ("male", "female")
         }
     raise ConfigError(f"genders must be 'neutral' or 'mixed', got '{genders}'.")
 
@@ -362,6 +363,7 @@ def write_synth_dataset(
     body: str | Path | Any = "standin",
     *,
     progress: bool = False,
+    device: str = "cpu",
 ) -> SynthResult:
     """Generate a synthetic dataset in the SPIN npz format (see the module docstring for the layout).
 
@@ -371,6 +373,7 @@ def write_synth_dataset(
         body: "open" (the bundled open body), "standin", "smpl" (resolved through the weights root), a body folder,
             or a loaded ``BodyModel`` (neutral only).
         progress: show a rich progress bar.
+        device: where the bodies are posed ("cpu", "cuda", "cuda:N"); images are rasterised on the CPU.
     Returns:
         :class:`SynthResult` with the written paths.
     Raises:
@@ -389,7 +392,7 @@ def write_synth_dataset(
     train_npz, test_npz = out / f"{cfg.prefix}_train.npz", out / f"{cfg.prefix}_test.npz"
     if not cfg.overwrite and (train_npz.exists() or test_npz.exists()):
         raise InputError(f"{out} already holds {train_npz.name}/{test_npz.name}; choose another --out or --overwrite.")
-    bodies = _load_bodies(body, cfg.genders)
+    bodies = _load_bodies(body, cfg.genders, device)
     n_test = int(round(cfg.n * cfg.test_fraction)) if cfg.n >= 2 else 0
     if cfg.n >= 2 and cfg.test_fraction > 0:
         n_test = min(max(n_test, 1), cfg.n - 1)
@@ -424,12 +427,13 @@ def write_synth_dataset(
                 sub = [d for d in draws if d[2] == g]
                 if not sub:
                     continue
-                aa = torch.tensor(np.stack([d[3] for d in sub]), dtype=torch.float32).reshape(-1, 24, 3)
-                betas_t = torch.tensor(np.stack([d[4] for d in sub]), dtype=torch.float32)
+                dev = getattr(model, "device", torch.device("cpu"))
+                aa = torch.tensor(np.stack([d[3] for d in sub]), dtype=torch.float32).reshape(-1, 24, 3).to(dev)
+                betas_t = torch.tensor(np.stack([d[4] for d in sub]), dtype=torch.float32).to(dev)
                 with torch.no_grad():
                     bo = model(axis_angle_to_rotmat(aa), betas_t)
-                verts_b = bo.vertices.double().numpy()
-                joints_b = bo.joints.double().numpy()
+                verts_b = bo.vertices.double().cpu().numpy()
+                joints_b = bo.joints.double().cpu().numpy()
                 for k, (i, rng, _g, pose, betas) in enumerate(sub):
                     focal = _sample_camera(rng, cfg)
                     t = _place(rng, verts_b[k], focal, cfg)
@@ -495,9 +499,7 @@ def write_synth_dataset(
         ),
     }
     meta_path = out / "dataset.json"
-    tmp = meta_path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(meta, indent=2, default=str))
-    tmp.replace(meta_path)
+    write_text_atomic(meta_path, json.dumps(meta, indent=2, default=str))
     log.info("wrote %d train and %d test samples to %s", n_train, n_test, out)
     return SynthResult(
         out_dir=out, train_npz=written["train"], test_npz=written.get("test"), n_train=n_train, n_test=n_test,

@@ -24,6 +24,7 @@ import numpy as np
 from metahmr_cli.evaluation.metrics import summarize
 from metahmr_cli.evaluation.paper_numbers import RELEASED_EVAL_NOTE, PaperResult
 from metahmr_cli.evaluation.protocols import METRIC_LABELS, METRICS, EvalProtocol
+from metahmr_cli.io.writers import atomic_path, write_text_atomic
 
 REPORT_VERSION = 1
 PER_SAMPLE_FIELDS = ("mpjpe", "pa_mpjpe", "pve", "steps", "reproj_before", "reproj_after", "converged",
@@ -237,12 +238,10 @@ def render_markdown(report: EvalReport) -> str:
 
 
 def _write_csv(path: Path, header: list[str], rows: list[list[Any]]) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    with tmp.open("w", newline="") as f:
+    with atomic_path(path) as tmp, tmp.open("w", newline="") as f:
         w = csv.writer(f)
         w.writerow(header)
         w.writerows(rows)
-    tmp.replace(path)
 
 
 def _csv_value(x: Any) -> Any:
@@ -370,12 +369,10 @@ def write_reports(report: EvalReport, out_dir: str | Path, *, plots: bool = True
     files["report_md"] = str(out / "report.md")
     report.files.update(files)
     md = render_markdown(report)
-    (out / "report.md.tmp").write_text(md)
-    (out / "report.md.tmp").replace(out / "report.md")
+    write_text_atomic(out / "report.md", md)
     data = _sanitize(report.to_dict())
     data["files"] = {k: Path(v).name for k, v in report.files.items()}
-    (out / "report.json.tmp").write_text(json.dumps(data, indent=2, allow_nan=False, default=_json_default))
-    (out / "report.json.tmp").replace(out / "report.json")
+    write_text_atomic(out / "report.json", json.dumps(data, indent=2, allow_nan=False, default=_json_default))
     return files
 
 

@@ -25,7 +25,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +38,7 @@ from metahmr_cli.errors import ConfigError, DatasetError
 from metahmr_cli.evaluation import protocols as P
 from metahmr_cli.evaluation.paper_numbers import match_paper_result
 from metahmr_cli.evaluation.reports import EvalReport, MethodResult, write_reports
+from metahmr_cli.io.writers import atomic_path
 from metahmr_cli.tto.schedules import RELEASED_PROCEDURE
 
 log = logging.getLogger(__name__)
@@ -181,10 +181,9 @@ def _file_fingerprint(path: Path) -> dict[str, Any]:
 
 
 def _atomic_savez(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}.npz")
-    np.savez(tmp, **arrays)
-    os.replace(tmp, path)
+    """One cache file, written through the atomic writer (a killed run never leaves a half-written cache)."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        np.savez(fh, **arrays)
 
 
 def _batches(n: int, batch_size: int) -> list[tuple[int, int]]:

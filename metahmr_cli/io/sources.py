@@ -70,12 +70,16 @@ class InputItem:
         kind: ``"image"`` or ``"video"``.
         stem: output stem, unique within one :func:`expand_inputs` call (``sub__IMG_0001``).
         source: the command-line argument the item was found through.
+        problem: why a folder entry cannot be read (with ``report_problems``), else None.
     """
 
     path: Path
     kind: Literal["image", "video"]
     stem: str
     source: str
+    problem: str | None = None
+    """Set for an entry a folder scan could not use (dangling symlink, symlink loop, unreadable folder): the
+    runner records it as failed with this reason instead of skipping it silently."""
 
 
 def _natural_key(text: str) -> list[object]:
@@ -110,11 +114,54 @@ def _glob_base(pattern: str) -> Path:
     return Path(*base) if base else Path(".")
 
 
+def _scan(folder: Path, recursive: bool, problems: list[tuple[Path, Path, str]]) -> Iterator[tuple[Path, Path]]:
+    """(path, path relative to ``folder``) of the visible files under ``folder``; entries that cannot be read are
+    appended to ``problems`` as (path, relative path, reason)."""
+
+    def unreadable(err: OSError) -> None:
+        p = Path(err.filename) if err.filename else folder
+        with_rel = p.relative_to(folder) if p != folder and p.is_relative_to(folder) else Path(p.name)
+        if not _hidden(with_rel):
+            problems.append((p, with_rel, f"folder cannot be read ({err.strerror or err})"))
+
+    visited = {os.path.realpath(folder)}
+    for root, dirs, files in os.walk(folder, onerror=unreadable, followlinks=True):
+        root_path = Path(root)
+        keep = []
+        for d in sorted(dirs) if recursive else []:
+            if d.startswith("."):
+                continue
+            real = os.path.realpath(root_path / d)
+            if real in visited:  # a linked folder already scanned, or a loop back to a parent
+                if (root_path / d).is_symlink() and os.path.commonpath([real, os.path.realpath(root_path)]) == real:
+                    rel = (root_path / d).relative_to(folder)
+                    problems.append((root_path / d, rel, "symlink loop: the link points back to a parent folder"))
+                continue
+            visited.add(real)
+            keep.append(d)
+        dirs[:] = keep
+        for name in sorted(files):
+            path = root_path / name
+            rel = path.relative_to(folder)
+            if _hidden(rel):
+                continue
+            if path.is_symlink():
+                try:
+                    os.stat(path)
+                except OSError as exc:
+                    why = "symlink loop" if exc.errno == 40 else "dangling symlink: its target does not exist"
+                    problems.append((path, rel, why))
+                    continue
+            if path.is_file():
+                yield path, rel
+
+
 def expand_inputs(
     inputs: Sequence[str | os.PathLike[str]],
     *,
     recursive: bool = False,
     include_videos: bool = True,
+    report_problems: bool = False,
 ) -> list[InputItem]:
     """Expand files, folders and glob patterns into a sorted, de-duplicated list of input items.
 
@@ -124,6 +171,8 @@ def expand_inputs(
             treated as an image, so a bad file becomes a per-input failure instead of vanishing).
         recursive: also scan sub-folders of folder arguments. Hidden files and folders (``.name``) are skipped.
         include_videos: keep video files found in folders and globs.
+        report_problems: also return folder entries that cannot be read (dangling symlinks, symlink loops,
+            unreadable sub-folders) as items with ``problem`` set; otherwise they are logged as warnings.
 
     Returns:
         Items sorted in natural order of their paths.
@@ -144,19 +193,23 @@ def expand_inputs(
         kind = _kind_of(path)
         return None if kind == "video" and not include_videos else kind
 
+    problems: dict[Path, tuple[Path, Path, str, str]] = {}
+
     def scan_folder(folder: Path, source: str) -> int:
-        pattern = "**/*" if recursive else "*"
         n = 0
-        for path in folder.glob(pattern):
-            rel = path.relative_to(folder)
-            if _hidden(rel) or not path.is_file():
-                continue
+        bad: list[tuple[Path, Path, str]] = []
+        for path, rel in _scan(folder, recursive, bad):
             kind = wanted_kind(path)
             if kind is None:
                 continue
             add(path, kind, rel, source)
             n += 1
-        return n
+        for path, rel, why in bad:
+            if wanted_kind(path) is None and why in ("symlink loop", "dangling symlink: its target does not exist"):
+                continue  # a broken link named like something that is not an image or video: not an input
+            logger.warning("%s: %s", path, why)
+            problems.setdefault(path, (path, rel, source, why))
+        return n + len(bad)
 
     for raw in inputs:
         source = os.fspath(raw)
@@ -192,15 +245,19 @@ def expand_inputs(
         else:
             raise InputError(f"Input {source!r} does not exist. Pass an existing image, video, folder or glob.")
 
-    if not found:
+    if not found and not (report_problems and problems):
         raise InputError(
             "No images or videos found in " + ", ".join(repr(os.fspath(x)) for x in inputs)
             + f". Supported images: {', '.join(sorted(IMAGE_EXTENSIONS))}; "
             f"videos: {', '.join(sorted(VIDEO_EXTENSIONS))}. Use --recursive for nested folders."
         )
-    entries = sorted(found.values(), key=lambda e: _natural_key(e[0].as_posix()))
+    entries = [(*e, None) for e in found.values()]
+    if report_problems:
+        entries += [(p, "image", rel, source, why) for p, rel, source, why in problems.values()]
+    entries.sort(key=lambda e: _natural_key(e[0].as_posix()))
     stems = _unique_stems([(e[0], e[2]) for e in entries])
-    return [InputItem(path=e[0], kind=e[1], stem=s, source=e[3]) for e, s in zip(entries, stems, strict=True)]
+    return [InputItem(path=e[0], kind=e[1], stem=s, source=e[3], problem=e[4])
+            for e, s in zip(entries, stems, strict=True)]
 
 
 def _unique_stems(entries: list[tuple[Path, Path]]) -> list[str]:
@@ -306,7 +363,7 @@ def read_image(
                 Image.MAX_IMAGE_PIXELS = old_limit
     except Image.DecompressionBombError as exc:
         raise InputError(
-            f"Image {path} is too large to decode safely ({exc}). Downscale it or raise max_pixels."
+            f"Image {path} is too large to decode safely ({exc}). Downscale it or raise --max-pixels."
         ) from exc
     except (UnidentifiedImageError, ImportError) as exc:
         # ImportError: once ultralytics is imported it wraps Image.open and, for an unidentified file, tries
@@ -322,7 +379,8 @@ def read_image(
         if width * height > max_pixels:
             raise InputError(
                 f"Image {path} has {width}x{height} = {width * height / 1e6:.1f} MP, more than the limit of "
-                f"{max_pixels / 1e6:.1f} MP. Downscale it, or raise the limit (max_pixels) if it is genuine."
+                f"{max_pixels / 1e6:.1f} MP. Downscale it, or raise the limit (--max-pixels, or max_pixels in "
+                "--config) if it is genuine."
             )
         if min(width, height) < min_side:
             raise InputError(

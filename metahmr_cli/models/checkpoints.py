@@ -15,7 +15,6 @@ import copy
 import hashlib
 import importlib
 import logging
-import os
 import pickle
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -27,6 +26,7 @@ from torch import Tensor, nn
 
 from ..constants import IMG_H, IMG_W
 from ..errors import AssetNotFoundError, CheckpointError
+from ..io.writers import atomic_path
 from .builders import LAYOUTS, build_regressor, layout_for
 from .regressor import HEAD_DROPOUT, HEAD_MODULES, HEAD_WIDTH, NCAM, NPOSE, NSHAPE, Regressor
 
@@ -606,14 +606,9 @@ def load_backbone_init(model: Regressor | nn.Module, path: str | Path) -> Backbo
 
 # --------------------------------------------------------------------------------------------- writing
 def _atomic_save(obj: Any, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
+    """``torch.save`` through the project's atomic writer: a failed or interrupted save keeps the old file."""
+    with atomic_path(path) as tmp:
         torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     return path
 
 

@@ -22,6 +22,7 @@ import logging
 import os
 import random
 import re
+import shutil
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,7 @@ import numpy as np
 import torch
 
 from ..errors import CheckpointError
+from ..io.writers import TEMP_MARKER, atomic_path
 from ..models import Regressor, load_layout_state_dict, load_torch_file, save_networks
 from ..models.checkpoints import detect_network
 
@@ -87,7 +89,10 @@ def checkpoint_dir(run_dir: str | Path) -> Path:
     return Path(run_dir) / "checkpoints"
 
 
-_TEMP_NAME = re.compile(r"^\.(?P<name>.+)\.tmp-(?P<pid>\d+)$")
+_TEMP_NAMES = (
+    re.compile(r"^\.(?P<name>.+)" + re.escape(TEMP_MARKER) + r"(?P<pid>\d+)-[0-9a-f]+(\.[^.]*)?$"),  # atomic_path
+    re.compile(r"^\.(?P<name>.+)\.tmp-(?P<pid>\d+)$"),  # written by earlier versions
+)
 
 
 def _pid_alive(pid: int) -> bool:
@@ -101,14 +106,15 @@ def _pid_alive(pid: int) -> bool:
 
 
 def clean_stale_temp_files(folder: str | Path) -> list[Path]:
-    """Remove checkpoint temp files (``.<name>.tmp-<pid>``) whose writing process is gone (a SIGKILL mid-save);
-    files of live processes are kept. Returns the removed paths."""
+    """Remove checkpoint temp files (those of :func:`metahmr_cli.io.writers.atomic_path`, and ``.<name>.tmp-<pid>``
+    of earlier versions) whose writing process is gone (a SIGKILL mid-save); files of live processes are kept.
+    Returns the removed paths."""
     removed: list[Path] = []
     folder = Path(folder)
     if not folder.is_dir():
         return removed
     for path in folder.iterdir():
-        m = _TEMP_NAME.match(path.name)
+        m = next((m for m in (r.match(path.name) for r in _TEMP_NAMES) if m), None)
         if m and path.is_file() and not _pid_alive(int(m["pid"])):
             with contextlib.suppress(OSError):
                 path.unlink()
@@ -142,18 +148,11 @@ def save_training_checkpoint(run_dir: str | Path, main: Regressor, aux: Regresso
         "config": dict(config),
     }
     save_networks(path, main, aux, extra=extra)
-    last = folder / LAST_NAME
-    tmp = folder / f".{LAST_NAME}.tmp-{os.getpid()}"
-    try:
-        if tmp.exists():
-            tmp.unlink()
-        os.link(path, tmp)
-        os.replace(tmp, last)
-    except OSError:  # no hard links on this file system: copy through a temporary file
-        import shutil
-
-        shutil.copyfile(path, tmp)
-        os.replace(tmp, last)
+    with atomic_path(folder / LAST_NAME) as tmp:
+        try:
+            os.link(path, tmp)
+        except OSError:  # no hard links on this file system: a copy
+            shutil.copyfile(path, tmp)
     log.info("checkpoint %s (step %d)", path, step)
     return path
 

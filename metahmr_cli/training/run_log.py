@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from ..io.writers import atomic_path
 from ..losses import LOSS_TERMS
 
 __all__ = ["CSV_COLUMNS", "RunLogger", "read_log"]
@@ -99,13 +100,11 @@ class RunLogger:
         keep = [r for r in rows if r.get("step") and int(float(r["step"])) <= start_step]
         if len(keep) == len(rows):
             return
-        tmp = self.path.with_suffix(".csv.tmp")
-        with open(tmp, "w", newline="") as fh:
+        with atomic_path(self.path) as tmp, open(tmp, "w", newline="") as fh:
             w = csv.DictWriter(fh, fieldnames=list(CSV_COLUMNS))
             w.writeheader()
             for r in keep:
                 w.writerow({k: r.get(k, "") for k in CSV_COLUMNS})
-        tmp.replace(self.path)
 
     def log_step(self, row: Mapping[str, Any]) -> None:
         """Write one CSV row (keys of :data:`CSV_COLUMNS`; missing ones stay empty) and update the display."""
