@@ -51,8 +51,9 @@ SMPL_MODEL_NAMES: dict[str, tuple[str, ...]] = {
 
 _SMPL_HOWTO = (
     "Register at https://smpl.is.tue.mpg.de (non-commercial licence), download 'SMPL for Python' "
-    "(and the neutral model from https://smplify.is.tue.mpg.de), then run "
-    "`metahmr weights import-smpl PATH/TO/*.pkl`. For tests and demos without SMPL use `--body standin`."
+    "(and the neutral model basicModel_neutral_lbs_10_207_0_v1.0.0.pkl from https://smplify.is.tue.mpg.de), then "
+    "run `metahmr weights import-smpl PATH/TO/*.pkl`. Without SMPL, `process` runs the open tier (`--model open`: "
+    "the open body, never SMPL)."
 )
 _SPIN_DATA_HOWTO = (
     "It ships with SPIN's data archive (github.com/nkolot/SPIN, `fetch_data.sh`, folder data/). "

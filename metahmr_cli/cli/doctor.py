@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 
@@ -57,9 +58,13 @@ def check_torch() -> list[Check]:
         names = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
         bf16 = torch.cuda.is_bf16_supported()
         out.append(Check("cuda", True, f"{len(names)} device(s): {', '.join(names)}; bf16={bf16}"))
+    elif torch.version.cuda:  # a CUDA build without a usable GPU: the build is fine, the machine has no device
+        out.append(Check("cuda", False, f"torch is built for CUDA {torch.version.cuda}, but no CUDA device is visible: "
+                                        "everything runs on the CPU (slower)",
+                         "check the NVIDIA driver (nvidia-smi) and CUDA_VISIBLE_DEVICES"))
     else:
-        out.append(Check("cuda", False, "no CUDA device visible: everything runs on the CPU (slower)",
-                         "on a GPU machine install the CUDA build of torch"))
+        out.append(Check("cuda", False, "this torch is a CPU-only build: everything runs on the CPU (slower)",
+                         "on a GPU machine install torch's CUDA build (pytorch.org/get-started)"))
     return out
 
 
@@ -69,10 +74,15 @@ def check_renderer() -> Check:
     code = (
         "import numpy as np\n"
         "if not hasattr(np, 'infty'): np.infty = np.inf\n"
-        "import pyrender\n"
+        "import pyrender, trimesh\n"
+        "scene = pyrender.Scene()\n"
+        "scene.add(pyrender.Mesh.from_trimesh(trimesh.creation.box(extents=(1, 1, 1))), pose=np.eye(4))\n"
+        "cam = np.eye(4); cam[2, 3] = 3.0\n"
+        "scene.add(pyrender.PerspectiveCamera(yfov=1.0), pose=cam)\n"
         "r = pyrender.OffscreenRenderer(32, 32)\n"
-        "r.render(pyrender.Scene())\n"
+        "color, depth = r.render(scene)\n"
         "r.delete()\n"
+        "assert (depth > 0).any(), 'rendered nothing'\n"
     )
     env = dict(os.environ)
     try:
@@ -175,8 +185,8 @@ def doctor(
     table.add_column("")
     table.add_column("detail", overflow="fold")
     table.add_column("fix", overflow="fold")
-    for c in checks:
-        table.add_row(c.name, "[green]ok[/]" if c.ok else "[yellow]no[/]", c.detail, c.fix)
+    for c in checks:  # details and fixes are plain text: "[render]" in a pip extra is not markup
+        table.add_row(escape(c.name), "[green]ok[/]" if c.ok else "[yellow]no[/]", escape(c.detail), escape(c.fix))
     Console().print(table)
     Console().print("Assets (weights, SMPL, checkpoints): run `metahmr weights status`.")
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from metahmr_cli import assets
@@ -43,15 +44,33 @@ def _sha256(path: Path, limit: int = 1 << 40) -> str:
     return digest.hexdigest()
 
 
+TIER_ASSETS: dict[str, tuple[str, ...]] = {
+    "paper": ("smpl_neutral", "j_regressor_extra", "metahmr_cliff_hrnet_3dpw", "detector", "keypoints_rtmpose"),
+    "open": ("open_body", "open_model", "keypoints_movenet_multipose"),
+}
+"""The files each tier of ``process`` needs (paper: SMPL, the release, YOLO, RTMPose; open: bundled + MoveNet)."""
+
+
+def _tier_state(rows: dict[str, dict]) -> dict[str, list[str]]:
+    """Missing asset names per tier."""
+    return {tier: [n for n in names if not rows[n]["found"]] for tier, names in TIER_ASSETS.items()}
+
+
 @weights_app.command("status")
 def status(
     weights: Path | None = typer.Option(None, "--weights", help="A weights root to look in first."),
     as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON instead of a table."),
     checksums: bool = typer.Option(False, "--checksums", help="Also compute SHA-256 of every file found."),
+    details: bool = typer.Option(False, "--details", help="List every asset: where it was looked for and how to "
+                                                         "get it (default: a summary per tier)."),
+    for_: str = typer.Option("process", "--for", help="Exit 1 unless this can run: process (either tier), paper "
+                                                     "(the paper tier: SMPL + release + YOLO + RTMPose) or open."),
 ) -> None:
-    """List every asset each command needs: where it was looked for, found or missing, and how to get it."""
+    """What is installed and what is missing, per tier; the exit code says whether ``--for`` can run (0) or not (1)."""
+    if for_ not in ("process", "paper", "open"):
+        raise typer.BadParameter(f"--for {for_!r}: choose process, paper or open")
     manifest = assets.load_manifest().get("files", {})
-    rows = []
+    rows: dict[str, dict] = {}
     for name, spec in assets.ASSETS.items():
         lookup = assets.find_asset(name, weights=weights)
         row = {
@@ -68,33 +87,59 @@ def status(
             row["sha256"] = _sha256(lookup.found)
             expected = manifest.get(name, {}).get("sha256")
             row["sha256_matches_manifest"] = None if not expected else expected == row["sha256"]
-        rows.append(row)
+        rows[name] = row
+    missing = _tier_state(rows)
+    runnable = {"paper": not missing["paper"], "open": not missing["open"]}
+    runnable["process"] = runnable["paper"] or runnable["open"]
+    auto = "paper" if not [n for n in missing["paper"] if n in ("smpl_neutral", "j_regressor_extra",
+                                                                 "metahmr_cliff_hrnet_3dpw")] else "open"
+    code = 0 if runnable[for_] else 1
     if as_json:
         typer.echo(json.dumps({"weights_roots": [str(p) for _, p in assets.weights_roots(weights)],
-                               "assets": rows}, indent=2))
-        return
+                               "tiers": {t: {"missing": m, "complete": not m} for t, m in missing.items()},
+                               "process_auto_tier": auto, "can_run": runnable,
+                               "assets": list(rows.values())}, indent=2))
+        raise typer.Exit(code)
     console = Console()
-    console.print("Weights roots, in lookup order: " + ", ".join(
-        f"{p} [{label}]" for label, p in assets.weights_roots(weights)))
-    table = Table(show_lines=True)
-    table.add_column("asset")
-    table.add_column("needed by")
-    table.add_column("status")
-    table.add_column("where / how to get it", overflow="fold")
-    for row in rows:
-        if row["found"]:
-            state = "[green]found[/]"
-            where = row["found"] + (f"\nsha256 {row['sha256'][:16]}…" if "sha256" in row else "")
+    for tier, label in (("paper", "paper tier (SMPL, Meta-HMR release, YOLO, RTMPose)"),
+                        ("open", "open tier (open body, open model, MoveNet)")):
+        if missing[tier]:
+            console.print(f"[yellow]{escape(label)}: missing {', '.join(missing[tier])}[/]", highlight=False)
         else:
-            state = "[red]missing[/]" if row["required"] else "[yellow]missing (optional)[/]"
-            where = "looked in: " + "; ".join(sorted({str(Path(p).parent) for p in row["searched"]}))
-            where += "\n" + row["howto"]
-        table.add_row(f"{row['name']}\n{row['description']}", "\n".join(row["needed_by"]), state, where)
-    console.print(table)
-    console.print(
-        "Tests and demos run without licensed files: `metahmr weights make-standin` makes an open stand-in "
-        "body (never SMPL) and `metahmr weights random-checkpoint` writes random weights in the released layouts."
-    )
+            console.print(f"[green]{escape(label)}: complete[/]", highlight=False)
+    console.print(f"`metahmr process` runs the {auto} tier"
+                  + ("" if runnable["process"] else " but cannot start: see the missing files below"),
+                  markup=False, highlight=False)
+    if not details:
+        for tier in ("open", "paper"):
+            for n in missing[tier]:
+                row = rows[n]
+                first = row["howto"].split(". ")[0].rstrip(".") + "."
+                console.print(f"  - {n} ({tier}): {row['description']}. {first}", markup=False, highlight=False)
+    shown = list(rows.values()) if details else []
+    if shown:
+        table = Table(show_lines=True)
+        table.add_column("asset")
+        table.add_column("needed by")
+        table.add_column("status")
+        table.add_column("where / how to get it", overflow="fold")
+        for row in shown:
+            if row["found"]:
+                state = "[green]found[/]"
+                where = row["found"] + (f"\nsha256 {row['sha256'][:16]}…" if "sha256" in row else "")
+            else:
+                state = "[red]missing[/]" if row["required"] else "[yellow]missing (optional)[/]"
+                where = "looked in: " + "; ".join(sorted({str(Path(p).parent) for p in row["searched"]}))
+                where += "\n" + row["howto"]
+            table.add_row(escape(f"{row['name']}\n{row['description']}"), escape("\n".join(row["needed_by"])),
+                          state, escape(where))
+        console.print(table)
+    if not details:
+        console.print(f"{len(rows)} assets in all: `metahmr weights status --details` lists each with where it "
+                      "was looked for.", markup=False, highlight=False)
+    console.print("Weights roots, in lookup order: " + ", ".join(
+        f"{p} [{label}]" for label, p in assets.weights_roots(weights)), markup=False, highlight=False)
+    raise typer.Exit(code)
 
 
 @weights_app.command("import-smpl")

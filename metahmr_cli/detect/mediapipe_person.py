@@ -12,6 +12,7 @@ import numpy as np
 
 from metahmr_cli.detect.base import Detections, filter_detections
 from metahmr_cli.errors import MetaHMRError
+from metahmr_cli.native_logs import native_stderr_silenced
 
 MEDIAPIPE_DETECTOR = "mediapipe"
 
@@ -29,11 +30,15 @@ class MediaPipePersonDetector:
     def __init__(self, *, conf: float = 0.5, min_visibility: float = 0.5, pad: float = 0.1,
                  min_box_size: float = 16.0) -> None:
         try:
+            from metahmr_cli.native_logs import quiet_native_logs
+
+            quiet_native_logs()
             import mediapipe as mp
         except ImportError as exc:  # pragma: no cover - depends on the install
             raise MetaHMRError("--detector mediapipe needs mediapipe: pip install 'metahmr[keypoints]'") from exc
-        self._pose = mp.solutions.pose.Pose(static_image_mode=True, model_complexity=1,
-                                            enable_segmentation=False, min_detection_confidence=0.5)
+        with native_stderr_silenced():
+            self._pose = mp.solutions.pose.Pose(static_image_mode=True, model_complexity=1,
+                                                enable_segmentation=False, min_detection_confidence=0.5)
         self.conf = float(conf)
         self.min_visibility = float(min_visibility)
         self.pad = float(pad)
@@ -46,7 +51,8 @@ class MediaPipePersonDetector:
     def detect(self, image: np.ndarray) -> Detections:
         """Person boxes (0 or 1) for an RGB uint8 image (H, W, 3)."""
         h, w = image.shape[:2]
-        result = self._pose.process(np.ascontiguousarray(image))
+        with native_stderr_silenced():
+            result = self._pose.process(np.ascontiguousarray(image))
         if result.pose_landmarks is None:
             return Detections.empty()
         lms = np.array([(lm.x * w, lm.y * h, lm.visibility) for lm in result.pose_landmarks.landmark],

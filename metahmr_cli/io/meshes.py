@@ -1,7 +1,10 @@
 """Per-person mesh files (OBJ, PLY, GLB) written with trimesh, atomically.
 
-Vertices are written in the camera frame of the result file (metres, OpenCV axes: x right, y down, z forward),
-so the meshes of one image line up with each other and with the ``transl`` of the ``.npz``.
+Axes: the glTF / Blender convention by default (``frame="gltf"``): metres, x right, **y up**, z toward the viewer,
+i.e. the camera frame of the result file (OpenCV: x right, y down, z forward) turned half a turn about x,
+``(x, y, z) -> (x, -y, -z)``. A person who faces the camera in the photo stands upright in Blender or any glTF
+viewer and faces +z; the meshes of one image still line up with each other (the camera sits at the origin looking
+down -z). ``frame="opencv"`` writes the camera frame of the ``.npz`` unchanged.
 """
 
 from __future__ import annotations
@@ -15,13 +18,27 @@ from metahmr_cli.io.writers import atomic_path
 
 MeshFormat = Literal["obj", "ply", "glb"]
 MESH_FORMATS: tuple[str, ...] = ("obj", "ply", "glb")
+MeshFrame = Literal["gltf", "opencv"]
+MESH_FRAMES: tuple[str, ...] = ("gltf", "opencv")
+OPENCV_TO_GLTF = np.diag([1.0, -1.0, -1.0])
+"""Rotation (half a turn about x) from the OpenCV camera frame to the glTF / Blender frame (y up)."""
+
+
+def to_mesh_frame(vertices: np.ndarray, frame: MeshFrame = "gltf") -> np.ndarray:
+    """(..., 3) camera-frame points (OpenCV axes) in the axes of the mesh files."""
+    if frame not in MESH_FRAMES:
+        raise ValueError(f"unknown mesh frame {frame!r}; use one of {MESH_FRAMES}")
+    v = np.asarray(vertices, dtype=np.float64)
+    return v @ OPENCV_TO_GLTF.T if frame == "gltf" else v
 
 
 def write_mesh(path: str | Path, vertices: np.ndarray, faces: np.ndarray,
-               color_rgb: tuple[float, float, float] | None = None) -> Path:
+               color_rgb: tuple[float, float, float] | None = None, *, frame: MeshFrame = "gltf") -> Path:
     """Write one triangle mesh; the format comes from the suffix of ``path`` (.obj, .ply or .glb).
 
-    vertices: (V, 3) float; faces: (F, 3) int; color_rgb: optional uniform colour in [0, 1] (PLY and GLB keep it).
+    vertices: (V, 3) float in the camera frame of the results (OpenCV axes); faces: (F, 3) int; color_rgb:
+    optional uniform colour in [0, 1] (PLY and GLB keep it); frame: axes of the file (see the module docstring).
+    A rotation keeps the winding, so faces stay outward.
     """
     import trimesh
 
@@ -31,6 +48,8 @@ def write_mesh(path: str | Path, vertices: np.ndarray, faces: np.ndarray,
         raise ValueError(f"unsupported mesh format '{path.suffix}' for {path}; use one of {MESH_FORMATS}")
     vertices = np.asarray(vertices, dtype=np.float64)
     faces = np.asarray(faces, dtype=np.int64)
+    if vertices.ndim == 2 and vertices.shape[1] == 3:
+        vertices = to_mesh_frame(vertices, frame)
     if vertices.ndim != 2 or vertices.shape[1] != 3:
         raise ValueError(f"vertices must be (V, 3), got {vertices.shape}")
     if faces.ndim != 2 or faces.shape[1] != 3:
@@ -47,15 +66,16 @@ def write_mesh(path: str | Path, vertices: np.ndarray, faces: np.ndarray,
 
 
 def write_person_meshes(stem: str | Path, vertices: np.ndarray, faces: np.ndarray, fmt: MeshFormat,
-                        colors: list[tuple[float, float, float]] | None = None) -> list[Path]:
+                        colors: list[tuple[float, float, float]] | None = None, *,
+                        frame: MeshFrame = "gltf") -> list[Path]:
     """Write one mesh per person as ``<stem>_person<NN>.<fmt>``.
 
-    vertices: (P, V, 3); faces: (F, 3). Returns the written paths in person order.
+    vertices: (P, V, 3) camera frame (OpenCV axes); faces: (F, 3). Returns the written paths in person order.
     """
     stem = Path(stem)
     paths = []
     for i, v in enumerate(np.asarray(vertices)):
         p = stem.with_name(f"{stem.name}_person{i:02d}.{fmt}")
-        write_mesh(p, v, faces, None if colors is None else colors[i])
+        write_mesh(p, v, faces, None if colors is None else colors[i], frame=frame)
         paths.append(p)
     return paths

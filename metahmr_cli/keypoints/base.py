@@ -127,3 +127,4 @@ def match_keypoints_to_boxes(
             matched[r] = kp[c, :, :3]
             index[r] = c
     return matched, index
+

@@ -12,6 +12,7 @@ import numpy as np
 
 from metahmr_cli.errors import MetaHMRError
 from metahmr_cli.keypoints.base import check_boxes
+from metahmr_cli.native_logs import native_stderr_silenced
 
 NUM_LANDMARKS = 33
 
@@ -30,6 +31,9 @@ class MediaPipePoseEstimator:
     def __init__(self, *, margin: float = 0.25, min_detection_confidence: float = 0.5,
                  model_complexity: int = 1) -> None:
         try:
+            from metahmr_cli.native_logs import quiet_native_logs
+
+            quiet_native_logs()
             import mediapipe as mp
         except ImportError as exc:  # pragma: no cover - depends on the install
             raise MetaHMRError("--keypoints mediapipe needs mediapipe: pip install 'metahmr[keypoints]'") from exc
@@ -37,10 +41,11 @@ class MediaPipePoseEstimator:
             raise MetaHMRError(
                 "mediapipe ships only the model_complexity=1 pose model; complexity 0 and 2 need a download."
             )
-        self._pose = mp.solutions.pose.Pose(
-            static_image_mode=True, model_complexity=model_complexity, enable_segmentation=False,
-            min_detection_confidence=min_detection_confidence,
-        )
+        with native_stderr_silenced():
+            self._pose = mp.solutions.pose.Pose(
+                static_image_mode=True, model_complexity=model_complexity, enable_segmentation=False,
+                min_detection_confidence=min_detection_confidence,
+            )
         self.margin = float(margin)
         self.name = "mediapipe-pose-full"
 
@@ -62,7 +67,8 @@ class MediaPipePoseEstimator:
             crop = np.ascontiguousarray(image[cy1:cy2, cx1:cx2])
             if crop.shape[0] < 8 or crop.shape[1] < 8:
                 continue
-            result = self._pose.process(crop)
+            with native_stderr_silenced():
+                result = self._pose.process(crop)
             if result.pose_landmarks is None:
                 continue
             cw, ch = cx2 - cx1, cy2 - cy1

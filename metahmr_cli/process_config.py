@@ -1,0 +1,206 @@
+"""Settings of ``metahmr process`` and of the :class:`~metahmr_cli.estimator.Estimator` (one dataclass), and the
+rules that turn them into concrete choices: device, focal length, detector thresholds.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import torch
+
+from metahmr_cli.errors import ConfigError
+from metahmr_cli.tto.config import TTOConfig
+from metahmr_cli.video.motion import VideoSettings
+
+__all__ = [
+    "DETECTOR_DEFAULTS",
+    "FOCAL_RULES",
+    "KEYPOINT_BACKENDS",
+    "MESH_FORMATS",
+    "STAGES",
+    "YOLO_DEFAULTS",
+    "ProcessConfig",
+    "focal_for_image",
+    "resolve_device",
+]
+
+STAGES: tuple[str, ...] = ("decode", "detect", "keypoints", "crop", "tto", "smooth", "write", "render")
+"""Timed stages. ``tto`` includes the forward passes of the networks (plain regression when ``--tto none``);
+``smooth`` is the temporal filter of videos."""
+KEYPOINT_BACKENDS: tuple[str, ...] = (
+    "auto", "rtmpose", "yolo-pose", "mediapipe", "movenet", "openpose-json", "coco-json", "mmpose")
+FOCAL_RULES: tuple[str, ...] = ("diagonal", "exif")
+"""``--focal`` words: the CLIFF rule f = sqrt(W^2 + H^2) (default) or the photo's EXIF focal length."""
+DETECTOR_DEFAULTS: dict[str, tuple[float, float]] = {"movenet": (0.2, 8.0)}
+"""Detector -> (score threshold, smallest box side in px) where they differ from YOLO's (0.5, 16): MoveNet's
+person scores of clearly visible people are 0.2-0.7 and the pedestrians of small video frames are 8-16 px."""
+YOLO_DEFAULTS = (0.5, 16.0)
+MESH_FORMATS: tuple[str, ...] = ("none", "obj", "ply", "glb")
+
+# ------------------------------------------------------------------------------------------------------ config
+
+
+@dataclass
+class ProcessConfig:
+    """Settings of ``metahmr process`` (CLI flags map onto these fields; ``--config FILE`` may set any of them).
+
+    Attributes:
+        inputs: image files, video files, folders or glob patterns.
+        out: output folder.
+        recursive: scan sub-folders of folder inputs.
+        weights: explicit weights root (otherwise $METAHMR_HOME, ./weights, the per-user data folder).
+        model: "auto" (the paper tier when SMPL and the Meta-HMR release are installed, else the open tier),
+            "paper" or "open" (see :mod:`metahmr_cli.tiers`).
+        checkpoint: network checkpoint path (None: the tier's default: the Meta-HMR HRNet release, or the open
+            model shipped with metahmr).
+        body: "auto" (the tier's body), "smpl", "open", "standin" or a body-model folder; gender: which model
+            file of it.
+        detector: "auto" (YOLO when its weights are installed and the tier is paper, else MoveNet), a YOLO
+            weight file name/path (or a ``.yaml`` config: random weights, tests only), or
+            ``"mediapipe"``: MediaPipe's bundled single-person detector (offline, one person per image), or
+            ``"movenet"``: MoveNet MultiPose (open model from ``metahmr weights fetch-open``, up to 6 people).
+        det_conf / det_iou: detection score threshold / NMS IoU (None: the detector's default, 0.5 for YOLO,
+            0.2 for MoveNet); max_people: most people per image (None = all);
+        min_box: smallest box side in pixels (None: 16, or 8 for MoveNet).
+        keypoints: 2D keypoint backend ("auto": RTMPose when installed and the tier is paper, else MoveNet);
+            keypoints_model: its model file (None: the backend's default).
+        boxes_json / keypoints_json: import boxes / keypoints instead of running the detector / estimator.
+        focal: focal length in pixels for every input, "diagonal" (default: f = sqrt(W^2 + H^2), the rule CLIFF
+            and Meta-HMR were trained and evaluated with) or "exif" (the photo's 35 mm focal length when it
+            has one, else the diagonal rule); fov: horizontal field of view in degrees (f = W / 2 / tan(fov / 2)).
+            Every result records which rule gave its focal length.
+        tto: test-time optimisation settings.
+        batch_size: people per network/TTO batch (collected across images and video frames).
+        device: "auto" (CUDA when available), "cpu", "cuda" or "cuda:N"; dtype: "float32" or "float64".
+        render: write overlays (PNG per image, MP4 per video); side_view: also a side view.
+        save_mesh: per-person mesh files ("obj", "ply", "glb") or "none".
+        save_vertices: store vertices (P, V, 3) in the result files.
+        overwrite: redo inputs whose outputs are already complete.
+        video_stride: process every n-th video frame; max_frames: most frames per video (None = all).
+        video: how videos are followed over time: tracking, warm-started TTO, smoothing and the per-track exports
+            (:class:`~metahmr_cli.video.motion.VideoSettings`).
+        max_render_side: overlays of larger images are rendered at this longer side.
+        max_pixels: largest image (width x height) decoded; larger files fail with a clear reason.
+        wait: wait for another run writing to ``out`` instead of stopping with an error.
+        self_aux: let a single-network checkpoint (official CLIFF, SPIN) serve as its own auxiliary network for the
+            Meta-HMR schedules; refused otherwise, and outputs say ``<schedule>+self-aux``.
+    """
+
+    inputs: list[str] = field(default_factory=list)
+    out: Path = Path("results")
+    recursive: bool = False
+    weights: Path | None = None
+    model: Literal["auto", "paper", "open"] = "auto"
+    checkpoint: Path | None = None
+    body: str = "auto"
+    gender: Literal["neutral", "male", "female"] = "neutral"
+    detector: str = "auto"
+    det_conf: float | None = None
+    det_iou: float = 0.45
+    max_people: int | None = None
+    min_box: float | None = None
+    keypoints: Literal["auto", "rtmpose", "yolo-pose", "mediapipe", "movenet", "openpose-json", "coco-json",
+                       "mmpose"] = "auto"
+    keypoints_model: str | None = None
+    boxes_json: Path | None = None
+    keypoints_json: Path | None = None
+    focal: float | str | None = None
+    fov: float | None = None
+    tto: TTOConfig = field(default_factory=TTOConfig)
+    batch_size: int = 32
+    device: str = "auto"
+    dtype: Literal["float32", "float64"] = "float32"
+    render: bool = True
+    side_view: bool = False
+    save_mesh: Literal["none", "obj", "ply", "glb"] = "none"
+    save_vertices: bool = True
+    overwrite: bool = False
+    video_stride: int = 1
+    max_frames: int | None = None
+    video: VideoSettings = field(default_factory=VideoSettings)
+    max_render_side: int = 2048
+    self_aux: bool = False
+    max_pixels: int = 100_000_000
+    wait: bool = False
+
+    def validate(self) -> None:
+        """Raise :class:`ConfigError` naming the bad setting and what is allowed (inputs included)."""
+        if not self.inputs:
+            raise ConfigError("No inputs given: pass images, videos, folders or glob patterns.")
+        self.validate_settings()
+
+    def validate_settings(self) -> None:
+        """Check every setting except the inputs (what an :class:`~metahmr_cli.estimator.Estimator` uses)."""
+        if self.keypoints not in KEYPOINT_BACKENDS:
+            raise ConfigError(f"keypoints = {self.keypoints!r}; choose one of {', '.join(KEYPOINT_BACKENDS)}.")
+        if self.save_mesh not in MESH_FORMATS:
+            raise ConfigError(f"save_mesh = {self.save_mesh!r}; choose one of {', '.join(MESH_FORMATS)}.")
+        if self.batch_size < 1:
+            raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}.")
+        if isinstance(self.focal, str):
+            try:
+                self.focal = float(self.focal)
+            except ValueError:
+                if self.focal not in FOCAL_RULES:
+                    raise ConfigError(f"focal = {self.focal!r}; give a number of pixels or one of "
+                                      f"{', '.join(FOCAL_RULES)}.") from None
+        if isinstance(self.focal, float | int) and not self.focal > 0:
+            raise ConfigError(f"focal must be a positive number of pixels, got {self.focal}.")
+        if self.model not in ("auto", "paper", "open"):
+            raise ConfigError(f"model = {self.model!r}; choose auto, paper or open.")
+        if self.fov is not None and not 0 < self.fov < 180:
+            raise ConfigError(f"fov must be in (0, 180) degrees, got {self.fov}.")
+        if self.focal is not None and self.fov is not None:
+            raise ConfigError("Give either focal or fov, not both.")
+        if (self.det_conf is not None and not 0 <= self.det_conf <= 1) or not 0 <= self.det_iou <= 1:
+            raise ConfigError(f"det_conf and det_iou must be in [0, 1], got {self.det_conf}, {self.det_iou}.")
+        if self.min_box is not None and not self.min_box >= 0:
+            raise ConfigError(f"min_box must be >= 0 pixels, got {self.min_box}.")
+        if self.max_people is not None and self.max_people < 1:
+            raise ConfigError(f"max_people must be >= 1 (or unset), got {self.max_people}.")
+        if self.max_pixels < 1:
+            raise ConfigError(f"max_pixels must be >= 1, got {self.max_pixels}.")
+        if self.video_stride < 1:
+            raise ConfigError(f"video_stride must be >= 1, got {self.video_stride}.")
+        if self.dtype not in ("float32", "float64"):
+            raise ConfigError(f"dtype = {self.dtype!r}; choose float32 or float64.")
+        if self.keypoints in ("openpose-json", "coco-json") and self.keypoints_json is None:
+            raise ConfigError(f"--keypoints {self.keypoints} needs --keypoints-json FILE.")
+        resolve_device(self.device)
+        self.tto.validate()
+        self.video.validate()
+
+
+def resolve_device(device: str) -> torch.device:
+    """"auto" -> CUDA when available else CPU; raises ConfigError for unknown or unavailable devices."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError as exc:
+        raise ConfigError(f"device {device!r} is not valid; use auto, cpu, cuda or cuda:N.") from exc
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {device!r} asked for, but CUDA is not available here; use --device cpu.")
+    return dev
+
+
+def focal_for_image(width: int, height: int, *, focal: float | str | None = None, fov: float | None = None,
+                    exif_focal: float | None = None) -> tuple[float, str]:
+    """Focal length in pixels and the rule that gave it.
+
+    ``focal`` as a number > ``fov`` (horizontal, degrees) > ``focal="exif"`` with an EXIF focal length > the
+    CLIFF rule sqrt(W^2 + H^2) ("diagonal", the default; what CLIFF and Meta-HMR were trained with: a phone's
+    EXIF focal, ~0.6 x the diagonal, would put ``bbox_info`` outside the training range).
+    """
+    if isinstance(focal, int | float):
+        return float(focal), "focal"
+    if fov is not None:
+        return width / 2.0 / math.tan(math.radians(fov) / 2.0), "fov"
+    if focal == "exif" and exif_focal is not None and math.isfinite(exif_focal) and exif_focal > 0:
+        return float(exif_focal), "exif"
+    return math.hypot(width, height), "diagonal"
+
+

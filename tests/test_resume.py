@@ -1,0 +1,109 @@
+"""Resume: unchanged settings skip finished inputs, changed settings redo them, a video resumes per frame."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+from test_pipeline_support import (  # noqa: F401  (fixtures)
+    EXAMPLES,
+    FixedDetector,
+    TemplateKeypoints,
+    tiny_checkpoint_fixture,
+    write_synthetic_video,
+)
+
+from metahmr_cli.io.writers import MANIFEST_NAME, load_result_npz, read_manifest
+from metahmr_cli.pipeline import Pipeline, ProcessConfig
+from metahmr_cli.tto import TTOConfig
+
+
+def _run(inputs, out, standin_dir, checkpoint, *, keypoints=None, **kw):
+    kw.setdefault("render", False)
+    cfg = ProcessConfig(inputs=[str(i) for i in inputs], out=out, body=str(standin_dir), checkpoint=checkpoint,
+                        device="cpu", **kw)
+    pipe = Pipeline(cfg, progress=False, detector=FixedDetector(), keypoints=keypoints or TemplateKeypoints())
+    report = pipe.run()
+    return report, read_manifest(out / MANIFEST_NAME)
+
+
+def test_changed_settings_redo_an_input_and_unchanged_ones_skip_it(tmp_path, standin_dir, tiny_checkpoint):
+    photo = tmp_path / "messi5.jpg"
+    shutil.copy(EXAMPLES / "messi5.jpg", photo)
+    out = tmp_path / "out"
+    _, m = _run([photo], out, standin_dir, tiny_checkpoint, tto=TTOConfig(schedule="none"))
+    assert m["messi5"].status == "ok" and m["messi5"].settings
+    _, m = _run([photo], out, standin_dir, tiny_checkpoint, tto=TTOConfig(schedule="none"))
+    assert m["messi5"].status == "skipped"  # same settings
+    _, m = _run([photo], out, standin_dir, tiny_checkpoint, tto=TTOConfig(schedule="eft", max_steps=1))
+    assert m["messi5"].status == "ok"  # another TTO schedule: redone
+    assert str(load_result_npz(out / "messi5.npz")["tto_schedule"]) == "eft"
+    _, m = _run([photo], out, standin_dir, tiny_checkpoint, tto=TTOConfig(schedule="eft", max_steps=1), fov=60.0)
+    assert m["messi5"].status == "ok"  # another focal rule: redone
+    assert str(load_result_npz(out / "messi5.npz")["focal_rule"]) == "fov"
+    other = tmp_path / "other.pt"
+    shutil.copy(tiny_checkpoint, other)
+    with open(other, "ab") as fh:  # same networks, another file content: another checkpoint identity
+        fh.write(b"\0")
+    _, m = _run([photo], out, standin_dir, other, tto=TTOConfig(schedule="eft", max_steps=1), fov=60.0)
+    assert m["messi5"].status == "ok"
+    assert str(load_result_npz(out / "messi5.npz")["checkpoint"]).startswith("other.pt")
+    _, m = _run([photo], out, standin_dir, other, tto=TTOConfig(schedule="eft", max_steps=1), fov=60.0)
+    assert m["messi5"].status == "skipped"
+
+
+class _StopAfter(TemplateKeypoints):
+    """Keypoints that raise KeyboardInterrupt at the n-th image (an interrupt in the middle of a video)."""
+
+    def __init__(self, n: int | None) -> None:
+        self.n = n
+        self.calls = 0
+
+    def __call__(self, image, boxes, *, path, frame):
+        self.calls += 1
+        if self.n is not None and self.calls > self.n:
+            raise KeyboardInterrupt
+        return super().__call__(image, boxes, path=path, frame=frame)
+
+
+def test_an_interrupted_video_resumes_from_its_last_finished_frame(tmp_path, standin_dir, tiny_checkpoint):
+    video = write_synthetic_video(tmp_path / "clip.mp4", n_frames=10)
+    out = tmp_path / "out"
+    first = _StopAfter(6)
+    with pytest.raises(KeyboardInterrupt):
+        _run([video], out, standin_dir, tiny_checkpoint, keypoints=first, batch_size=1,
+             tto=TTOConfig(schedule="none"))
+    kept = sorted((out / "clip").glob("frame_*.npz"))
+    assert [p.name for p in kept] == [f"frame_{i:06d}.npz" for i in range(6)]  # finished frames stay
+    before = {p.name: load_result_npz(p)["vertices"] for p in kept}
+
+    second = _StopAfter(None)
+    report, m = _run([video], out, standin_dir, tiny_checkpoint, keypoints=second, batch_size=1,
+                     tto=TTOConfig(schedule="none"), render=True)
+    assert report.exit_code == 0 and m["clip"].status == "ok" and m["clip"].frames == 10
+    assert second.calls == 4  # only the 4 unfinished frames went through the models
+    frames = sorted((out / "clip").glob("frame_*.npz"))
+    assert len(frames) == 10
+    for name, verts in before.items():
+        np.testing.assert_array_equal(load_result_npz(out / "clip" / name)["vertices"], verts)
+    assert (out / "clip.mp4").is_file()  # the overlay video holds every frame, resumed ones included
+    from metahmr_cli.render.video import count_video_frames
+
+    assert count_video_frames(out / "clip.mp4") == 10
+
+
+def test_video_frames_get_meshes_and_joint_names(tmp_path, standin_dir, tiny_checkpoint):
+    video = write_synthetic_video(tmp_path / "clip.mp4", n_frames=3)
+    out = tmp_path / "out"
+    report, m = _run([video], out, standin_dir, tiny_checkpoint, save_mesh="glb", tto=TTOConfig(schedule="none"))
+    assert report.exit_code == 0
+    meshes = sorted(p.name for p in (out / "clip").glob("*.glb"))
+    assert meshes == [f"frame_{i:06d}_person00.glb" for i in range(3)]
+    assert all(f"clip/{n}" in m["clip"].outputs for n in meshes)
+    d = load_result_npz(out / "clip" / "frame_000000.npz")
+    from metahmr_cli.body.joints import JOINT_NAMES
+
+    assert d["joint_names"].tolist() == JOINT_NAMES
+    cfg = __import__("json").loads(str(d["tto_config"]))
+    assert "resolved" in cfg and isinstance(cfg["resolved"]["phases"], list)
