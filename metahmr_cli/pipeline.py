@@ -1,319 +1,100 @@
-"""``metahmr process``: images and videos in, SMPL meshes out.
+"""``metahmr process``: the batch runner over files, folders and videos.
 
-Stages, each injectable (tests and library users can pass their own objects)::
+The runner owns everything about files; the :class:`~metahmr_cli.estimator.Estimator` (models loaded once, images
+in memory) does the people::
 
-    decode (io.sources) -> detect (detect/) -> 2D keypoints (keypoints/) -> crops + camera (geometry)
-      -> main/aux networks + test-time optimisation (tto.run_tto, people batched across images)
-      -> result .npz + overlays + meshes + manifest (io.writers, io.meshes, render/)
+    inputs (io.sources) -> resume check (manifest + settings fingerprint) -> decode -> Estimator.prepare
+      -> Estimator.regress (people batched across images and video frames) -> writers (io.writers, io.meshes)
+      -> renders (render/) -> manifest.jsonl + summary.json
 
-Each input is isolated: a failure is recorded in the manifest (``failed`` + reason) and the run goes on.
-Missing assets are reported all at once, before any work starts.
+Each input is isolated: a failure is recorded in the manifest (``failed`` + reason) and the run goes on. Missing
+assets are reported all at once, before any work starts. Re-running into the same folder skips inputs whose
+outputs are complete *and* were made with the same settings (checkpoint, body, detector, keypoints, TTO, focal
+rule, versions); a video resumes from its last finished frame.
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
+import hashlib
+import json
 import logging
-import math
 import re
+import sys
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
 import numpy as np
-import torch
 
 from metahmr_cli import __version__
-from metahmr_cli.constants import BBOX_MARGIN_DETECTOR, IMAGENET_MEAN, IMAGENET_STD
-from metahmr_cli.detect.mediapipe_person import MEDIAPIPE_DETECTOR
-from metahmr_cli.errors import AssetNotFoundError, ConfigError, InputError, MetaHMRError
+from metahmr_cli.errors import InputError, MetaHMRError
+from metahmr_cli.estimator import Estimator, EstimatorStage, Frame, KeypointStage, People, check_keypoint_model
+from metahmr_cli.io.outdir import DiskFullError, OutputLock, check_output_folder, disk_full
 from metahmr_cli.io.writers import (
+    SCHEMA_VERSION,
     FrameResult,
     Manifest,
     ManifestRecord,
     clean_temp_files,
+    display_path,
+    load_result_npz,
     result_num_people,
     validate_result_npz,
     write_image_atomic,
     write_result_npz,
     write_summary,
 )
-from metahmr_cli.keypoints.movenet import MOVENET_DETECTOR
-from metahmr_cli.render.overlay import RendererUnavailable, person_colors
-from metahmr_cli.tto.config import TTOConfig
+from metahmr_cli.process_config import (
+    DETECTOR_DEFAULTS,
+    FOCAL_RULES,
+    KEYPOINT_BACKENDS,
+    MESH_FORMATS,
+    STAGES,
+    YOLO_DEFAULTS,
+    ProcessConfig,
+    focal_for_image,
+    resolve_device,
+)
+from metahmr_cli.render.overlay import RendererUnavailable, person_colors, track_colors
 
 logger = logging.getLogger(__name__)
 
-STAGES: tuple[str, ...] = ("decode", "detect", "keypoints", "crop", "tto", "write", "render")
-"""Timed stages. ``tto`` includes the forward passes of the networks (plain regression when ``--tto none``)."""
-KEYPOINT_BACKENDS: tuple[str, ...] = (
-    "auto", "rtmpose", "yolo-pose", "mediapipe", "movenet", "openpose-json", "coco-json", "mmpose")
-FOCAL_RULES: tuple[str, ...] = ("diagonal", "exif")
-"""``--focal`` words: the CLIFF rule f = sqrt(W^2 + H^2) (default) or the photo's EXIF focal length."""
-DETECTOR_DEFAULTS: dict[str, tuple[float, float]] = {"movenet": (0.2, 8.0)}
-"""Detector -> (score threshold, smallest box side in px) where they differ from YOLO's (0.5, 16): MoveNet's
-person scores of clearly visible people are 0.2-0.7 and the pedestrians of small video frames are 8-16 px."""
-YOLO_DEFAULTS = (0.5, 16.0)
-MESH_FORMATS: tuple[str, ...] = ("none", "obj", "ply", "glb")
-_MEAN = np.asarray(IMAGENET_MEAN, np.float32)
-_STD = np.asarray(IMAGENET_STD, np.float32)
-
-
-# ------------------------------------------------------------------------------------------------------ config
-
-
-@dataclass
-class ProcessConfig:
-    """Settings of ``metahmr process`` (CLI flags map onto these fields; ``--config FILE`` may set any of them).
-
-    Attributes:
-        inputs: image files, video files, folders or glob patterns.
-        out: output folder.
-        recursive: scan sub-folders of folder inputs.
-        weights: explicit weights root (otherwise $METAHMR_HOME, ./weights, the per-user data folder).
-        model: "auto" (the paper tier when SMPL and the Meta-HMR release are installed, else the open tier),
-            "paper" or "open" (see :mod:`metahmr_cli.tiers`).
-        checkpoint: network checkpoint path (None: the tier's default: the Meta-HMR HRNet release, or the open
-            model shipped with metahmr).
-        body: "auto" (the tier's body), "smpl", "open", "standin" or a body-model folder; gender: which model
-            file of it.
-        detector: "auto" (YOLO when its weights are installed and the tier is paper, else MoveNet), a YOLO
-            weight file name/path (or a ``.yaml`` config: random weights, tests only), or
-            ``"mediapipe"``: MediaPipe's bundled single-person detector (offline, one person per image), or
-            ``"movenet"``: MoveNet MultiPose (open model from ``metahmr weights fetch-open``, up to 6 people).
-        det_conf / det_iou: detection score threshold / NMS IoU (None: the detector's default, 0.5 for YOLO,
-            0.2 for MoveNet); max_people: most people per image (None = all);
-        min_box: smallest box side in pixels (None: 16, or 8 for MoveNet).
-        keypoints: 2D keypoint backend ("auto": RTMPose when installed and the tier is paper, else MoveNet);
-            keypoints_model: its model file (None: the backend's default).
-        boxes_json / keypoints_json: import boxes / keypoints instead of running the detector / estimator.
-        focal: focal length in pixels for every input, "diagonal" (default: f = sqrt(W^2 + H^2), the rule CLIFF
-            and Meta-HMR were trained and evaluated with) or "exif" (the photo's 35 mm focal length when it
-            has one, else the diagonal rule); fov: horizontal field of view in degrees (f = W / 2 / tan(fov / 2)).
-            Every result records which rule gave its focal length.
-        tto: test-time optimisation settings.
-        batch_size: people per network/TTO batch (collected across images and video frames).
-        device: "auto" (CUDA when available), "cpu", "cuda" or "cuda:N"; dtype: "float32" or "float64".
-        render: write overlays (PNG per image, MP4 per video); side_view: also a side view.
-        save_mesh: per-person mesh files ("obj", "ply", "glb") or "none".
-        save_vertices: store vertices (P, V, 3) in the result files.
-        overwrite: redo inputs whose outputs are already complete.
-        video_stride: process every n-th video frame; max_frames: most frames per video (None = all).
-        max_render_side: overlays of larger images are rendered at this longer side.
-        self_aux: let a single-network checkpoint (official CLIFF, SPIN) serve as its own auxiliary network for the
-            Meta-HMR schedules; refused otherwise, and outputs say ``<schedule>+self-aux``.
-    """
-
-    inputs: list[str] = field(default_factory=list)
-    out: Path = Path("results")
-    recursive: bool = False
-    weights: Path | None = None
-    model: Literal["auto", "paper", "open"] = "auto"
-    checkpoint: Path | None = None
-    body: str = "auto"
-    gender: Literal["neutral", "male", "female"] = "neutral"
-    detector: str = "auto"
-    det_conf: float | None = None
-    det_iou: float = 0.45
-    max_people: int | None = None
-    min_box: float | None = None
-    keypoints: Literal["auto", "rtmpose", "yolo-pose", "mediapipe", "movenet", "openpose-json", "coco-json",
-                       "mmpose"] = "auto"
-    keypoints_model: str | None = None
-    boxes_json: Path | None = None
-    keypoints_json: Path | None = None
-    focal: float | str | None = None
-    fov: float | None = None
-    tto: TTOConfig = field(default_factory=TTOConfig)
-    batch_size: int = 32
-    device: str = "auto"
-    dtype: Literal["float32", "float64"] = "float32"
-    render: bool = True
-    side_view: bool = False
-    save_mesh: Literal["none", "obj", "ply", "glb"] = "none"
-    save_vertices: bool = True
-    overwrite: bool = False
-    video_stride: int = 1
-    max_frames: int | None = None
-    max_render_side: int = 2048
-    self_aux: bool = False
-
-    def validate(self) -> None:
-        """Raise :class:`ConfigError` naming the bad setting and what is allowed."""
-        if not self.inputs:
-            raise ConfigError("No inputs given: pass images, videos, folders or glob patterns.")
-        if self.keypoints not in KEYPOINT_BACKENDS:
-            raise ConfigError(f"keypoints = {self.keypoints!r}; choose one of {', '.join(KEYPOINT_BACKENDS)}.")
-        if self.save_mesh not in MESH_FORMATS:
-            raise ConfigError(f"save_mesh = {self.save_mesh!r}; choose one of {', '.join(MESH_FORMATS)}.")
-        if self.batch_size < 1:
-            raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}.")
-        if isinstance(self.focal, str):
-            try:
-                self.focal = float(self.focal)
-            except ValueError:
-                if self.focal not in FOCAL_RULES:
-                    raise ConfigError(f"focal = {self.focal!r}; give a number of pixels or one of "
-                                      f"{', '.join(FOCAL_RULES)}.") from None
-        if isinstance(self.focal, float | int) and not self.focal > 0:
-            raise ConfigError(f"focal must be a positive number of pixels, got {self.focal}.")
-        if self.model not in ("auto", "paper", "open"):
-            raise ConfigError(f"model = {self.model!r}; choose auto, paper or open.")
-        if self.fov is not None and not 0 < self.fov < 180:
-            raise ConfigError(f"fov must be in (0, 180) degrees, got {self.fov}.")
-        if self.focal is not None and self.fov is not None:
-            raise ConfigError("Give either focal or fov, not both.")
-        if (self.det_conf is not None and not 0 <= self.det_conf <= 1) or not 0 <= self.det_iou <= 1:
-            raise ConfigError(f"det_conf and det_iou must be in [0, 1], got {self.det_conf}, {self.det_iou}.")
-        if self.min_box is not None and not self.min_box >= 0:
-            raise ConfigError(f"min_box must be >= 0 pixels, got {self.min_box}.")
-        if self.max_people is not None and self.max_people < 1:
-            raise ConfigError(f"max_people must be >= 1 (or unset), got {self.max_people}.")
-        if self.video_stride < 1:
-            raise ConfigError(f"video_stride must be >= 1, got {self.video_stride}.")
-        if self.dtype not in ("float32", "float64"):
-            raise ConfigError(f"dtype = {self.dtype!r}; choose float32 or float64.")
-        if self.keypoints in ("openpose-json", "coco-json") and self.keypoints_json is None:
-            raise ConfigError(f"--keypoints {self.keypoints} needs --keypoints-json FILE.")
-        resolve_device(self.device)
-        self.tto.validate()
-
-
-def resolve_device(device: str) -> torch.device:
-    """"auto" -> CUDA when available else CPU; raises ConfigError for unknown or unavailable devices."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except RuntimeError as exc:
-        raise ConfigError(f"device {device!r} is not valid; use auto, cpu, cuda or cuda:N.") from exc
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device {device!r} asked for, but CUDA is not available here; use --device cpu.")
-    return dev
-
-
-def focal_for_image(width: int, height: int, *, focal: float | str | None = None, fov: float | None = None,
-                    exif_focal: float | None = None) -> tuple[float, str]:
-    """Focal length in pixels and the rule that gave it.
-
-    ``focal`` as a number > ``fov`` (horizontal, degrees) > ``focal="exif"`` with an EXIF focal length > the
-    CLIFF rule sqrt(W^2 + H^2) ("diagonal", the default; what CLIFF and Meta-HMR were trained with: a phone's
-    EXIF focal, ~0.6 x the diagonal, would put ``bbox_info`` outside the training range).
-    """
-    if isinstance(focal, int | float):
-        return float(focal), "focal"
-    if fov is not None:
-        return width / 2.0 / math.tan(math.radians(fov) / 2.0), "fov"
-    if focal == "exif" and exif_focal is not None and math.isfinite(exif_focal) and exif_focal > 0:
-        return float(exif_focal), "exif"
-    return math.hypot(width, height), "diagonal"
-
-
-# ------------------------------------------------------------------------------------------------------ stages
-
-
-class KeypointStage(Protocol):
-    """2D keypoints of the people in one image: (N, 49, 3) full-image pixels + confidence (0 = missing)."""
-
-    def __call__(self, image: np.ndarray, boxes: np.ndarray, *, path: Path, frame: int | None) -> np.ndarray: ...
+__all__ = [
+    "DETECTOR_DEFAULTS",
+    "FOCAL_RULES",
+    "KEYPOINT_BACKENDS",
+    "MESH_FORMATS",
+    "STAGES",
+    "YOLO_DEFAULTS",
+    "EstimatorStage",
+    "KeypointStage",
+    "Pipeline",
+    "ProcessConfig",
+    "Renderer",
+    "RunReport",
+    "check_keypoint_model",
+    "focal_for_image",
+    "resolve_device",
+]
 
 
 class Renderer(Protocol):
-    """What the pipeline needs from a renderer (see :class:`metahmr_cli.render.MeshRenderer`)."""
+    """What the runner needs from a renderer (see :class:`metahmr_cli.render.MeshRenderer`)."""
 
     def render_overlay(self, image: np.ndarray, vertices: np.ndarray, faces: np.ndarray,
-                       K: np.ndarray) -> np.ndarray: ...
+                       K: np.ndarray, colors: list[tuple[float, float, float]] | None = None) -> np.ndarray: ...
 
     def render_side_view(self, image_hw: tuple[int, int], vertices: np.ndarray, faces: np.ndarray,
-                         K: np.ndarray) -> np.ndarray: ...
-
-
-class EstimatorStage:
-    """Adapts a :class:`~metahmr_cli.keypoints.KeypointEstimator` to the pipeline: its keypoints mapped onto
-    the 49-joint convention (both the OpenPose and the ground-truth slots)."""
-
-    def __init__(self, estimator: Any) -> None:
-        self.estimator = estimator
-
-    def __call__(self, image: np.ndarray, boxes: np.ndarray, *, path: Path, frame: int | None) -> np.ndarray:
-        from metahmr_cli.keypoints import to_49
-
-        kp = np.asarray(self.estimator.estimate(image, boxes), np.float32)
-        return to_49(kp.reshape(len(boxes), -1, kp.shape[-1] if kp.ndim == 3 else 3), self.estimator.format)
-
-
-class _ImportedKeypointStage:
-    """Keypoints of ``--keypoints-json``, matched to the boxes of each input."""
-
-    def __init__(self, imported: Any) -> None:
-        self.imported = imported
-
-    def __call__(self, image: np.ndarray, boxes: np.ndarray, *, path: Path, frame: int | None) -> np.ndarray:
-        from metahmr_cli.keypoints import to_49
-
-        kp = self.imported.bind(path, frame).estimate(image, boxes)
-        return to_49(np.asarray(kp, np.float32), self.imported.format)
-
-
-class _BoxesFromKeypoints:
-    """Person boxes from imported keypoints (``--keypoints-json`` without a detector)."""
-
-    def __init__(self, imported: Any) -> None:
-        self.imported = imported
-
-    def get(self, path: Path, frame: int | None) -> Any:
-        return self.imported.detections(path, frame)
-
-
-def _check_keypoint_model(backend: str, model: str | None, weights: Path | None) -> None:
-    """Raise AssetNotFoundError when the model file of a keypoint backend is missing (without loading it)."""
-    if backend == "rtmpose":
-        from metahmr_cli.keypoints.rtmpose import resolve_rtmpose_model
-
-        resolve_rtmpose_model(model or "rtmpose-m", weights=weights)
-    elif backend == "yolo-pose":
-        from metahmr_cli.detect import resolve_yolo_model
-        from metahmr_cli.keypoints.ultralytics_pose import DEFAULT_POSE_MODEL
-
-        resolve_yolo_model(model or DEFAULT_POSE_MODEL, subdir=("keypoints", "detectors"), weights=weights)
-    elif backend == "movenet":
-        from metahmr_cli.keypoints.movenet import resolve_model_json
-
-        resolve_model_json(model, weights=weights)
-
-
-@dataclass
-class _Frame:
-    """One image or video frame on its way through the pipeline."""
-
-    item: Any                      # InputItem
-    frame: int | None              # video frame index or None
-    image: np.ndarray              # (H, W, 3) uint8
-    K: np.ndarray                  # (3, 3)
-    boxes: np.ndarray              # (N, 4)
-    scores: np.ndarray             # (N,)
-    keypoints: np.ndarray          # (N, 49, 3) full-image px
-    crops: torch.Tensor | None = None           # (N, 3, 256, 192)
-    crop_info: Any = None                       # CropInfo (N)
-    kp_crop: torch.Tensor | None = None         # (N, 49, 3) normalised crop coords
-    result: FrameResult | None = None
-    timings: dict[str, float] = field(default_factory=lambda: defaultdict(float))
-    started: float = 0.0
-    focal_rule: str = "diagonal"
-
-    @property
-    def num_people(self) -> int:
-        return len(self.boxes)
+                         K: np.ndarray, colors: list[tuple[float, float, float]] | None = None) -> np.ndarray: ...
 
 
 @dataclass
 class RunReport:
-    """Outcome of :meth:`Pipeline.run`."""
+    """What :meth:`Pipeline.run` returns."""
 
     counts: dict[str, int]
     exit_code: int
@@ -330,12 +111,12 @@ def _reason(exc: BaseException | None) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-_FRAME_FILE = re.compile(r"frame_\d{6,}\.npz")
+_FRAME_FILE = re.compile(r"frame_\d{6,}(_person\d{2}\.(obj|ply|glb)|\.npz)")
 
 
 def _remove_frame_files(folder: Path, keep: set[str]) -> None:
-    """Delete the per-frame result files (``frame_NNNNNN.npz``) of ``folder`` not named in ``keep``; the folder
-    goes too when it ends up empty."""
+    """Delete the per-frame files (``frame_NNNNNN.npz`` and its meshes) of ``folder`` not named in ``keep``; the
+    folder goes too when it ends up empty."""
     if not folder.is_dir():
         return
     for p in folder.iterdir():
@@ -347,7 +128,30 @@ def _remove_frame_files(folder: Path, keep: set[str]) -> None:
             folder.rmdir()
 
 
-def _batch_full(pending: list[_Frame], batch_size: int) -> bool:
+_EXPORT_SUFFIX = {"amass": "npz", "glb": "glb", "bvh": "bvh"}
+"""File suffix of each per-track export format."""
+
+
+def _is_result_name(name: str, stem: str) -> bool:
+    """Whether an output name is a result file (an image's ``<stem>.npz`` or a video's frame file)."""
+    return name == f"{stem}.npz" or bool(re.fullmatch(rf"{re.escape(stem)}/frame_\d+\.npz", name))
+
+
+def _remove_sequence_files(out: Path, stem: str) -> None:
+    """Remove a video's ``<stem>_tracks.npz`` and ``<stem>_tracks/track_*`` exports (of an earlier run)."""
+    with contextlib.suppress(OSError):
+        (out / f"{stem}_tracks.npz").unlink()
+    folder = out / f"{stem}_tracks"
+    if folder.is_dir():
+        for p in folder.iterdir():
+            if p.is_file() and p.name.startswith("track_"):
+                with contextlib.suppress(OSError):
+                    p.unlink()
+        with contextlib.suppress(OSError):
+            folder.rmdir()
+
+
+def _batch_full(pending: list[Frame], batch_size: int) -> bool:
     """Whether the frames waiting for the networks hold a batch of people (or as many frames)."""
     return len(pending) >= batch_size or sum(f.num_people for f in pending) >= batch_size
 
@@ -363,36 +167,145 @@ class _Timer:
         self.sink[self.stage] += time.perf_counter() - self.t0
 
 
-# ------------------------------------------------------------------------------------------------------ pipeline
+@contextlib.contextmanager
+def _interrupts_noted():
+    """While a run goes on, Ctrl-C still raises KeyboardInterrupt but is also counted, so that the renderer can tell
+    an interrupted OpenGL call from a broken one (:func:`metahmr_cli.render.overlay.note_interrupt`)."""
+    import signal
+    import threading
+
+    from metahmr_cli.render.overlay import note_interrupt
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.getsignal(signal.SIGINT)
+
+    def handler(signum: int, frame: Any) -> None:
+        note_interrupt()
+        if callable(previous):
+            previous(signum, frame)
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+class _ImportedKeypoints:
+    """Keypoints of ``--keypoints-json`` for one input, matched to its boxes, mapped onto the 49 slots."""
+
+    def __init__(self, imported: Any) -> None:
+        self.imported = imported
+
+    def boxes(self, path: Path, frame: int | None) -> Any:
+        return self.imported.detections(path, frame)
+
+    def keypoints(self, image: np.ndarray, boxes: np.ndarray, path: Path, frame: int | None) -> np.ndarray:
+        from metahmr_cli.keypoints import to_49
+
+        kp = self.imported.bind(path, frame).estimate(image, boxes)
+        return to_49(np.asarray(kp, np.float32), self.imported.format)
+
+
+# ------------------------------------------------------------------------------------------------------ progress
+
+
+class _Progress:
+    """Progress over units (images and video frames): a rich bar on a terminal, plain lines every ``every``
+    seconds otherwise (logs, CI). Shows the current input (and frame), elapsed time and ETA."""
+
+    def __init__(self, total: int, *, enabled: bool, console: Any, every: float = 10.0) -> None:
+        self.total = max(int(total), 1)
+        self.enabled = enabled
+        self.console = console
+        self.every = every
+        self.done = 0
+        self.t0 = time.perf_counter()
+        self.last_line = self.t0
+        self.bar = None
+        self.task = None
+
+    def __enter__(self) -> _Progress:
+        if not self.enabled:
+            return self
+        isatty = bool(getattr(getattr(self.console, "file", None) or sys.stderr, "isatty", lambda: False)())
+        if isatty:
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeElapsedColumn,
+                TimeRemainingColumn,
+            )
+
+            columns = (TextColumn("[bold]process[/]"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                       TextColumn("ETA"), TimeRemainingColumn(), TextColumn("{task.fields[name]}", markup=False))
+            self.bar = Progress(*columns, console=self.console, transient=False)
+            self.bar.__enter__()
+            self.task = self.bar.add_task("process", total=self.total, name="")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(*exc)
+        elif self.enabled and self.done:
+            self._line("", final=True)
+
+    def current(self, name: str) -> None:
+        """Name the unit being worked on."""
+        if self.bar is not None:
+            self.bar.update(self.task, name=name)
+
+    def advance(self, n: int = 1, name: str = "") -> None:
+        self.done += n
+        if self.bar is not None:
+            self.bar.update(self.task, advance=n, name=name)
+        elif self.enabled and time.perf_counter() - self.last_line >= self.every:
+            self._line(name)
+
+    def _line(self, name: str, final: bool = False) -> None:
+        now = time.perf_counter()
+        self.last_line = now
+        elapsed = now - self.t0
+        rate = self.done / elapsed if elapsed > 0 else 0.0
+        eta = (self.total - self.done) / rate if rate > 0 and not final else 0.0
+        text = (f"process: {self.done}/{self.total} images+frames, {elapsed:.0f} s elapsed"
+                + ("" if final else f", ETA {eta:.0f} s") + (f", at {name}" if name else ""))
+        if self.console is not None:
+            self.console.print(text, markup=False, highlight=False)
+        else:
+            logger.info(text)
+
+
+# ------------------------------------------------------------------------------------------------------ runner
 
 
 class Pipeline:
-    """Runs ``metahmr process`` over a set of inputs.
+    """Runs ``metahmr process`` over a set of inputs (files, folders, globs, videos).
 
     Args:
         config: the run settings.
-        detector: object with ``detect(image) -> Detections`` (default: YOLO from ``config.detector``, or the
-            boxes of ``config.boxes_json``).
-        keypoints: a :class:`KeypointStage` callable (default: the backend of ``config.keypoints``).
-        networks: object with ``main``, ``aux`` and ``identifier`` (default: ``load_networks(checkpoint)``).
-        body: a BodyModel (default: ``load_body_model(config.body)``).
+        detector, keypoints, networks, body: injected stages of the estimator (see
+            :class:`~metahmr_cli.estimator.Estimator`).
         renderer: a :class:`Renderer` (default: :class:`metahmr_cli.render.MeshRenderer`); None with
             ``config.render`` off.
-        progress: show a rich progress bar (on stderr).
-        console: rich console for the progress bar and warnings.
+        progress: show progress (a bar on a terminal, plain lines otherwise).
+        console: rich console for progress and messages.
+        estimator: a ready :class:`~metahmr_cli.estimator.Estimator` to use (its models stay loaded across runs).
     """
 
     def __init__(self, config: ProcessConfig, *, detector: Any = None, keypoints: KeypointStage | None = None,
                  networks: Any = None, body: Any = None, renderer: Renderer | None = None,
-                 progress: bool = True, console: Any = None) -> None:
+                 progress: bool = True, console: Any = None, estimator: Estimator | None = None) -> None:
         config.validate()
         self.config = config
-        self.device = resolve_device(config.device)
-        self.dtype = torch.float64 if config.dtype == "float64" else torch.float32
-        self.detector = detector
-        self.keypoint_stage = keypoints
-        self.networks = networks
-        self.body = body
+        self.estimator = estimator if estimator is not None else Estimator(
+            config, detector=detector, keypoints=keypoints, networks=networks, body=body, console=console)
+        self.device = self.estimator.device
         self.renderer = renderer
         self.progress = progress
         self.console = console
@@ -400,254 +313,160 @@ class Pipeline:
         self.render_disabled_reason: str | None = None
         self.warnings: list[str] = []
         self._imported_boxes: Any = None
-        self._imported_keypoints: Any = None
-        self._faces: np.ndarray | None = None
-        self._checkpoint_id = ""
-        self._network_input = "image"
-        self._body_dir: Path | None = None
+        self._imported_keypoints: _ImportedKeypoints | None = None
         self._stage_totals: dict[str, float] = defaultdict(float)
+        self._fingerprint = ""
+        self._video_fingerprint = ""
         self._setup_done = False
-        self._tier_done = False
-        self.tier = "custom"
-        self.tier_message: str | None = None
-        self._schedule_label = config.tto.schedule
 
-    # -------------------------------------------------------------------------------------------- assets/setup
+    # -------------------------------------------------------------------------------------------- set-up
     def resolve_tier(self) -> None:
-        """Turn every ``auto`` setting into a concrete choice (:func:`metahmr_cli.tiers.choose_tier`): the model
-        tier with its body and checkpoint, the detector, the keypoint backend and the detector's thresholds."""
-        if self._tier_done:
-            return
-        from metahmr_cli.tiers import choose_tier
-
-        cfg = self.config
-        injected = self.networks is not None and self.body is not None
-        needs_detector = self.detector is None and cfg.boxes_json is None and cfg.keypoints_json is None
-        needs_keypoints = self.keypoint_stage is None and cfg.keypoints_json is None
-        choice = choose_tier(
-            model="paper" if injected else cfg.model,
-            body="smpl" if injected and cfg.body == "auto" else cfg.body,
-            checkpoint=cfg.checkpoint,
-            detector=cfg.detector if needs_detector else "unused",
-            keypoints=cfg.keypoints if needs_keypoints else "unused",
-            keypoints_model=cfg.keypoints_model, weights=cfg.weights)
-        self.tier = "custom" if injected else choice.tier
-        self.tier_message = choice.message
-        cfg.body = choice.body
-        if choice.checkpoint is not None:
-            cfg.checkpoint = choice.checkpoint
-        if needs_detector:
-            cfg.detector = choice.detector
-        if needs_keypoints:
-            cfg.keypoints = choice.keypoints  # type: ignore[assignment]
-        conf, min_box = DETECTOR_DEFAULTS.get(cfg.detector, YOLO_DEFAULTS)
-        if cfg.det_conf is None:
-            cfg.det_conf = conf
-        if cfg.min_box is None:
-            cfg.min_box = min_box
-        if self.tier_message:
-            logger.info("%s", self.tier_message)
-            if self.console is not None:
-                self.console.print(self.tier_message, markup=False, highlight=False)
-        self._tier_done = True
+        """See :meth:`Estimator.resolve_tier`."""
+        self.estimator.resolve_tier()
 
     def check_assets(self) -> None:
         """Resolve every file the run needs; raise one AssetNotFoundError listing all that are missing."""
-        from metahmr_cli.assets import body_dir, resolve_asset
-
-        self.resolve_tier()
-        cfg = self.config
-        missing: list[str] = []
-
-        def attempt(fn: Callable[[], Any]) -> Any:
-            try:
-                return fn()
-            except AssetNotFoundError as exc:
-                if str(exc) not in missing:  # one model may serve two stages (e.g. MoveNet)
-                    missing.append(str(exc))
-                return None
-
-        if self.body is None:
-            self._body_dir = attempt(lambda: body_dir(cfg.body, weights=cfg.weights))
-        if self.networks is None:
-            self._checkpoint_path = attempt(
-                lambda: resolve_asset("metahmr_cliff_hrnet_3dpw", cfg.checkpoint, weights=cfg.weights))
-        if (self.detector is None and cfg.boxes_json is None and cfg.keypoints_json is None
-                and cfg.detector not in (MEDIAPIPE_DETECTOR, MOVENET_DETECTOR)):
-            from metahmr_cli.detect import resolve_yolo_model
-
-            attempt(lambda: resolve_yolo_model(cfg.detector, weights=cfg.weights))
-        if (self.detector is None and cfg.boxes_json is None and cfg.keypoints_json is None
-                and cfg.detector == MOVENET_DETECTOR):
-            from metahmr_cli.keypoints.movenet import resolve_model_json
-
-            attempt(lambda: resolve_model_json(weights=cfg.weights))
-        if cfg.boxes_json is not None and not Path(cfg.boxes_json).is_file():
-            missing.append(f"Boxes file {cfg.boxes_json} (--boxes-json) does not exist.")
-        if cfg.keypoints_json is not None and not Path(cfg.keypoints_json).is_file():
-            missing.append(f"Keypoints file {cfg.keypoints_json} (--keypoints-json) does not exist.")
-        if self.keypoint_stage is None and cfg.keypoints_json is None:
-            attempt(lambda: _check_keypoint_model(cfg.keypoints, cfg.keypoints_model, cfg.weights))
-        if missing:
-            n = len(missing)
-            head = f"{n} required file{'s are' if n > 1 else ' is'} missing; nothing was processed.\n\n"
-            raise AssetNotFoundError(head + "\n\n".join(missing))
+        self.estimator.check_assets()
 
     def setup(self) -> None:
-        """Check assets, then load the body model, networks, detector and keypoint backend."""
+        """Load the estimator's models, the imported boxes/keypoints and the renderer."""
         if self._setup_done:
             return
-        self.check_assets()
+        est = self.estimator.setup()
         cfg = self.config
-        if self.body is None:
-            from metahmr_cli.body.smpl import load_body_model
-
-            self.body = load_body_model(self._body_dir, cfg.gender, device=self.device, dtype=self.dtype,
-                                        with_h36m=False)
-        self.body = self.body.to(device=self.device, dtype=self.dtype).eval()
-        self._faces = np.asarray(self.body.faces, dtype=np.int64)
-        if self.networks is None:
-            from metahmr_cli.models import load_networks
-
-            mean_params = None
-            if self._body_dir is not None:
-                from metahmr_cli.body.smpl import load_mean_params
-
-                with contextlib.suppress(FileNotFoundError, AssetNotFoundError):
-                    mean_params = load_mean_params(self._body_dir)
-            self.networks = load_networks(self._checkpoint_path, device=self.device, dtype=self.dtype,
-                                          mean_params=mean_params)
-        for net in (self.networks.main, self.networks.aux):
-            if net is not None:
-                net.to(device=self.device, dtype=self.dtype).eval()
-        self._checkpoint_id = str(getattr(self.networks, "identifier", "") or "")
-        self._network_input = str(getattr(self.networks.main, "input_kind", "image"))
-        self._check_auxiliary()
-        # The camera of the TTO losses must fit the network: an HMR-architecture checkpoint predicts the SPIN crop
-        # camera (focal 5000, 256 px box), CLIFF the one of the full image (the written transl is full-image in both).
-        arch = getattr(self.networks.main, "arch", None)
-        if arch in ("cliff", "hmr") and cfg.tto.camera != arch:
-            logger.info("TTO camera set to %r to fit the %s network", arch, arch)
-            cfg.tto = dataclasses.replace(cfg.tto, camera=arch)
-        if cfg.keypoints_json is not None and self.keypoint_stage is None:
-            from metahmr_cli.keypoints import load_keypoints
-
-            fmt = "coco17" if cfg.keypoints == "coco-json" else None
-            self._imported_keypoints = load_keypoints(cfg.keypoints_json, fmt=fmt)
-            self.keypoint_stage = _ImportedKeypointStage(self._imported_keypoints)
-        if cfg.boxes_json is not None and self.detector is None:
+        if est.imported_keypoints is not None:
+            self._imported_keypoints = _ImportedKeypoints(est.imported_keypoints)
+        if cfg.boxes_json is not None:
             from metahmr_cli.detect import ImportedBoxes
 
             self._imported_boxes = ImportedBoxes(cfg.boxes_json)
-        elif self.detector is None and self._imported_keypoints is not None:
-            self._imported_boxes = _BoxesFromKeypoints(self._imported_keypoints)
-        elif self.detector is None and cfg.detector == MEDIAPIPE_DETECTOR:
-            from metahmr_cli.detect.mediapipe_person import MediaPipePersonDetector
-
-            self.detector = MediaPipePersonDetector(conf=cfg.det_conf, min_box_size=cfg.min_box)
-        elif self.detector is None and cfg.detector == MOVENET_DETECTOR:
-            from metahmr_cli.keypoints.movenet import MoveNetDetector
-
-            self.detector = MoveNetDetector(device=str(self.device), weights=cfg.weights, conf=cfg.det_conf,
-                                            min_box_size=cfg.min_box)
-        elif self.detector is None:
-            from metahmr_cli.detect import YoloDetector
-
-            self.detector = YoloDetector(cfg.detector, conf=cfg.det_conf, iou=cfg.det_iou,
-                                         max_people=cfg.max_people, min_box_size=cfg.min_box,
-                                         device=str(self.device), weights=cfg.weights)
-        if self.keypoint_stage is None:
-            from metahmr_cli.keypoints import build_keypoint_estimator
-
-            estimator = build_keypoint_estimator(cfg.keypoints, cfg.keypoints_model, device=str(self.device),
-                                                 weights=cfg.weights)
-            self.keypoint_stage = EstimatorStage(estimator)
         if self.render_enabled and self.renderer is None:
             from metahmr_cli.render import MeshRenderer
 
             self.renderer = MeshRenderer(max_side=cfg.max_render_side)
+        self._fingerprint = self.settings_fingerprint()
+        self._video_fingerprint = self.video_fingerprint()
         self._setup_done = True
 
-    def _check_auxiliary(self) -> None:
-        """A single-network checkpoint (official CLIFF, SPIN) has no auxiliary net: the Meta-HMR schedules would
-        use the network as its own pseudo mesh. Refuse unless asked for, and then label the outputs so."""
-        from metahmr_cli.tto import resolve_schedule
+    @property
+    def tier(self) -> str:
+        return self.estimator.tier
 
-        cfg = self.config
-        kind = getattr(self.networks, "kind", "metahmr")
-        if kind == "metahmr" or not resolve_schedule(cfg.tto).needs_aux:
-            self._schedule_label = cfg.tto.schedule
-            return
-        if not cfg.self_aux:
-            raise ConfigError(
-                f"checkpoint {self._checkpoint_id or cfg.checkpoint} holds a single network ({kind}), but "
-                f"--tto {cfg.tto.schedule} needs Meta-HMR's auxiliary network for its pseudo mesh. Use a Meta-HMR "
-                "checkpoint, or --tto eft / --tto none with this one, or --self-aux to let the network be its own "
-                f"auxiliary net (outputs are labelled '{cfg.tto.schedule}+self-aux', not Meta-HMR).")
-        self._schedule_label = f"{cfg.tto.schedule}+self-aux"
+    # the estimator's stages, for callers that inspect them
+    detector = property(lambda self: self.estimator.detector)
+    keypoint_stage = property(lambda self: self.estimator.keypoint_stage)
+    networks = property(lambda self: self.estimator.networks)
+    body = property(lambda self: self.estimator.body)
+
+    def settings_fingerprint(self) -> str:
+        """A short hash of everything that changes the results of an input: checkpoint and body identity, tier,
+        detector and its thresholds, keypoint source, imported files, TTO settings, focal rule, dtype, device type
+        and the versions of metahmr and of the result schema."""
+        from metahmr_cli.config import config_to_dict
+
+        cfg = self.estimator.config  # the estimation settings (the runner's own when it built the estimator)
+        est = self.estimator
+
+        def file_id(path: Path | None) -> Any:
+            if path is None:
+                return None
+            p = Path(path)
+            st = p.stat() if p.is_file() else None
+            return [str(p.resolve()), st.st_size if st else None, st.st_mtime_ns if st else None]
+
+        key = {
+            "checkpoint": est.checkpoint_id, "body": est.body_name, "gender": getattr(est.body, "gender", cfg.gender),
+            "tier": est.tier, "detector": cfg.detector, "det_conf": cfg.det_conf, "det_iou": cfg.det_iou,
+            "max_people": cfg.max_people, "min_box": cfg.min_box, "keypoints": cfg.keypoints,
+            "keypoints_model": cfg.keypoints_model, "boxes_json": file_id(cfg.boxes_json),
+            "keypoints_json": file_id(cfg.keypoints_json), "tto": config_to_dict(cfg.tto),
+            "schedule": est.schedule_label, "focal": cfg.focal, "fov": cfg.fov, "dtype": cfg.dtype,
+            "device": est.device.type, "metahmr": __version__, "schema": SCHEMA_VERSION,
+        }
+        return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+    def video_fingerprint(self) -> str:
+        """:meth:`settings_fingerprint` plus what changes a video's frames: the stride, tracking, warm start and
+        smoothing (not the exports, which are remade from the frames)."""
+        from metahmr_cli.config import config_to_dict
+
+        v = config_to_dict(self.config.video)
+        v.pop("export", None)
+        key = {"base": self._fingerprint or self.settings_fingerprint(), "stride": self.config.video_stride,
+               "video": v, "warm": self._warm_possible()}
+        return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+    def _warm_possible(self) -> bool:
+        """Whether warm-started TTO is on for videos (asked for, tracking on, and the schedule adapts weights per
+        person)."""
+        v = self.config.video
+        return bool(v.warm_start and v.tracker != "none" and self.estimator.supports_warm_start())
+
+    def _fingerprint_of(self, kind: str) -> str:
+        return self._video_fingerprint if kind == "video" else self._fingerprint
 
     # -------------------------------------------------------------------------------------------- run
     def run(self) -> RunReport:
-        """Process every input; returns the counts per status and the exit code (0 all ok, 1 some failed)."""
-        from metahmr_cli.config import config_to_dict
+        """Process every input; returns the counts per status and the exit code (0 all ok, 1 some failed).
+
+        Raises:
+            InputError: no usable input, or an output folder that cannot be written (before any model loads).
+            DiskFullError: the disk filled up: finished inputs are kept and recorded, the rest is not started.
+        """
         from metahmr_cli.io.sources import expand_inputs
 
         cfg = self.config
-        items = expand_inputs(cfg.inputs, recursive=cfg.recursive)
+        items = expand_inputs(cfg.inputs, recursive=cfg.recursive, report_problems=True)
+        if not self._setup_done:
+            self.check_assets()  # every missing file at once, before the output folder is made
+        out = check_output_folder(cfg.out)  # before any model loads: a bad --out costs nothing
+        say = (lambda text: self.console.print(text, markup=False, highlight=False)) if self.console else logger.info
+        with OutputLock(out, wait=cfg.wait, say=say), _interrupts_noted():
+            return self._run_locked(items, out)
+
+    def _run_locked(self, items: list[Any], out: Path) -> RunReport:
+        from metahmr_cli.config import config_to_dict
+
+        cfg = self.config
+        clean_temp_files(out)  # no other run writes here (the lock): every temporary file is a leftover
         self.setup()
-        out = Path(cfg.out)
-        out.mkdir(parents=True, exist_ok=True)
-        clean_temp_files(out)
         run_id = uuid.uuid4().hex[:12]
         manifest = Manifest(out, run_id=run_id)
         started = time.time()
         t0 = time.perf_counter()
         totals = {"images": 0, "frames": 0, "people": 0}
+        pending: list[Frame] = []
+        units = sum(self._units(it) for it in items)
 
-        pending: list[_Frame] = []
+        with _Progress(units, enabled=self.progress, console=self.console) as progress:
 
-        def record(item: Any, rec: ManifestRecord) -> None:
-            manifest.add(rec)
-            if rec.status in ("ok", "no_person"):
-                totals["people"] += rec.people
-                if item.kind == "video":
-                    totals["frames"] += rec.frames or 0
-                else:
-                    totals["images"] += 1
-            advance(item)
+            def record(item: Any, rec: ManifestRecord, advance: bool = True) -> None:
+                rec.settings = self._fingerprint_of(item.kind) if rec.status in ("ok", "no_person", "skipped") \
+                    else None
+                manifest.add(rec)
+                if rec.status in ("ok", "no_person"):
+                    totals["people"] += rec.people
+                    if item.kind == "video":
+                        totals["frames"] += rec.frames or 0
+                    else:
+                        totals["images"] += 1
+                if advance:
+                    progress.advance(1 if item.kind == "image" else 0, name=Path(str(item.path)).name)
 
-        def flush() -> None:
-            errors = self._regress(pending)
-            for fr in pending:
-                err = errors.get(id(fr))
-                rec = self._failed(fr.item, _reason(err)) if err is not None else self._finish_image(fr, out)
-                record(fr.item, rec)
-            pending.clear()
+            def flush() -> None:
+                errors = self.estimator.regress(pending)
+                for fr in pending:
+                    err = errors.get(id(fr))
+                    rec = self._failed(fr.item, _reason(err)) if err is not None else self._finish_image(fr, out)
+                    record(fr.item, rec)
+                pending.clear()
 
-        with self._progress_bar(len(items)) as advance:
-            for item in items:
-                prev = manifest.previous.get(item.stem)
-                if not cfg.overwrite and prev is not None and self._is_complete(prev, out):
-                    rec = ManifestRecord(input=str(item.path), key=item.stem, kind=item.kind, status="skipped",
-                                         reason="outputs of an earlier run are complete (use --overwrite to redo)",
-                                         people=prev.people, frames=prev.frames, outputs=list(prev.outputs),
-                                         previous_status=prev.previous_status or prev.status)
-                    record(item, rec)
-                    continue
-                if item.kind == "video":
-                    if pending:
-                        flush()
-                    record(item, self._process_video_safe(item, out))
-                    continue
-                try:
-                    frame = self._prepare_image(item)
-                except Exception as exc:  # noqa: BLE001 - one bad input must not stop the run
-                    record(item, self._failed(item, _reason(exc)))
-                    continue
-                pending.append(frame)
-                # decoded images wait here until a batch of people is full (or as many images are held)
-                if _batch_full(pending, cfg.batch_size):
-                    flush()
+            try:
+                self._loop(items, out, manifest, progress, record, flush, pending)
+            except DiskFullError:
+                with contextlib.suppress(OSError):
+                    manifest.finalize(order=[it.stem for it in items])
+                raise
             if pending:
                 flush()
         manifest.finalize(order=[it.stem for it in items])
@@ -655,6 +474,7 @@ class Pipeline:
         counts = manifest.counts()
         exit_code = 1 if counts["failed"] else 0
         n_units = totals["images"] + totals["frames"]
+        est = self.estimator
         summary = {
             "run_id": run_id,
             "metahmr_version": __version__,
@@ -669,8 +489,10 @@ class Pipeline:
             "stage_seconds": {s: self._stage_totals.get(s, 0.0) for s in STAGES},
             "device": str(self.device),
             "dtype": cfg.dtype,
-            "body_model": getattr(self.body, "name", "smpl"),
-            "checkpoint": self._checkpoint_id,
+            "tier": est.tier,
+            "body_model": est.body_name,
+            "checkpoint": est.checkpoint_id,
+            "settings_fingerprint": self._fingerprint,
             "renders_disabled": self.render_disabled_reason,
             "warnings": self.warnings,
             "config": config_to_dict(cfg),
@@ -681,29 +503,55 @@ class Pipeline:
                 self.renderer.close()
         return RunReport(counts=counts, exit_code=exit_code, out_dir=out, summary=summary)
 
-    @contextlib.contextmanager
-    def _progress_bar(self, total: int) -> Iterator[Callable[[Any], None]]:
-        if not self.progress:
-            yield lambda item: None
-            return
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-        )
+    def _loop(self, items: list[Any], out: Path, manifest: Manifest, progress: _Progress,
+              record: Any, flush: Any, pending: list[Frame]) -> None:
+        cfg = self.config
+        for item in items:
+            name = Path(str(item.path)).name
+            progress.current(name)
+            if item.problem is not None:
+                record(item, self._failed(item, item.problem))
+                continue
+            prev = manifest.previous.get(item.stem)
+            if not cfg.overwrite and prev is not None and self._is_complete(prev, out):
+                rec = ManifestRecord(input=str(item.path), key=item.stem, kind=item.kind, status="skipped",
+                                     reason="outputs of an earlier run with the same settings are complete "
+                                            "(use --overwrite to redo)",
+                                     people=prev.people, frames=prev.frames, outputs=list(prev.outputs),
+                                     previous_status=prev.previous_status or prev.status)
+                record(item, rec, advance=False)
+                progress.advance(self._units(item), name=name)
+                continue
+            if prev is not None and not cfg.overwrite and prev.settings \
+                    and prev.settings != self._fingerprint_of(item.kind):
+                logger.info("%s: settings changed since the earlier run; redoing it", name)
+            if item.kind == "video":
+                if pending:
+                    flush()
+                record(item, self._process_video_safe(item, out, progress), advance=False)
+                continue
+            try:
+                frame = self._prepare_image(item)
+            except Exception as exc:  # noqa: BLE001 - one bad input must not stop the run
+                record(item, self._failed(item, _reason(exc)))
+                continue
+            pending.append(frame)
+            # decoded images wait here until a batch of people is full (or as many images are held)
+            if _batch_full(pending, cfg.batch_size):
+                flush()
 
-        columns = (TextColumn("[bold]process[/]"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                   TextColumn("ETA"), TimeRemainingColumn(), TextColumn("{task.fields[name]}", markup=False))
-        with Progress(*columns, console=self.console, transient=False) as bar:
-            task = bar.add_task("process", total=total, name="")
+    def _units(self, item: Any) -> int:
+        """Progress units of an input: 1 for an image, its (estimated) number of processed frames for a video."""
+        if item.kind != "video":
+            return 1
+        from metahmr_cli.io.sources import video_info
 
-            def advance(item: Any) -> None:
-                bar.update(task, advance=1, name=Path(str(item.path)).name)
-
-            yield advance
+        try:
+            n = video_info(item.path, count_frames=False).n_frames or 1
+        except Exception:  # noqa: BLE001 - a damaged video fails later with its own message
+            return 1
+        n = -(-n // self.config.video_stride)
+        return min(n, self.config.max_frames) if self.config.max_frames else n
 
     # -------------------------------------------------------------------------------------------- skip logic
     def _expected_names(self, stem: str, kind: str, people: int) -> list[str]:
@@ -722,10 +570,12 @@ class Pipeline:
         return names
 
     def _is_complete(self, prev: ManifestRecord, out: Path) -> bool:
-        """An earlier record whose outputs all exist, whose result files are valid, and that has every
-        output the current settings ask for."""
+        """An earlier record made with the same settings, whose outputs all exist, whose result files are valid,
+        and that has every output the current settings ask for."""
         status = prev.previous_status if prev.status == "skipped" else prev.status
         if status not in ("ok", "no_person"):
+            return False
+        if prev.settings != self._fingerprint_of(prev.kind):
             return False
         outputs = set(prev.outputs)
         if prev.kind == "image":
@@ -734,6 +584,11 @@ class Pipeline:
             people = 0
             if not any(o.endswith(".npz") for o in outputs):
                 return False
+            if self.config.save_mesh != "none" and not any(o.endswith("." + self.config.save_mesh) for o in outputs) \
+                    and prev.people:
+                return False
+            if not self._sequence_outputs_complete(prev.key, outputs, out):
+                return False
         for name in self._expected_names(prev.key, prev.kind, people):
             if name not in outputs:
                 return False
@@ -741,7 +596,7 @@ class Pipeline:
             path = out / name
             if not path.is_file():
                 return False
-            if name.endswith(".npz") and validate_result_npz(path):
+            if _is_result_name(name, prev.key) and validate_result_npz(path):
                 return False
         if prev.kind == "image":
             with contextlib.suppress(Exception):
@@ -749,37 +604,80 @@ class Pipeline:
             return False
         return True
 
-    # -------------------------------------------------------------------------------------------- per input
-    def _process_video_safe(self, item: Any, out: Path) -> ManifestRecord:
-        t0 = time.perf_counter()
+    def _sequence_outputs_complete(self, stem: str, outputs: set[str], out: Path) -> bool:
+        """A video's ``_tracks.npz`` and one export file per track and format, when tracking is on."""
+        if self.config.video.tracker == "none":
+            return True
+        name = f"{stem}_tracks.npz"
+        if name not in outputs:
+            return False
         try:
-            rec = self._process_video(item, out)
-        except Exception as exc:  # noqa: BLE001 - one bad input must not stop the run
-            logger.debug("input %s failed", item.path, exc_info=True)
-            rec = self._failed(item, _reason(exc))
-        rec.timings["total"] = time.perf_counter() - t0
-        return rec
+            with np.load(out / name, allow_pickle=False) as z:
+                ids = [int(t) for t in z["track_ids"]]
+        except Exception:  # noqa: BLE001 - a damaged file means: redo
+            return False
+        wanted = {f"{stem}_tracks/track_{t:03d}.{_EXPORT_SUFFIX[e]}" for e in self.config.video.export for t in ids}
+        return wanted == {o for o in outputs if o.startswith(f"{stem}_tracks/")}
+
+    # -------------------------------------------------------------------------------------------- per input
+    def _disk_full(self, item: Any, out: Path) -> DiskFullError:
+        return DiskFullError(
+            f"The disk holding {out} is full: writing the outputs of {item.path} failed, and the run stopped there. "
+            "The outputs of every finished input are kept (and recorded in manifest.jsonl); free some space and run "
+            "the same command again to continue, or choose another --out.")
 
     def _failed(self, item: Any, reason: str) -> ManifestRecord:
         logger.warning("%s: %s", item.path, reason)
         return ManifestRecord(input=str(item.path), key=item.stem, kind=item.kind, status="failed", reason=reason)
 
-    def _prepare_image(self, item: Any) -> _Frame:
+    def _people_inputs(self, item: Any, frame: int | None, image: np.ndarray) -> dict[str, Any]:
+        """Boxes / keypoints imported for this input (``--boxes-json`` / ``--keypoints-json``), for the estimator."""
+        from metahmr_cli.detect.boxes_json import input_label
+
+        cfg = self.estimator.config
+        if self._imported_boxes is None and self._imported_keypoints is None:
+            return {}
+        source = self._imported_boxes if self._imported_boxes is not None else self._imported_keypoints
+        dets = source.get(item.path, frame) if self._imported_boxes is not None else source.boxes(item.path, frame)
+        if dets is None:
+            where = input_label(item.path, frame)
+            path = cfg.boxes_json if cfg.boxes_json is not None else cfg.keypoints_json
+            what = "boxes" if cfg.boxes_json is not None else "people"
+            raise InputError(f"{path} lists no {what} for {where!r}; add an entry (may be empty).")
+        out: dict[str, Any] = {"boxes": dets.xyxy, "scores": dets.scores}
+        if self._imported_keypoints is not None:
+            from metahmr_cli.detect import filter_detections
+
+            H, W = image.shape[:2]
+            kept = filter_detections(dets, min_box_size=cfg.min_box, max_people=cfg.max_people, image_size=(W, H))
+            out = {"boxes": kept.xyxy, "scores": kept.scores,
+                   "keypoints": self._imported_keypoints.keypoints(image, kept.xyxy, Path(item.path), frame)}
+        return out
+
+    def _prepare(self, item: Any, frame: int | None, image: np.ndarray, focal: float | None,
+                 timings: dict[str, float], focal_rule: str | None = None, exif_focal: float | None = None,
+                 people_hook: Any = None) -> Frame:
+        fr = self.estimator.prepare(image, source=str(item.path), frame=frame, focal=focal, exif_focal=exif_focal,
+                                    timings=timings, item=item, path=Path(item.path), people_hook=people_hook,
+                                    **self._people_inputs(item, frame, image))
+        if focal_rule is not None:
+            fr.focal_rule = focal_rule
+        return fr
+
+    def _prepare_image(self, item: Any) -> Frame:
         from metahmr_cli.io.sources import read_exif_focal, read_image
 
         t0 = time.perf_counter()
         timings: dict[str, float] = defaultdict(float)
         with _Timer(timings, "decode"):
-            image = read_image(item.path)
+            image = read_image(item.path, max_pixels=self.config.max_pixels)
             H, W = image.shape[:2]
             exif = read_exif_focal(item.path, W, H) if self.config.focal == "exif" else None
-        focal, rule = focal_for_image(W, H, focal=self.config.focal, fov=self.config.fov, exif_focal=exif)
-        frame = self._prepare(item, None, image, focal, timings)
+        frame = self._prepare(item, None, image, None, timings, exif_focal=exif)
         frame.started = t0
-        frame.focal_rule = rule
         return frame
 
-    def _finish_image(self, frame: _Frame, out: Path) -> ManifestRecord:
+    def _finish_image(self, frame: Frame, out: Path) -> ManifestRecord:
         """Write the outputs of one image whose people went through the networks; failures are isolated."""
         item = frame.item
         outputs: list[str] = []
@@ -791,6 +689,8 @@ class Pipeline:
                 with contextlib.suppress(OSError):
                     (out / name).unlink()
             logger.debug("input %s failed", item.path, exc_info=True)
+            if disk_full(exc):
+                raise self._disk_full(item, out) from exc
             return self._failed(item, _reason(exc))
         self._add_timings(frame.timings)
         frame.timings["total"] = time.perf_counter() - frame.started
@@ -799,16 +699,49 @@ class Pipeline:
                               reason=None if frame.num_people else "no person detected",
                               people=frame.num_people, outputs=outputs, timings=dict(frame.timings))
 
-    def _process_video(self, item: Any, out: Path) -> ManifestRecord:
+    def _process_video_safe(self, item: Any, out: Path, progress: _Progress) -> ManifestRecord:
+        t0 = time.perf_counter()
+        try:
+            rec = self._process_video(item, out, progress)
+        except Exception as exc:  # noqa: BLE001 - one bad input must not stop the run
+            logger.debug("input %s failed", item.path, exc_info=True)
+            if disk_full(exc):
+                raise self._disk_full(item, out) from exc
+            rec = self._failed(item, _reason(exc))
+        rec.timings["total"] = time.perf_counter() - t0
+        return rec
+
+    def _resumable_frame(self, path: Path, mesh_names: list[str], out: Path) -> dict[str, np.ndarray] | None:
+        """The arrays of a frame file of an earlier run with the same settings (and its meshes), else None."""
+        if not path.is_file() or validate_result_npz(path):
+            return None
+        with contextlib.suppress(Exception):
+            arrays = load_result_npz(path)
+            if str(arrays.get("settings_fingerprint", "")) != self._video_fingerprint:
+                return None
+            if self.config.save_vertices and "vertices" not in arrays:
+                return None
+            people = int(arrays["global_orient"].shape[0])
+            if self.config.save_mesh != "none" and not all((out / n).is_file() for n in mesh_names[:people]):
+                return None
+            return arrays
+        return None
+
+    def _process_video(self, item: Any, out: Path, progress: _Progress) -> ManifestRecord:
         from metahmr_cli.io.sources import iter_video_frames, video_info
         from metahmr_cli.render import VideoWriter
+        from metahmr_cli.video.motion import TrackBook
 
         cfg = self.config
         timings: dict[str, float] = defaultdict(float)
         info = video_info(item.path, count_frames=False)
-        fps = (info.fps or 25.0) / cfg.video_stride
+        source_fps = info.fps or 25.0
+        fps = source_fps / cfg.video_stride
         W, H = info.size
-        focal, focal_rule = focal_for_image(W, H, focal=cfg.focal, fov=cfg.fov)
+        focal, focal_rule = focal_for_image(W, H, focal=cfg.focal if cfg.focal != "exif" else None, fov=cfg.fov)
+        book = TrackBook(cfg.video, fps=source_fps, stride=cfg.video_stride,
+                         det_conf=self.estimator.config.det_conf if self._imported_boxes is None else 0.0)
+        warm = self._warm_possible()
         outputs: list[str] = []
         writers: dict[str, Any] = {}
         if self.render_enabled:
@@ -816,22 +749,30 @@ class Pipeline:
             if cfg.side_view:
                 writers["side"] = VideoWriter(out / f"{item.stem}_side.mp4", fps)
         written: list[Path] = []
+        resumed = 0
         people = 0
-        pending: list[_Frame] = []
+        pending: list[Frame] = []
+        name = Path(str(item.path)).name
+
+        def emit(fr: Frame) -> None:
+            nonlocal people
+            with _Timer(fr.timings, "smooth"):
+                self._apply_motion(fr, book, warm)
+            frame_name = f"{item.stem}/frame_{fr.frame:06d}.npz"
+            outputs.extend(self._write_frame(fr, out, frame_name))
+            written.append(out / frame_name)
+            self._render_video_frame(fr, writers)
+            people += fr.num_people
+            for k, v in fr.timings.items():
+                timings[k] += v
+            progress.advance(1, name=f"{name} frame {fr.frame}")
 
         def flush() -> None:
-            nonlocal people
-            errors = self._regress(pending)
+            errors = self.estimator.regress(pending)
             if errors:
                 raise next(iter(errors.values()))
             for fr in pending:
-                name = f"{item.stem}/frame_{fr.frame:06d}.npz"
-                outputs.extend(self._write_frame(fr, out, name))
-                written.append(out / name)
-                self._render_video_frame(fr, writers)
-                people += fr.num_people
-                for k, v in fr.timings.items():
-                    timings[k] += v
+                emit(fr)
             pending.clear()
 
         try:
@@ -844,10 +785,40 @@ class Pipeline:
                     break
                 finally:
                     timings["decode"] += time.perf_counter() - t
-                frame = self._prepare(item, index, image, focal, defaultdict(float))
-                frame.focal_rule = focal_rule
+                frame_file = out / item.stem / f"frame_{index:06d}.npz"
+                mesh_names = [f"{item.stem}/frame_{index:06d}_person{i:02d}.{cfg.save_mesh}" for i in range(99)]
+                arrays = None if cfg.overwrite else self._resumable_frame(frame_file, mesh_names, out)
+                if arrays is not None:  # finished by an earlier run with the same settings: keep it, render it
+                    if pending:
+                        flush()
+                    fr = self._frame_from_arrays(item, index, image, arrays)
+                    self._resume_motion(fr, book, arrays)
+                    n = fr.num_people
+                    outputs.append(f"{item.stem}/{frame_file.name}")
+                    if cfg.save_mesh != "none":
+                        outputs.extend(mesh_names[:n])
+                    written.append(frame_file)
+                    self._render_video_frame(fr, writers)
+                    people += n
+                    resumed += 1
+                    progress.advance(1, name=f"{name} frame {index} (resumed)")
+                    continue
+                ids: list[np.ndarray] = []
+
+                def hook(boxes: np.ndarray, scores: np.ndarray, kp: np.ndarray, index: int = index,
+                         ids: list[np.ndarray] = ids) -> np.ndarray:
+                    tid = book.assign(boxes, scores)
+                    ids.append(tid)
+                    return book.smooth_keypoints(tid, boxes, kp, index)
+
+                frame = self._prepare(item, index, image, focal, defaultdict(float), focal_rule=focal_rule,
+                                      people_hook=hook)
+                frame.track_ids = ids[0]
+                if warm:
+                    frame.warm = book.warm_states(frame.track_ids, frame.boxes, index)
                 pending.append(frame)
-                if _batch_full(pending, cfg.batch_size):
+                # warm starts need the previous frame's TTO to have finished: one frame at a time then
+                if warm or _batch_full(pending, cfg.batch_size):
                     flush()
             if pending:
                 flush()
@@ -858,6 +829,11 @@ class Pipeline:
                         outputs.append(p.name)
                 else:  # renders were switched off mid-video: drop the partial overlay
                     w.abort()
+        except KeyboardInterrupt:
+            # finished frames stay: the next run resumes from them; the partial videos go
+            for w in writers.values():
+                w.abort()
+            raise
         except BaseException:
             for w in writers.values():
                 w.abort()
@@ -865,210 +841,174 @@ class Pipeline:
                 with contextlib.suppress(OSError):
                     p.unlink()
             _remove_frame_files(out / item.stem, keep=set())
+            _remove_sequence_files(out, item.stem)
             raise
         # frames of an earlier run with other settings (stride, max_frames) must not mix with this run's
-        _remove_frame_files(out / item.stem, keep={p.name for p in written})
+        _remove_frame_files(out / item.stem, keep={Path(o).name for o in outputs if o.startswith(f"{item.stem}/")})
+        if resumed:
+            logger.info("%s: %d of %d frames resumed from an earlier run", name, resumed, len(written))
+        if book.tracker is not None:
+            with _Timer(timings, "write"):
+                outputs += self._write_sequences(item, out, written, source_fps, (H, W), focal)
         self._add_timings(timings)
         status = "ok" if people else "no_person"
         return ManifestRecord(input=str(item.path), key=item.stem, kind="video", status=status,
                               reason=None if people else "no person detected in any frame",
                               people=people, frames=len(written), outputs=outputs, timings=dict(timings))
 
+    def _apply_motion(self, fr: Frame, book: Any, warm: bool) -> None:
+        """Smooth a frame's people per track (rotations, translation, held shape) and keep their TTO end state."""
+        from scipy.spatial.transform import Rotation
+
+        p = fr.result
+        ids = fr.track_ids
+        if p is None or ids is None or fr.frame is None:
+            return
+        n = len(ids)
+        if n == 0:
+            return
+        q = p.numpy()
+        aa = np.concatenate([q.global_orient, q.body_pose], axis=1).reshape(n * 24, 3)
+        rot = Rotation.from_rotvec(aa.astype(np.float64)).as_matrix().reshape(n, 24, 3, 3)
+        rot_s, tr_s, betas_s = book.smooth_outputs(ids, fr.boxes, rot, q.transl, q.betas, fr.frame)
+        if warm:  # after smooth_outputs, which starts the tracks of new people
+            book.store_warm(ids, fr.tto_states or [None] * n, fr.frame)
+        if book.filters is not None:
+            fr.result = self.estimator.repose(q, rot_s, betas_s, tr_s)
+
+    def _resume_motion(self, fr: Frame, book: Any, arrays: dict[str, np.ndarray]) -> None:
+        """Feed a frame finished by an earlier run to the tracker and the filters (resume)."""
+        from scipy.spatial.transform import Rotation
+
+        assert fr.frame is not None
+        ids = book.assign(arrays["bbox"], arrays["det_score"])
+        fr.track_ids = ids
+        n = len(ids)
+        if n == 0:
+            return
+        aa = np.concatenate([arrays["global_orient"], arrays["body_pose"]], axis=1).reshape(n * 24, 3)
+        rot = Rotation.from_rotvec(aa.astype(np.float64)).as_matrix().reshape(n, 24, 3, 3)
+        book.seed_from_result(ids, arrays["bbox"], rot, arrays["transl"], arrays["betas"], arrays["keypoints2d"],
+                              fr.frame)
+
+    def _write_sequences(self, item: Any, out: Path, frame_files: list[Path], fps: float, image_hw: tuple[int, int],
+                         focal: float) -> list[str]:
+        """``<stem>_tracks.npz`` and the per-track exports of a finished video (each written atomically)."""
+        from metahmr_cli.video.export import write_bvh, write_glb_animation
+        from metahmr_cli.video.sequences import collect_tracks, write_amass, write_tracks_npz
+
+        cfg = self.config
+        est = self.estimator
+        keys = ("frame_index", "track_id", "global_orient", "body_pose", "betas", "transl", "bbox", "det_score",
+                "keypoints2d", "tto_steps", "reproj_error_before", "reproj_error_after", "tto_converged", "fell_back",
+                "K")
+        frames = []
+        for path in frame_files:
+            with np.load(path, allow_pickle=False) as z:
+                frames.append({k: z[k] for k in keys if k in z.files})
+        tracks = collect_tracks(frames, est.body)
+        K = frames[0]["K"] if frames else np.array([[focal, 0, image_hw[1] / 2], [0, focal, image_hw[0] / 2],
+                                                    [0, 0, 1]])
+        gender = str(getattr(est.body, "gender", "neutral"))
+        meta = {"source": display_path(str(item.path))[0], "body_model": est.body_name, "gender": gender,
+                "checkpoint": est.checkpoint_id, "tto_schedule": est.schedule_label, "model_tier": est.tier,
+                "settings_fingerprint": self._video_fingerprint, "tracker": cfg.video.tracker,
+                "smooth": float(cfg.video.smooth), "warm_start": self._warm_possible()}
+        names = [f"{item.stem}_tracks.npz"]
+        write_tracks_npz(out / names[0], tracks, fps=fps, stride=cfg.video_stride, K=K, image_size=image_hw,
+                         meta=meta)
+        folder = out / f"{item.stem}_tracks"
+        wanted: set[str] = set()
+        for t in tracks:
+            for fmt in cfg.video.export:
+                rel = f"{item.stem}_tracks/track_{t.track_id:03d}.{_EXPORT_SUFFIX[fmt]}"
+                if fmt == "amass":
+                    write_amass(out / rel, t, est.body, fps=fps, stride=cfg.video_stride, gender=gender)
+                elif fmt == "glb":
+                    write_glb_animation(out / rel, t, est.body, fps=fps, stride=cfg.video_stride)
+                else:
+                    write_bvh(out / rel, t, est.body, fps=fps, stride=cfg.video_stride)
+                names.append(rel)
+                wanted.add(Path(rel).name)
+        if folder.is_dir():  # exports of an earlier run that this run did not make again
+            for p in folder.iterdir():
+                if p.is_file() and p.name.startswith("track_") and p.name not in wanted:
+                    with contextlib.suppress(OSError):
+                        p.unlink()
+        return names
+
+    def _frame_from_arrays(self, item: Any, index: int, image: np.ndarray, a: dict[str, np.ndarray]) -> Frame:
+        """A finished frame rebuilt from its result file (for the overlay video of a resumed run)."""
+        est = self.estimator
+        fr = Frame(source=str(item.path), frame=index, image=image, K=a["K"], boxes=a["bbox"],
+                   scores=a["det_score"], keypoints=a["keypoints2d"], item=item,
+                   focal_rule=str(a.get("focal_rule", "diagonal")))
+        n = fr.num_people
+        verts = a["vertices"] if "vertices" in a else np.zeros((n, est.num_vertices, 3), np.float32)
+        fr.result = People(
+            boxes=a["bbox"], scores=a["det_score"], keypoints2d=a["keypoints2d"], global_orient=a["global_orient"],
+            body_pose=a["body_pose"], betas=a["betas"], transl=a["transl"], vertices=verts, joints3d=a["joints3d"],
+            cam_crop=np.zeros((n, 3), np.float32), tto_steps=a["tto_steps"],
+            reproj_error_before=a["reproj_error_before"], reproj_error_after=a["reproj_error_after"],
+            tto_converged=a["tto_converged"], fell_back=a["fell_back"], K=a["K"], image_size=image.shape[:2],
+            body_model=str(a["body_model"]), checkpoint=str(a["checkpoint"]), tier=est.tier,
+            tto_schedule=str(a["tto_schedule"]), focal_rule=fr.focal_rule, faces=est.faces)
+        return fr
+
     def _add_timings(self, timings: dict[str, float]) -> None:
         for k, v in timings.items():
             self._stage_totals[k] += v
 
-    # -------------------------------------------------------------------------------------------- stages
-    def _detect(self, item: Any, frame: int | None, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        from metahmr_cli.detect import filter_detections
-        from metahmr_cli.detect.boxes_json import input_label
-
-        cfg = self.config
-        H, W = image.shape[:2]
-        if self._imported_boxes is not None:
-            dets = self._imported_boxes.get(item.path, frame)
-            if dets is None:
-                where = input_label(item.path, frame)
-                source = cfg.boxes_json if cfg.boxes_json is not None else cfg.keypoints_json
-                what = "boxes" if cfg.boxes_json is not None else "people"
-                raise InputError(f"{source} lists no {what} for {where!r}; add an entry (may be empty).")
-            dets = filter_detections(dets, min_box_size=cfg.min_box, max_people=cfg.max_people, image_size=(W, H))
-        else:
-            dets = self.detector.detect(image)
-            dets = filter_detections(dets, min_score=cfg.det_conf, min_box_size=cfg.min_box,
-                                     max_people=cfg.max_people, image_size=(W, H))
-        return np.asarray(dets.xyxy, np.float32).reshape(-1, 4), np.asarray(dets.scores, np.float32).reshape(-1)
-
-    def _prepare(self, item: Any, frame: int | None, image: np.ndarray, focal: float,
-                 timings: dict[str, float]) -> _Frame:
-        """Detect, estimate keypoints and cut crops for one image."""
-        from metahmr_cli.geometry.camera import CropInfo
-        from metahmr_cli.geometry.crop import apply_affine, box_from_xyxy, normalize_crop_keypoints, warp_crop
-
-        H, W = image.shape[:2]
-        K = np.array([[focal, 0.0, W / 2.0], [0.0, focal, H / 2.0], [0.0, 0.0, 1.0]], np.float32)
-        with _Timer(timings, "detect"):
-            boxes, scores = self._detect(item, frame, image)
-        n = len(boxes)
-        if n:
-            with _Timer(timings, "keypoints"):
-                kp = np.asarray(self.keypoint_stage(image, boxes, path=Path(item.path), frame=frame), np.float32)
-            if kp.shape != (n, 49, 3):
-                raise MetaHMRError(f"keypoint backend returned shape {kp.shape}, expected ({n}, 49, 3)")
-            kp = np.where(np.isfinite(kp), kp, 0.0).astype(np.float32)
-        else:
-            kp = np.zeros((0, 49, 3), np.float32)
-        fr = _Frame(item=item, frame=frame, image=image, K=K, boxes=boxes, scores=scores, keypoints=kp,
-                    timings=timings)
-        if n:
-            with _Timer(timings, "crop"):
-                center, scale = box_from_xyxy(boxes.astype(np.float64), margin=BBOX_MARGIN_DETECTOR)
-                center = np.asarray(center, np.float64).reshape(n, 2)
-                scale = np.asarray(scale, np.float64).reshape(n)
-                fr.crop_info = CropInfo.from_boxes(center, scale, np.array([H, W], np.float64),
-                                                   np.full(n, focal), dtype=torch.float64)
-                trans = fr.crop_info.crop_trans.numpy()
-                kp_crop = np.concatenate([apply_affine(kp[..., :2].astype(np.float64), trans), kp[..., 2:]], -1)
-                kp_crop = normalize_crop_keypoints(kp_crop)
-                kp_crop[kp[..., 2] <= 0] = 0.0
-                fr.kp_crop = torch.from_numpy(kp_crop)
-                if self._network_input == "keypoints":  # the open model reads the keypoints, not the pixels
-                    fr.crops = fr.kp_crop.clone()
-                else:
-                    crops = np.stack([warp_crop(image, center[i], float(scale[i])) for i in range(n)])
-                    crops = (crops.astype(np.float32) / 255.0 - _MEAN) / _STD
-                    fr.crops = torch.from_numpy(crops).permute(0, 3, 1, 2).contiguous()
-        return fr
-
-    def _regress(self, frames: list[_Frame]) -> dict[int, Exception]:
-        """Networks + TTO for all people of ``frames`` (in batches of ``batch_size``), filling ``frame.result``.
-
-        When a batch fails, its frames are retried one at a time so that one bad input cannot fail others.
-        Returns the errors of the frames that failed alone, keyed by ``id(frame)``.
-        """
-        errors: dict[int, Exception] = {}
-        with_people = [f for f in frames if f.num_people]
-        try:
-            self._regress_batch(with_people)
-        except Exception as exc:  # noqa: BLE001 - isolate the failing input below
-            if len(with_people) == 1:
-                errors[id(with_people[0])] = exc
-            else:
-                logger.debug("batch failed; retrying frames one by one", exc_info=True)
-                for f in with_people:
-                    try:
-                        self._regress_batch([f])
-                    except Exception as exc1:  # noqa: BLE001
-                        errors[id(f)] = exc1
-        for f in frames:
-            if not f.num_people:
-                f.result = self._empty_result(f)
-        return errors
-
-    def _regress_batch(self, frames: list[_Frame]) -> None:
-        if not frames:
-            return
-        from metahmr_cli.geometry.camera import CropInfo
-        from metahmr_cli.geometry.rotation import rotmat_to_axis_angle
-        from metahmr_cli.tto import TTOInputs, run_tto
-
-        dev, dt = self.device, self.dtype
-        images = torch.cat([f.crops for f in frames])
-        crop = CropInfo.cat([f.crop_info for f in frames])
-        kp = torch.cat([f.kp_crop for f in frames])
-        counts = [f.num_people for f in frames]
-        total = sum(counts)
-        bs = self.config.batch_size
-        parts: list[dict[str, np.ndarray]] = []
-        t0 = time.perf_counter()
-        for s in range(0, total, bs):
-            inputs = TTOInputs(images=images[s:s + bs].to(dev, dt), crop=crop[s:s + bs].to(dev, dt),
-                               keypoints2d=kp[s:s + bs].to(dev, dt))
-            res = run_tto(self.networks.main, self.networks.aux, self.body, inputs, self.config.tto)
-            with torch.no_grad():
-                rotmat = res.rotmat.detach()
-                aa = rotmat_to_axis_angle(rotmat)          # (P, 24, 3)
-                transl = res.transl.detach()
-                parts.append({
-                    "global_orient": aa[:, 0],
-                    "body_pose": aa[:, 1:].reshape(-1, 69),
-                    "betas": res.betas.detach(),
-                    "transl": transl,
-                    "joints3d": res.joints.detach() + transl[:, None],
-                    "vertices": res.vertices.detach() + transl[:, None],
-                    "tto_steps": res.steps,
-                    "reproj_error_before": res.reproj_before.detach(),
-                    "reproj_error_after": res.reproj_after.detach(),
-                    "tto_converged": res.converged,
-                    "fell_back": res.fell_back | res.reverted,
-                })
-        elapsed = time.perf_counter() - t0
-        merged = {k: np.concatenate([p[k].cpu().numpy() for p in parts]) for k in parts[0]}
-        start = 0
-        for f, n in zip(frames, counts, strict=True):
-            sl = slice(start, start + n)
-            start += n
-            f.timings["tto"] += elapsed * n / total
-            f.result = self._make_result(f, {k: v[sl] for k, v in merged.items()})
-
-    def _meta(self, f: _Frame) -> dict[str, Any]:
-        from metahmr_cli.config import config_to_dict
-
-        tto = self.config.tto
-        return {
-            "body_model": getattr(self.body, "name", "smpl"),
-            "gender": getattr(self.body, "gender", self.config.gender),
-            "checkpoint": self._checkpoint_id,
-            "tto_schedule": self._schedule_label,
-            "tto_config": config_to_dict(tto),
-            "frame_index": -1 if f.frame is None else int(f.frame),
-            "focal_rule": f.focal_rule,
-            "model_tier": self.tier,
-        }
-
-    def _make_result(self, f: _Frame, v: dict[str, np.ndarray]) -> FrameResult:
-        H, W = f.image.shape[:2]
-        return FrameResult(
-            source=str(f.item.path), image_size=(H, W), K=f.K, global_orient=v["global_orient"],
-            body_pose=v["body_pose"], betas=v["betas"], transl=v["transl"], joints3d=v["joints3d"],
-            keypoints2d=f.keypoints, bbox=f.boxes, det_score=f.scores, tto_steps=v["tto_steps"],
-            reproj_error_before=v["reproj_error_before"], reproj_error_after=v["reproj_error_after"],
-            tto_converged=v["tto_converged"], fell_back=v["fell_back"],
-            vertices=v["vertices"], **self._meta(f),
-        )
-
-    def _empty_result(self, f: _Frame) -> FrameResult:
-        H, W = f.image.shape[:2]
-        nv = int(getattr(self.body, "num_vertices", 0) or len(getattr(self.body, "v_template", [])))
-        return FrameResult.empty(str(f.item.path), (H, W), f.K, num_vertices=nv or None, **self._meta(f))
-
     # -------------------------------------------------------------------------------------------- outputs
-    def _write_frame(self, f: _Frame, out: Path, name: str) -> list[str]:
+    def _result(self, f: Frame) -> FrameResult:
+        """The result file's content for a frame: the estimator's people + what made them."""
+        from metahmr_cli.config import config_to_dict
+        from metahmr_cli.tto import resolve_schedule
+
+        p = f.result
+        assert p is not None
+        est = self.estimator
+        tto = dict(config_to_dict(self.config.tto))
+        sched = resolve_schedule(self.config.tto)
+        tto["resolved"] = {"grouping": sched.grouping, "group_size": sched.group_size, "stop_rule": sched.stop_rule,
+                           "tol": sched.tol, "max_updates": sched.max_steps,
+                           "phases": [{"scope": ph.scope, "optimizer": ph.optimizer, "lr": ph.lr, "loss": ph.loss,
+                                       "steps": ph.steps} for ph in sched.phases]}
+        return FrameResult(
+            source=f.source, image_size=tuple(f.image.shape[:2]), K=f.K, global_orient=p.global_orient,
+            body_pose=p.body_pose, betas=p.betas, transl=p.transl, joints3d=p.joints3d, keypoints2d=p.keypoints2d,
+            bbox=p.boxes, det_score=p.scores, tto_steps=p.tto_steps, reproj_error_before=p.reproj_error_before,
+            reproj_error_after=p.reproj_error_after, tto_converged=p.tto_converged, fell_back=p.fell_back,
+            vertices=p.vertices, body_model=est.body_name, gender=str(getattr(est.body, "gender", "neutral")),
+            checkpoint=est.checkpoint_id, tto_schedule=est.schedule_label, tto_config=tto,
+            frame_index=-1 if f.frame is None else int(f.frame), focal_rule=f.focal_rule, model_tier=est.tier,
+            settings_fingerprint=self._fingerprint if f.frame is None else self._video_fingerprint,
+            track_id=None if f.track_ids is None else np.asarray(f.track_ids, np.int64),
+            tto_warm_start=None if f.warm is None else np.array([w is not None for w in f.warm], np.bool_))
+
+    def _write_frame(self, f: Frame, out: Path, name: str) -> list[str]:
         cfg = self.config
-        res = f.result
-        assert res is not None
+        res = self._result(f)
         verts = res.vertices
         if not cfg.save_vertices:
             res.vertices = None
         outputs = [name]
-        stem = Path(name).with_suffix("").name
-        mesh_names = [f"{stem}_person{i:02d}.{cfg.save_mesh}" for i in range(res.num_people)] \
-            if cfg.save_mesh != "none" and f.frame is None else []
+        stem = Path(name).with_suffix("")
+        mesh_names = [f"{stem.as_posix()}_person{i:02d}.{cfg.save_mesh}" for i in range(res.num_people)] \
+            if cfg.save_mesh != "none" else []
         try:
             with _Timer(f.timings, "write"):
                 write_result_npz(out / name, res)
                 if mesh_names:
                     from metahmr_cli.io.meshes import write_person_meshes
 
-                    write_person_meshes(out / stem, verts, self._faces, cfg.save_mesh,
+                    write_person_meshes(out / stem, verts, self.estimator.faces, cfg.save_mesh,
                                         colors=person_colors(res.num_people))
         except BaseException:
             for n in outputs + mesh_names:
                 with contextlib.suppress(OSError):
                     (out / n).unlink()
             raise
-        finally:
-            res.vertices = verts
         return outputs + mesh_names
 
     def _disable_render(self, exc: Exception) -> None:
@@ -1078,17 +1018,19 @@ class Pipeline:
         self.warnings.append(msg)
         logger.warning(msg)
 
-    def _draw(self, f: _Frame) -> tuple[np.ndarray, np.ndarray | None]:
-        res = f.result
-        assert res is not None and self.renderer is not None
-        verts = res.vertices if res.vertices is not None else np.zeros((0, 1, 3), np.float32)
-        overlay = self.renderer.render_overlay(f.image, verts, self._faces, f.K)
+    def _draw(self, f: Frame) -> tuple[np.ndarray, np.ndarray | None]:
+        p = f.result
+        assert p is not None and self.renderer is not None
+        faces = self.estimator.faces
+        verts = np.asarray(p.vertices) if p.vertices is not None else np.zeros((0, 1, 3), np.float32)
+        colors = track_colors(f.track_ids) if f.track_ids is not None else person_colors(len(verts))
+        overlay = self.renderer.render_overlay(f.image, verts, faces, f.K, colors=colors)
         side = None
         if self.config.side_view:
-            side = self.renderer.render_side_view(f.image.shape[:2], verts, self._faces, f.K)
+            side = self.renderer.render_side_view(f.image.shape[:2], verts, faces, f.K, colors=colors)
         return overlay, side
 
-    def _render_image(self, f: _Frame, out: Path) -> list[str]:
+    def _render_image(self, f: Frame, out: Path) -> list[str]:
         if not self.render_enabled:
             return []
         stem = f.item.stem
@@ -1103,7 +1045,7 @@ class Pipeline:
             return []
         return outputs
 
-    def _render_video_frame(self, f: _Frame, writers: dict[str, Any]) -> None:
+    def _render_video_frame(self, f: Frame, writers: dict[str, Any]) -> None:
         if not self.render_enabled or not writers:
             return
         try:

@@ -51,6 +51,13 @@ def test_video_gives_frames_and_mp4(tmp_path, standin_dir, tiny_checkpoint):
         assert int(d["frame_index"]) == i and d["image_size"].tolist() == [96, 128]
         assert d["transl"].shape == (1, 3) and (d["keypoints2d"][0, 25:, 2] == 1).all()
     assert_outputs_clean(out)
+    # one person throughout: one track, in every frame file, in the sequence file and its AMASS export
+    assert all(load_result_npz(out / "clip" / f"frame_{i:06d}.npz")["track_id"].tolist() == [1] for i in range(6))
+    with np.load(out / "clip_tracks.npz") as z:
+        assert z["track_ids"].tolist() == [1] and z["track_1/frames"].tolist() == list(range(6))
+    with np.load(out / "clip_tracks" / "track_001.npz") as z:
+        assert z["poses"].shape == (6, 72) and float(z["mocap_framerate"]) > 0
+    assert {"clip_tracks.npz", "clip_tracks/track_001.npz"} <= set(rec.outputs)
     # the overlay video shows the mesh: frames differ from the input frames
     from metahmr_cli.io.sources import iter_video_frames
 
@@ -240,10 +247,14 @@ def test_video_rerun_and_failure_leave_only_this_runs_frames(tmp_path, standin_d
     assert _pipeline(cfg).run().exit_code == 0
     names = sorted(p.name for p in (out / "clip").iterdir())
     assert names == ["frame_000000.npz", "frame_000002.npz", "frame_000004.npz"]
-    assert read_manifest(out / MANIFEST_NAME)["clip"].outputs == [f"clip/{n}" for n in names]
+    outputs = read_manifest(out / MANIFEST_NAME)["clip"].outputs
+    assert [o for o in outputs if o.startswith("clip/")] == [f"clip/{n}" for n in names]
+    with np.load(out / "clip_tracks.npz") as z:
+        assert z["track_1/frames"].tolist() == [0, 2, 4]
     # a failure half-way keeps no frame of the video
     cfg = _config([video], out, standin_dir, tiny_checkpoint, render=False, batch_size=2, overwrite=True)
     assert _pipeline(cfg, keypoints=_FailingOnFrame(3)).run().exit_code == 1
     rec = read_manifest(out / MANIFEST_NAME)["clip"]
     assert rec.status == "failed" and "keypoint backend crashed" in rec.reason
     assert not (out / "clip").exists()
+    assert not (out / "clip_tracks.npz").exists() and not (out / "clip_tracks").exists()

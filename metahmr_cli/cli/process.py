@@ -20,6 +20,8 @@ Examples:
 
   metahmr process clip.mp4 --out results/ --side-view          # overlay MP4 at the source frame rate
 
+  metahmr process clip.mp4 --export glb,bvh --smooth 2          # tracked people as animations, smoother
+
   metahmr process "shots/**/*.jpg" --tto reference --steps 14   # the released evaluation schedule
 
   metahmr process ./photos --tto none --no-render               # plain regression, result files only
@@ -32,6 +34,7 @@ Examples:
 
 Outputs (see docs/output-schema.md): <stem>.npz per image (<stem>/frame_NNNNNN.npz per video frame),
 <stem>_overlay.png / <stem>.mp4, optional meshes, manifest.jsonl (one status per input) and summary.json.
+Videos also get <stem>_tracks.npz (every tracked person's motion) and <stem>_tracks/track_NNN.npz|glb|bvh.
 Finished inputs are skipped on a re-run unless --overwrite is given.
 Exit codes: 0 all inputs ok or without people, 1 some inputs failed, 2 usage or setup error.
 """
@@ -100,7 +103,20 @@ def register(app: typer.Typer) -> None:
         overwrite: bool = typer.Option(False, "--overwrite", help="Redo inputs that are already done."),
         video_stride: int | None = typer.Option(None, "--video-stride", help="Every n-th video frame (default: 1)."),
         max_frames: int | None = typer.Option(None, "--max-frames", help="Most frames per video (default: all)."),
+        tracker: str | None = typer.Option(None, "--tracker", help="Video person tracking: auto | bytetrack | iou | "
+                                                                  "none (default: auto: ByteTrack when installed)."),
+        smooth: float | None = typer.Option(None, "--smooth", help="Video smoothing strength: 0 = off, 1 = default, "
+                                                                 "2 = twice as smooth."),
+        warm_start: bool | None = typer.Option(None, "--warm-start/--cold-start",
+                                               help="Video TTO starts from the person's previous frame "
+                                                    "(default: on where the schedule allows it)."),
+        export: str | None = typer.Option(None, "--export", help="Per-track video exports, comma-separated: amass, "
+                                                                "glb, bvh or none (default: amass)."),
         progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+        max_pixels: int | None = typer.Option(None, "--max-pixels", help="Largest image decoded, width x height "
+                                                                          "(default 100000000)."),
+        wait: bool = typer.Option(False, "--wait", help="If another metahmr run writes to --out, wait for it instead "
+                                                       "of stopping."),
         self_aux: bool = typer.Option(False, "--self-aux", help="With a single-network checkpoint (official "
                                                               "CLIFF/SPIN), use it as its own auxiliary net for "
                                                               "metahmr/reference/paper (labelled +self-aux)."),
@@ -110,7 +126,20 @@ def register(app: typer.Typer) -> None:
         Detects people, estimates 2D keypoints, regresses SMPL with the main network and refines each person
         with test-time optimisation guided by the auxiliary network.
         """
+        from metahmr_cli.io.sources import expand_inputs
+
+        try:  # a missing input or an unusable --out is reported at once, before torch and the models load
+            expand_inputs(list(inputs), recursive=recursive, report_problems=True)
+            if out is not None:
+                from metahmr_cli.io.outdir import check_output_folder
+
+                check_output_folder(out, create=False)  # created once the settings are valid
+        except MetaHMRError as exc:
+            print_error(console, exc)
+            raise typer.Exit(code=2) from None
+
         from metahmr_cli.config import apply_overrides, load_config_file
+        from metahmr_cli.io.outdir import DiskFullError
         from metahmr_cli.pipeline import Pipeline, ProcessConfig
 
         overrides: dict[str, Any] = {
@@ -123,7 +152,10 @@ def register(app: typer.Typer) -> None:
             "render": render, "side_view": side_view or None, "save_mesh": save_mesh, "save_vertices": save_vertices,
             "overwrite": overwrite or None, "video_stride": video_stride, "max_frames": max_frames,
             "tto.schedule": tto, "tto.max_steps": steps, "tto.scope": scope, "tto.grouping": grouping,
-            "tto.lr": lr, "tto.optimizer": optimizer, "self_aux": self_aux or None,
+            "tto.lr": lr, "tto.optimizer": optimizer, "self_aux": self_aux or None, "max_pixels": max_pixels,
+            "wait": wait or None, "video.tracker": tracker, "video.smooth": smooth, "video.warm_start": warm_start,
+            "video.export": None if export is None else tuple(e.strip() for e in export.split(",")
+                                                            if e.strip() and e.strip() != "none"),
         }
         try:
             cfg = ProcessConfig()
@@ -132,9 +164,16 @@ def register(app: typer.Typer) -> None:
             cfg = apply_overrides(cfg, overrides)
             pipeline = Pipeline(cfg, progress=progress, console=console)
             report = pipeline.run()
+        except DiskFullError as exc:
+            print_error(console, exc)
+            raise typer.Exit(code=1) from None
         except MetaHMRError as exc:
             print_error(console, exc)
             raise typer.Exit(code=2) from None
+        except KeyboardInterrupt:
+            console.print("interrupted: the outputs of finished inputs are kept (and in manifest.jsonl); run the same "
+                          "command again to continue", markup=False, highlight=False)
+            raise typer.Exit(code=130) from None
         from rich.markup import escape
 
         c = report.counts

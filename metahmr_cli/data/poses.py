@@ -36,6 +36,7 @@ __all__ = [
     "JOINT_LIMITS",
     "PoseParams",
     "camera_orientation",
+    "gait_params",
     "mean_pose_rotmats",
     "params_to_axis_angle",
     "params_to_rotmats",
@@ -130,24 +131,42 @@ def _stand(rng: np.random.Generator) -> PoseParams:
     return p
 
 
-def _gait(rng: np.random.Generator, run: bool) -> PoseParams:
-    """A point of the walking (or running) cycle; phase 0 = left heel strike."""
-    p = _base(rng)
-    phase = _u(rng, 0, 2 * np.pi)
-    amp_hip = _u(rng, 35, 60) if run else _u(rng, 18, 30)
-    for side, ph in (("l", phase), ("r", phase + np.pi)):
+def gait_params(phase: float, *, run: bool = False, amp_hip: float = 24.0, knee_extra: tuple[float, float] = (5, 5),
+                elbow: tuple[float, float] = (25, 25), trunk_flex: float = 3.0,
+                base: PoseParams | None = None) -> PoseParams:
+    """The pose at ``phase`` (radians; 0 = left heel strike) of a walking (or running) cycle.
+
+    ``amp_hip``: thigh swing amplitude; ``knee_extra`` / ``elbow``: extra knee flexion and elbow flexion of the
+    left and right side; ``base``: the stance the cycle is added to (arms hanging, legs straight when None).
+    """
+    p = dict(base) if base is not None else dict.fromkeys(PARAM_NAMES, 0.0)
+    for i, (side, ph) in enumerate((("l", phase), ("r", phase + np.pi))):
         s = np.sin(ph)
         p[f"{side}_hip_flex"] = amp_hip * s + (15 if run else 3)
         swing = max(np.sin(ph - 0.6 * np.pi), 0.0)  # the knee bends most during the swing phase
-        p[f"{side}_knee"] = (8 + (95 if run else 55) * swing + _u(rng, 0, 10))
+        p[f"{side}_knee"] = 8 + (95 if run else 55) * swing + knee_extra[i]
         p[f"{side}_ankle"] = 10 * np.sin(ph + 0.5 * np.pi)
         # the arm swings against the leg of its side
         p[f"{side}_sh_elev"] = (25 if run else 12) + (30 if run else 18) * abs(s)
         p[f"{side}_sh_azim"] = 90 - 80 * s
-        p[f"{side}_elbow"] = _u(rng, 70, 110) if run else _u(rng, 10, 40)
-    p["trunk_flex"] = _u(rng, 5, 20) if run else _u(rng, -3, 8)
+        p[f"{side}_elbow"] = elbow[i]
+    p["trunk_flex"] = trunk_flex
     p["trunk_twist"] = 8 * np.sin(phase)
     return p
+
+
+def _gait(rng: np.random.Generator, run: bool) -> PoseParams:
+    """A random point of the walking (or running) cycle with random amplitudes."""
+    base = _base(rng)
+    phase = _u(rng, 0, 2 * np.pi)
+    amp_hip = _u(rng, 35, 60) if run else _u(rng, 18, 30)
+    knee, elbow = [], []
+    for _ in "lr":
+        knee.append(_u(rng, 0, 10))
+        elbow.append(_u(rng, 70, 110) if run else _u(rng, 10, 40))
+    trunk = _u(rng, 5, 20) if run else _u(rng, -3, 8)
+    return gait_params(phase, run=run, amp_hip=amp_hip, knee_extra=(knee[0], knee[1]), elbow=(elbow[0], elbow[1]),
+                       trunk_flex=trunk, base=base)
 
 
 def _sit_chair(rng: np.random.Generator) -> PoseParams:

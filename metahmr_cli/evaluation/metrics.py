@@ -186,3 +186,36 @@ def summarize(values: np.ndarray) -> dict[str, float]:
         "std": float(finite.std()),
         "count": int(finite.size),
     }
+
+
+def accel_error(pred: np.ndarray, gt: np.ndarray, *, mm: bool = False) -> np.ndarray:
+    """Acceleration error of a joint sequence (as in HMMR / VIBE): the mean over joints of
+    ``|a_pred - a_gt|`` with ``a[t] = x[t-1] - 2 x[t] + x[t+1]`` (unit per frame squared).
+
+    Args:
+        pred, gt: (T, J, 3) joints of consecutive frames (T >= 3), usually root-relative.
+    Returns:
+        (T - 2,) one value per inner frame.
+    """
+    p = np.asarray(pred, np.float64)
+    g = np.asarray(gt, np.float64)
+    if p.shape != g.shape or p.ndim != 3 or p.shape[0] < 3:
+        raise ValueError(f"accel_error needs two (T >= 3, J, 3) arrays of one shape, got {p.shape} and {g.shape}")
+    ap = p[:-2] - 2 * p[1:-1] + p[2:]
+    ag = g[:-2] - 2 * g[1:-1] + g[2:]
+    err = np.linalg.norm(ap - ag, axis=-1).mean(axis=-1)
+    return err * MM_PER_M if mm else err
+
+
+def id_switches(assigned: list[dict[int, int]]) -> int:
+    """Identity switches of a tracker (as in the CLEAR MOT metrics): ``assigned[t]`` maps each ground-truth person
+    matched in frame t to the track id it was matched with; a switch is a ground-truth person matched to another
+    track id than at its previous match."""
+    last: dict[int, int] = {}
+    switches = 0
+    for frame in assigned:
+        for person, track in frame.items():
+            if person in last and last[person] != track:
+                switches += 1
+            last[person] = track
+    return switches

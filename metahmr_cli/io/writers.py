@@ -15,6 +15,8 @@ source                      ()               str        input path as given
 frame_index                 ()               int64      video frame index, -1 for a still image
 body_model                  ()               str        "smpl" | "open-anny-v1" | "standin" (+ ``gender``)
 model_tier                  ()               str        "paper" | "open" | "custom" (assets chosen by ``--model``)
+settings_fingerprint        ()               str        hash of the settings that made the file (resume checks it)
+joint_names                 (49,)            str        names of the 49 joints of joints3d / keypoints2d
 gender                      ()               str        "neutral" | "male" | "female"
 checkpoint                  ()               str        checkpoint identifier (file name + short sha256)
 tto_schedule                ()               str        "metahmr" | "reference" | "paper" | "eft" | "none"
@@ -56,11 +58,13 @@ from typing import Any, Literal
 
 import numpy as np
 
+from metahmr_cli.body.joints import JOINT_NAMES
+
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = "1.1"
-READABLE_SCHEMAS: tuple[str, ...] = ("1.0", "1.1")
-"""Schema versions this version reads (1.1 only added string keys)."""
+SCHEMA_VERSION = "1.2"
+READABLE_SCHEMAS: tuple[str, ...] = ("1.0", "1.1", "1.2")
+"""Schema versions this version reads (1.1 added string keys, 1.2 the optional ``track_id`` of video frames)."""
 TEMP_MARKER = ".metahmr-tmp-"
 MANIFEST_NAME = "manifest.jsonl"
 SUMMARY_NAME = "summary.json"
@@ -91,6 +95,8 @@ _ARRAY_SPEC: dict[str, tuple[tuple[int | str, ...], str]] = {
 }
 _OPTIONAL_SPEC: dict[str, tuple[tuple[int | str, ...], str]] = {
     "vertices": (("P", "V", 3), "f"),
+    "track_id": (("P",), "i"),
+    "tto_warm_start": (("P",), "b"),
 }
 _EXPECTED_DTYPES = {"f": np.float32, "i": np.int64, "b": np.bool_}
 # Per-person values that may legitimately be NaN (no keypoints -> no reprojection error).
@@ -120,6 +126,12 @@ def is_temp_file(path: str | Path) -> bool:
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path to write to; on success it replaces ``path``, on error it is removed.
 
+    The one atomic writer of the project (result files, checkpoints, datasets, caches, reports). The temporary
+    file sits beside ``path`` (same file system, so the rename is atomic), keeps its suffix (writers that pick
+    a format by suffix, such as ``np.savez``, write exactly there), and is flushed to disk before the rename.
+    If the body raises (or the process dies), ``path`` keeps its previous content; a temporary file left by a
+    killed process is recognised by :func:`is_temp_file`.
+
     Example::
 
         with atomic_path(out / "a.png") as tmp:
@@ -132,6 +144,11 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         yield tmp
         if not tmp.exists():
             raise OSError(f"writer produced no file for {path}")
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
@@ -223,6 +240,9 @@ class FrameResult:
     vertices: np.ndarray | None = None  # (P, V, 3)
     focal_rule: str = "diagonal"
     model_tier: str = "custom"
+    settings_fingerprint: str = ""
+    track_id: np.ndarray | None = None  # (P,) video frames: the person's track (-1 = untracked)
+    tto_warm_start: np.ndarray | None = None  # (P,) video frames: TTO started from the track's previous frame
 
     @property
     def num_people(self) -> int:
@@ -245,7 +265,7 @@ class FrameResult:
                                                                                 sort_keys=True)
         out: dict[str, np.ndarray] = {
             "schema_version": np.array(SCHEMA_VERSION),
-            "source": np.array(str(self.source)),
+            "source": np.array(display_path(self.source)[0]),
             "body_model": np.array(str(self.body_model)),
             "gender": np.array(str(self.gender)),
             "checkpoint": np.array(str(self.checkpoint)),
@@ -253,6 +273,8 @@ class FrameResult:
             "tto_config": np.array(cfg),
             "focal_rule": np.array(str(self.focal_rule)),
             "model_tier": np.array(str(self.model_tier)),
+            "settings_fingerprint": np.array(str(self.settings_fingerprint)),
+            "joint_names": np.array(JOINT_NAMES),
             "frame_index": np.array(int(self.frame_index), np.int64),
             "image_size": np.asarray(self.image_size, np.int64).reshape(2),
         }
@@ -305,7 +327,7 @@ def validate_result_arrays(arrays: Mapping[str, np.ndarray]) -> list[str]:
         version = str(arrays["schema_version"])
         if version not in READABLE_SCHEMAS:
             problems.append(f"schema_version is '{version}', expected one of {', '.join(READABLE_SCHEMAS)}")
-    for key in ("focal_rule", "model_tier"):
+    for key in ("focal_rule", "model_tier", "settings_fingerprint"):
         if key in arrays and (np.asarray(arrays[key]).shape != () or np.asarray(arrays[key]).dtype.kind != "U"):
             problems.append(f"'{key}' must be a string scalar")
     if "tto_config" in arrays and np.asarray(arrays["tto_config"]).dtype.kind == "U":
@@ -388,6 +410,9 @@ class ManifestRecord:
     outputs: list[str] = field(default_factory=list)   # paths relative to the output folder
     timings: dict[str, float] = field(default_factory=dict)  # seconds per stage
     previous_status: str | None = None   # for "skipped": the status of the run that made the outputs
+    settings: str | None = None          # fingerprint of the settings that made the outputs (see Pipeline)
+    input_hex: str | None = None         # the path's bytes in hex when it is not valid UTF-8 (``input`` shows it
+                                         # with U+FFFD replacement characters)
     schema_version: str = SCHEMA_VERSION
     run_id: str | None = None
     finished_at: str | None = None
@@ -400,6 +425,19 @@ class ManifestRecord:
     def from_dict(cls, d: Mapping[str, Any]) -> ManifestRecord:
         known = {k: d[k] for k in cls.__dataclass_fields__ if k in d}
         return cls(**known)
+
+
+def display_path(path: str | os.PathLike[str]) -> tuple[str, str | None]:
+    """A path as valid UTF-8 text for JSON and npz files, and its exact bytes in hex when they are not UTF-8.
+
+    Python represents undecodable file-name bytes as lone surrogates, which other JSON readers reject: such names
+    are shown with U+FFFD replacement characters, and ``bytes.fromhex(hex)`` gives the original name back.
+    """
+    raw = os.fsencode(path)
+    try:
+        return raw.decode("utf-8"), None
+    except UnicodeDecodeError:
+        return raw.decode("utf-8", errors="replace"), raw.hex()
 
 
 def read_manifest(path: str | Path) -> dict[str, ManifestRecord]:
@@ -442,6 +480,9 @@ class Manifest:
             raise ValueError(f"unknown status {record.status!r}; expected one of {STATUSES}")
         record.run_id = record.run_id or self.run_id
         record.finished_at = record.finished_at or _now()
+        display, raw_hex = display_path(record.input)
+        if raw_hex is not None:
+            record.input, record.input_hex = display, raw_hex
         self.records[record.key] = record
         self.out_dir.mkdir(parents=True, exist_ok=True)
         line = json.dumps(_jsonable(record.to_dict()), allow_nan=False) + "\n"

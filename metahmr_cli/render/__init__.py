@@ -4,7 +4,8 @@ from metahmr_cli.render.overlay import (
     MeshRenderer,
     RendererUnavailable,
     person_colors,
+    track_colors,
 )
 from metahmr_cli.render.video import VideoWriter
 
-__all__ = ["MeshRenderer", "RendererUnavailable", "VideoWriter", "person_colors"]
+__all__ = ["MeshRenderer", "RendererUnavailable", "VideoWriter", "person_colors", "track_colors"]

@@ -25,6 +25,21 @@ logger = logging.getLogger(__name__)
 _GL_FROM_CV = np.array([1.0, -1.0, -1.0], dtype=np.float32)  # 180 degrees about x
 
 
+_INTERRUPTS = [0]
+
+
+def note_interrupt() -> None:
+    """Record a SIGINT (called by the runner's signal handler). A KeyboardInterrupt raised inside an OpenGL call
+    through ctypes can come back as another exception (ArgumentError, TypeError); the renderer checks this count so
+    that such an error stops the run instead of switching renders off."""
+    _INTERRUPTS[0] += 1
+
+
+def interrupt_count() -> int:
+    """Number of interrupts recorded by :func:`note_interrupt`."""
+    return _INTERRUPTS[0]
+
+
 class RendererUnavailable(MetaHMRError):
     """No offscreen OpenGL context could be created (pyrender missing, or no EGL/OSMesa on this machine)."""
 
@@ -33,6 +48,26 @@ def person_colors(num_people: int) -> list[tuple[float, float, float]]:
     """One RGB colour in [0, 1] per person: hsv(n / P, 0.5, 1) as in the CLIFF demo."""
     n = max(num_people, 1)
     return [colorsys.hsv_to_rgb(i / n, 0.5, 1.0) for i in range(num_people)]
+
+
+def track_colors(track_ids: np.ndarray | list[int]) -> list[tuple[float, float, float]]:
+    """One RGB colour in [0, 1] per track id, the same for an id in every frame: hues spaced by the golden ratio
+    (ids 1, 2, 3, ... get well separated colours). An untracked person (id < 0) is grey."""
+    out = []
+    for tid in np.asarray(track_ids, np.int64).reshape(-1):
+        if tid < 0:
+            out.append((0.7, 0.7, 0.7))
+        else:
+            out.append(colorsys.hsv_to_rgb((0.1 + 0.61803398875 * int(tid)) % 1.0, 0.55, 1.0))
+    return out
+
+
+def _colors(colors: list[tuple[float, float, float]] | None, num_people: int) -> list[tuple[float, float, float]]:
+    if colors is None:
+        return person_colors(num_people)
+    if len(colors) != num_people:
+        raise ValueError(f"{len(colors)} colours for {num_people} people")
+    return [tuple(float(c) for c in rgb) for rgb in colors]  # type: ignore[misc]
 
 
 def _preload_llvm_users() -> None:
@@ -88,6 +123,7 @@ class MeshRenderer:
     def _ensure(self, width: int, height: int) -> Any:
         if self._error is not None:
             raise self._error
+        mark = interrupt_count()
         try:
             if self._pyrender is None:
                 self._pyrender = _import_pyrender()
@@ -100,6 +136,8 @@ class MeshRenderer:
             self._error = exc
             raise
         except Exception as exc:  # EGL/OSMesa context errors come in many types
+            if interrupt_count() != mark:  # a Ctrl-C that ctypes turned into another error
+                raise KeyboardInterrupt from exc
             platform = os.environ.get("PYOPENGL_PLATFORM", "")
             self._error = RendererUnavailable(
                 f"no offscreen OpenGL context (PYOPENGL_PLATFORM={platform!r}): {type(exc).__name__}: {exc}. "
@@ -151,14 +189,18 @@ class MeshRenderer:
         for axis, angle in (((1, 0, 0), -np.pi / 4), ((0, 1, 0), np.pi / 4)):
             light = pyrender.DirectionalLight(color=np.ones(3), intensity=3.0)
             scene.add(light, pose=trimesh.transformations.rotation_matrix(angle, axis))
+        mark = interrupt_count()
         try:
             color, depth = renderer.render(scene, flags=pyrender.RenderFlags.RGBA)
         except Exception as exc:
+            if interrupt_count() != mark or isinstance(exc.__context__, KeyboardInterrupt):
+                raise KeyboardInterrupt from exc  # a Ctrl-C inside the OpenGL call: stop, do not disable renders
             self._error = RendererUnavailable(f"offscreen rendering failed: {type(exc).__name__}: {exc}")
             raise self._error from exc
         return np.ascontiguousarray(color[..., :3]), depth > 0
 
-    def render_overlay(self, image: np.ndarray, vertices: np.ndarray, faces: np.ndarray, K: np.ndarray) -> np.ndarray:
+    def render_overlay(self, image: np.ndarray, vertices: np.ndarray, faces: np.ndarray, K: np.ndarray,
+                       colors: list[tuple[float, float, float]] | None = None) -> np.ndarray:
         """Draw every person's mesh over the image.
 
         Args:
@@ -166,6 +208,7 @@ class MeshRenderer:
             vertices: (P, V, 3) camera-frame vertices in metres (translation included); P may be 0.
             faces: (F, 3) triangle indices.
             K: (3, 3) intrinsics of ``image``.
+            colors: one RGB colour in [0, 1] per person (:func:`person_colors` when None).
         Returns:
             (h, w, 3) uint8 RGB; (h, w) = (H, W) unless the image is larger than ``max_side``.
         """
@@ -176,13 +219,13 @@ class MeshRenderer:
         vertices = np.asarray(vertices)
         if len(vertices) == 0:
             return base.copy()
-        color, mask = self._render_rgba(vertices, faces, Ks, h, w, person_colors(len(vertices)))
+        color, mask = self._render_rgba(vertices, faces, Ks, h, w, _colors(colors, len(vertices)))
         out = base.copy()
         out[mask] = color[mask]
         return out
 
     def render_side_view(self, image_hw: tuple[int, int], vertices: np.ndarray, faces: np.ndarray,
-                         K: np.ndarray) -> np.ndarray:
+                         K: np.ndarray, colors: list[tuple[float, float, float]] | None = None) -> np.ndarray:
         """Render the people seen from their right: vertices turned +90 degrees about the vertical axis through
         the group's centre (mean vertex with x = y = 0, as in the CLIFF demo), on a plain background.
 
@@ -200,7 +243,7 @@ class MeshRenderer:
         c, s = np.cos(np.pi / 2), np.sin(np.pi / 2)
         rot_y = np.array([[c, 0.0, s], [0.0, 1.0, 0.0], [-s, 0.0, c]])
         turned = (vertices - center) @ rot_y + center
-        color, mask = self._render_rgba(turned, faces, Ks, h, w, person_colors(len(vertices)))
+        color, mask = self._render_rgba(turned, faces, Ks, h, w, _colors(colors, len(vertices)))
         out[mask] = color[mask]
         return out
 

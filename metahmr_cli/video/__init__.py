@@ -1,0 +1,1 @@
+"""Video as motion: person tracking, temporal smoothing, per-person sequences and animation exports."""

@@ -1,0 +1,184 @@
+"""Per-person sequences of a video: gathered from the frame results, written as ``<stem>_tracks.npz`` (all tracks)
+and as one AMASS-layout file per track (``<stem>_tracks/track_NNN.npz``, read by the SMPL Blender add-ons and the
+AMASS tools). See ``docs/output-schema.md`` for every key.
+
+Frames: a track's own frame indices (source video frames) may have gaps where the person was not detected.
+``<stem>_tracks.npz`` keeps exactly the frames that were estimated; the AMASS files and the animations
+(:mod:`metahmr_cli.video.export`) need one pose per frame, so gaps are filled by interpolation (slerp of the joint
+rotations, linear translation) and marked in ``interpolated``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["TrackSequence", "collect_tracks", "contiguous", "to_world", "write_amass", "write_tracks_npz",
+           "Y_UP", "Z_UP"]
+
+Y_UP = np.diag([1.0, -1.0, -1.0])
+"""Camera frame (OpenCV: x right, y down, z forward) -> y-up world (glTF, BVH, Blender's glTF import): x right,
+y up, z towards the camera."""
+
+Z_UP = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0], [0.0, -1.0, 0.0]])
+"""Camera frame -> z-up world (AMASS): x right, y forward (away from the camera), z up."""
+
+_REPORT_KEYS = ("tto_steps", "reproj_error_before", "reproj_error_after", "tto_converged", "fell_back")
+
+
+@dataclass
+class TrackSequence:
+    """One person across a video (T frames where they were estimated), in the camera frame of the video."""
+
+    track_id: int
+    frames: np.ndarray          # (T,) source frame indices, increasing
+    poses: np.ndarray           # (T, 72) axis-angle: global orientation (camera frame) + 23 body joints
+    trans: np.ndarray           # (T, 3) SMPL translation for ``betas`` (vertices = body(poses, betas) + trans)
+    betas: np.ndarray           # (10,) one shape for the whole track
+    bbox: np.ndarray            # (T, 4)
+    det_score: np.ndarray       # (T,)
+    keypoints2d: np.ndarray     # (T, 49, 3)
+    report: dict[str, np.ndarray]  # per-frame TTO report: tto_steps, reproj_error_before/after, ...
+
+    @property
+    def num_frames(self) -> int:
+        return int(len(self.frames))
+
+
+def collect_tracks(frames: list[dict[str, np.ndarray]], body: Any, *, min_frames: int = 1) -> list[TrackSequence]:
+    """Group the people of the frame results (``load_result_npz`` dicts in any order) by ``track_id``.
+
+    The track's shape is the mean of its per-frame betas; each frame's translation is moved so that the pelvis
+    stays where that frame put it with its own betas. People without a track id (-1) are left out, and so are
+    tracks shorter than ``min_frames``.
+    """
+    import torch
+
+    rows: dict[int, list[tuple[int, dict[str, np.ndarray], int]]] = {}
+    for a in frames:
+        if "track_id" not in a:
+            continue
+        for i, tid in enumerate(np.asarray(a["track_id"]).reshape(-1)):
+            if tid >= 0:
+                rows.setdefault(int(tid), []).append((int(a["frame_index"]), a, i))
+    out = []
+    for tid in sorted(rows):
+        items = sorted(rows[tid], key=lambda r: r[0])
+        if len(items) < min_frames:
+            continue
+
+        def col(key: str, items: list = items) -> np.ndarray:
+            return np.stack([np.asarray(a[key])[i] for _, a, i in items])
+
+        betas_t = col("betas").astype(np.float64)
+        betas = betas_t.mean(axis=0)
+        with torch.no_grad():
+            rot, _ = body.rest_pose(len(items) + 1)
+            b = torch.as_tensor(np.concatenate([betas_t, betas[None]]), dtype=body.dtype, device=body.device)
+            root = body(rot, b).smpl_joints[:, 0].cpu().double().numpy()
+        trans = col("transl").astype(np.float64) + root[:-1] - root[-1]
+        poses = np.concatenate([col("global_orient"), col("body_pose")], axis=1).astype(np.float64)
+        out.append(TrackSequence(
+            track_id=tid, frames=np.array([f for f, _, _ in items], np.int64), poses=poses, trans=trans,
+            betas=betas, bbox=col("bbox"), det_score=col("det_score"), keypoints2d=col("keypoints2d"),
+            report={k: col(k) for k in _REPORT_KEYS},
+        ))
+    return out
+
+
+def contiguous(seq: TrackSequence, stride: int = 1) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """One pose per processed frame from the track's first to its last frame.
+
+    Returns (frames (N,), rotmats (N, 24, 3, 3), trans (N, 3), interpolated (N,) bool); missing frames are
+    interpolated between their neighbours (slerp per joint, linear translation).
+    """
+    from scipy.spatial.transform import Rotation, Slerp
+
+    stride = max(int(stride), 1)
+    frames = np.arange(int(seq.frames[0]), int(seq.frames[-1]) + 1, stride, dtype=np.int64)
+    known = np.isin(frames, seq.frames)
+    rot = Rotation.from_rotvec(seq.poses.reshape(-1, 3)).as_matrix().reshape(-1, 24, 3, 3)
+    if known.all() and len(frames) == seq.num_frames:
+        return frames, rot, seq.trans.copy(), ~known
+    out_rot = np.empty((len(frames), 24, 3, 3))
+    for j in range(24):
+        if seq.num_frames == 1:
+            out_rot[:, j] = rot[0, j]
+            continue
+        slerp = Slerp(seq.frames.astype(np.float64), Rotation.from_matrix(rot[:, j]))
+        out_rot[:, j] = slerp(np.clip(frames, seq.frames[0], seq.frames[-1]).astype(np.float64)).as_matrix()
+    trans = np.stack([np.interp(frames, seq.frames, seq.trans[:, c]) for c in range(3)], axis=1)
+    return frames, out_rot, trans, ~known
+
+
+def to_world(rot_root: np.ndarray, trans: np.ndarray, root_joint: np.ndarray,
+             world_from_camera: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Express a SMPL root rotation (N, 3, 3) and translation (N, 3) in another frame (``world_from_camera``).
+
+    SMPL turns the body about its root joint ``J0`` (the rest pelvis of the track's betas) and then adds ``trans``,
+    so the pelvis lands at ``J0 + trans``; in the new frame it must land at ``R (J0 + trans)``:
+    ``rot' = R rot``, ``trans' = R (J0 + trans) - J0``.
+    """
+    R = np.asarray(world_from_camera, np.float64)
+    j0 = np.asarray(root_joint, np.float64).reshape(3)
+    return R @ np.asarray(rot_root, np.float64), (np.asarray(trans, np.float64) + j0) @ R.T - j0
+
+
+def rest_root(body: Any, betas: np.ndarray) -> np.ndarray:
+    """(3,) rest position of the root joint for ``betas``."""
+    import torch
+
+    with torch.no_grad():
+        rot, _ = body.rest_pose(1)
+        b = torch.as_tensor(np.asarray(betas, np.float64)[None], dtype=body.dtype, device=body.device)
+        return body(rot, b).smpl_joints[0, 0].cpu().double().numpy()
+
+
+def _atomic_npz(path: Path, arrays: dict[str, Any]) -> Path:
+    from metahmr_cli.io.writers import atomic_path
+
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        np.savez(fh, **arrays)
+    return path
+
+
+def write_tracks_npz(path: str | Path, tracks: list[TrackSequence], *, fps: float, stride: int, K: np.ndarray,
+                     image_size: tuple[int, int], meta: dict[str, Any]) -> Path:
+    """All tracks of a video in one file: ``track_ids`` and, per track id N, keys ``track_N/<name>``."""
+    arrays: dict[str, Any] = {
+        "track_ids": np.array([t.track_id for t in tracks], np.int64),
+        "fps": np.float64(fps), "stride": np.int64(stride), "K": np.asarray(K, np.float64),
+        "image_size": np.asarray(image_size, np.int64), "frame": np.array("camera_opencv"),
+    }
+    for k, v in meta.items():
+        arrays[k] = np.asarray(v)
+    for t in tracks:
+        p = f"track_{t.track_id}/"
+        arrays.update({p + "frames": t.frames, p + "poses": t.poses.astype(np.float32),
+                       p + "trans": t.trans.astype(np.float32), p + "betas": t.betas.astype(np.float32),
+                       p + "bbox": t.bbox, p + "det_score": t.det_score, p + "keypoints2d": t.keypoints2d})
+        arrays.update({p + k: v for k, v in t.report.items()})
+    return _atomic_npz(Path(path), arrays)
+
+
+def write_amass(path: str | Path, seq: TrackSequence, body: Any, *, fps: float, stride: int,
+                gender: str) -> Path:
+    """One track in AMASS's layout (z-up world, one pose per frame): ``poses`` (N, 72), ``trans`` (N, 3),
+    ``betas`` (10,), ``gender``, ``mocap_framerate`` (+ ``frames``, ``interpolated``)."""
+    from scipy.spatial.transform import Rotation
+
+    frames, rot, trans, interp = contiguous(seq, stride)
+    root, trans_w = to_world(rot[:, 0], trans, rest_root(body, seq.betas), Z_UP)
+    rot = rot.copy()
+    rot[:, 0] = root
+    poses = Rotation.from_matrix(rot.reshape(-1, 3, 3)).as_rotvec().reshape(len(frames), 72)
+    rate = float(fps) / max(int(stride), 1)
+    arrays = {"poses": poses.astype(np.float64), "trans": trans_w.astype(np.float64),
+              "betas": seq.betas.astype(np.float64), "gender": np.array(gender),
+              "mocap_framerate": np.float64(rate), "mocap_frame_rate": np.float64(rate),
+              "surface_model_type": np.array("smpl"), "frames": frames, "interpolated": interp,
+              "track_id": np.int64(seq.track_id)}
+    return _atomic_npz(Path(path), arrays)

@@ -1,0 +1,251 @@
+"""Sequences and animation exports of a track: the AMASS file, the skinned GLB and the BVH.
+
+The expected values come from the body model run directly on the ground-truth motion of the synthetic walking
+scene, converted to the export's axes by hand; the files are read back with independent readers (pygltflib +
+a forward-kinematics/skinning written here, trimesh, the ``bvh`` package) rather than the writers' own code.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from scipy.spatial.transform import Rotation
+
+from metahmr_cli.body.open_body import BUNDLED_DIR
+from metahmr_cli.body.smpl import load_body_model
+from metahmr_cli.geometry.rotation import axis_angle_to_rotmat
+from metahmr_cli.video.export import SMPL_JOINT_NAMES, write_bvh, write_glb_animation
+from metahmr_cli.video.sequences import TrackSequence, collect_tracks, contiguous, write_amass, write_tracks_npz
+from metahmr_cli.video.synthetic import make_walking_scene
+
+FPS = 30.0
+CAM_TO_YUP = np.diag([1.0, -1.0, -1.0])
+CAM_TO_ZUP = np.array([[1.0, 0, 0], [0, 0, 1.0], [0, -1.0, 0]])
+DROPPED = 5  # a frame the track misses (filled by interpolation in the exports)
+
+
+@pytest.fixture(scope="module")
+def body():
+    return load_body_model(BUNDLED_DIR, "neutral", dtype=torch.float64, with_h36m=False)
+
+
+@pytest.fixture(scope="module")
+def scene(body):
+    return make_walking_scene(body, frames=12, fps=FPS, size=(320, 180), seed=3)
+
+
+def _forward(body, poses: np.ndarray, betas: np.ndarray, transl: np.ndarray):
+    rot = axis_angle_to_rotmat(torch.as_tensor(poses.reshape(-1, 24, 3), dtype=torch.float64))
+    b = torch.as_tensor(np.broadcast_to(betas, (len(rot), 10)).copy(), dtype=torch.float64)
+    with torch.no_grad():
+        out = body(rot, b, torch.as_tensor(transl, dtype=torch.float64))
+    return out.vertices.numpy(), out.smpl_joints.numpy()
+
+
+@pytest.fixture(scope="module")
+def track(scene) -> TrackSequence:
+    """Person 0 of the scene as a track that misses one frame."""
+    keep = np.array([i for i in range(scene.num_frames) if i != DROPPED])
+    T = len(keep)
+    return TrackSequence(
+        track_id=7, frames=keep, poses=scene.poses[0, keep].reshape(T, 72), trans=scene.transl[0, keep],
+        betas=scene.betas[0], bbox=np.zeros((T, 4)), det_score=np.ones(T), keypoints2d=np.zeros((T, 49, 3)),
+        report={"tto_steps": np.full(T, 3), "reproj_error_before": np.ones(T), "reproj_error_after": np.ones(T),
+                "tto_converged": np.ones(T, bool), "fell_back": np.zeros(T, bool)})
+
+
+def _truth(body, scene, frames: np.ndarray):
+    """Ground-truth camera-frame vertices and joints of person 0 at ``frames``."""
+    return _forward(body, scene.poses[0, frames], scene.betas[0], scene.transl[0, frames])
+
+
+# ---------------------------------------------------------------------------------------------- sequences
+def test_contiguous_fills_the_gap_with_the_geodesic_midpoint(track, scene):
+    frames, rot, trans, interp = contiguous(track)
+    assert frames.tolist() == list(range(scene.num_frames))
+    assert interp.tolist() == [i == DROPPED for i in range(scene.num_frames)]
+    # the missing frame lies halfway (by angle) on the shortest path between its neighbours, for every joint
+    a = Rotation.from_rotvec(scene.poses[0, DROPPED - 1]).as_matrix()
+    b = Rotation.from_rotvec(scene.poses[0, DROPPED + 1]).as_matrix()
+    half = Rotation.from_matrix(np.swapaxes(a, 1, 2) @ b).magnitude() / 2
+    to_mid = Rotation.from_matrix(np.swapaxes(a, 1, 2) @ rot[DROPPED]).magnitude()
+    from_mid = Rotation.from_matrix(np.swapaxes(rot[DROPPED], 1, 2) @ b).magnitude()
+    np.testing.assert_allclose(to_mid, half, atol=1e-9)
+    np.testing.assert_allclose(from_mid, half, atol=1e-9)
+    np.testing.assert_allclose(trans[DROPPED], (scene.transl[0, DROPPED - 1] + scene.transl[0, DROPPED + 1]) / 2,
+                               atol=1e-12)
+
+
+def test_collect_tracks_groups_people_and_keeps_each_pelvis(body, scene):
+    # two people per frame, listed in a different order in odd frames; person 1 has per-frame betas noise
+    rng = np.random.default_rng(0)
+    frames = []
+    for t in range(scene.num_frames):
+        order = [0, 1] if t % 2 == 0 else [1, 0]
+        betas = np.stack([scene.betas[p] + (rng.normal(0, 0.2, 10) if p == 1 else 0) for p in order])
+        frames.append({
+            "frame_index": np.int64(t), "track_id": np.array([10 + p for p in order]),
+            "global_orient": scene.poses[order, t, 0], "body_pose": scene.poses[order, t, 1:].reshape(2, 69),
+            "betas": betas, "transl": scene.transl[order, t], "bbox": np.zeros((2, 4)), "det_score": np.ones(2),
+            "keypoints2d": np.zeros((2, 49, 3)), "tto_steps": np.zeros(2), "reproj_error_before": np.zeros(2),
+            "reproj_error_after": np.zeros(2), "tto_converged": np.ones(2, bool), "fell_back": np.zeros(2, bool)})
+    tracks = collect_tracks(frames[::-1], body)
+    assert [t.track_id for t in tracks] == [10, 11]
+    t0, t1 = tracks
+    assert t0.frames.tolist() == list(range(scene.num_frames))
+    np.testing.assert_allclose(t0.poses, scene.poses[0].reshape(-1, 72))
+    np.testing.assert_allclose(t0.trans, scene.transl[0], atol=1e-9)
+    # person 1: one mean shape, and the pelvis of every frame where that frame's own betas put it
+    per_frame_betas = np.stack([f["betas"][list(f["track_id"]).index(11)] for f in frames])
+    np.testing.assert_allclose(t1.betas, per_frame_betas.mean(0))
+    _, j_own = _forward(body, t1.poses, per_frame_betas, np.stack([f["transl"][list(f["track_id"]).index(11)]
+                                                                     for f in frames]))
+    _, j_mean = _forward(body, t1.poses, t1.betas, t1.trans)
+    np.testing.assert_allclose(j_mean[:, 0], j_own[:, 0], atol=1e-9)
+
+
+def test_tracks_npz_layout(tmp_path, track):
+    path = write_tracks_npz(tmp_path / "v_tracks.npz", [track], fps=FPS, stride=1, K=np.eye(3), image_size=(180, 320),
+                            meta={"body_model": "open-anny-v1"})
+    with np.load(path) as z:
+        assert z["track_ids"].tolist() == [7]
+        assert z["track_7/poses"].shape == (track.num_frames, 72)
+        assert z["track_7/frames"].tolist() == track.frames.tolist()
+        assert z["track_7/betas"].shape == (10,)
+        assert z["track_7/tto_steps"].tolist() == [3] * track.num_frames
+        assert float(z["fps"]) == FPS and str(z["body_model"]) == "open-anny-v1"
+
+
+def test_amass_file_poses_the_body_in_a_z_up_world(tmp_path, body, scene, track):
+    path = write_amass(tmp_path / "t.npz", track, body, fps=FPS, stride=1, gender="neutral")
+    with np.load(path) as z:
+        a = {k: z[k] for k in z.files}
+    n = scene.num_frames
+    assert a["poses"].shape == (n, 72) and a["trans"].shape == (n, 3) and a["betas"].shape == (10,)
+    assert float(a["mocap_framerate"]) == FPS and str(a["gender"]) == "neutral"
+    keep = [i for i in range(n) if i != DROPPED]
+    verts, joints = _forward(body, a["poses"][keep], a["betas"], a["trans"][keep])
+    gt_verts, gt_joints = _truth(body, scene, np.array(keep))
+    np.testing.assert_allclose(joints, gt_joints @ CAM_TO_ZUP.T, atol=1e-6)
+    np.testing.assert_allclose(verts, gt_verts @ CAM_TO_ZUP.T, atol=1e-6)
+    assert (joints[:, 15, 2] > joints[:, 7, 2] + 1.0).all()  # head above the left ankle along +z
+
+
+# ---------------------------------------------------------------------------------------------------- GLB
+def _node_matrix(node, rotation=None, translation=None) -> np.ndarray:
+    M = np.eye(4)
+    q = rotation if rotation is not None else (node.rotation or [0, 0, 0, 1])
+    M[:3, :3] = Rotation.from_quat(q).as_matrix()
+    M[:3, 3] = translation if translation is not None else (node.translation or [0, 0, 0])
+    return M
+
+
+def _accessor(gltf, blob: bytes, index: int) -> np.ndarray:
+    acc = gltf.accessors[index]
+    view = gltf.bufferViews[acc.bufferView]
+    dtype = {5126: np.float32, 5123: np.uint16, 5125: np.uint32, 5121: np.uint8}[acc.componentType]
+    width = {"SCALAR": 1, "VEC3": 3, "VEC4": 4, "MAT4": 16}[acc.type]
+    start = view.byteOffset + (acc.byteOffset or 0)
+    return np.frombuffer(blob, dtype, acc.count * width, start).reshape(acc.count, width) if width > 1 else \
+        np.frombuffer(blob, dtype, acc.count, start)
+
+
+def test_glb_animation_reproduces_the_motion(tmp_path, body, scene, track):
+    import pygltflib
+    import trimesh
+
+    path = write_glb_animation(tmp_path / "t.glb", track, body, fps=FPS)
+    # trimesh opens it as a scene holding the skinned mesh
+    loaded = trimesh.load(path)
+    meshes = list(loaded.geometry.values())
+    assert len(meshes) == 1 and len(meshes[0].vertices) == body.num_vertices
+
+    gltf = pygltflib.GLTF2().load(str(path))
+    blob = gltf.binary_blob()
+    skin = gltf.skins[0]
+    names = [gltf.nodes[j].name for j in skin.joints]
+    assert names == list(SMPL_JOINT_NAMES)
+    parent_of = {c: i for i, n in enumerate(gltf.nodes) for c in (n.children or [])}
+    parents = body.parents.numpy()
+    for k, j in enumerate(skin.joints):
+        expect = skin.joints[parents[k]] if k > 0 else None
+        assert parent_of.get(j) == expect or (k == 0 and gltf.nodes[parent_of[j]].name == "track_7")
+
+    anim = gltf.animations[0]
+    n = scene.num_frames
+    times = _accessor(gltf, blob, anim.samplers[0].input)
+    assert len(times) == n
+    np.testing.assert_allclose(times, np.arange(n) / FPS, atol=1e-6)
+    rot = {}
+    trans = {}
+    for ch in anim.channels:
+        out = _accessor(gltf, blob, anim.samplers[ch.sampler].output)
+        (rot if ch.target.path == "rotation" else trans)[ch.target.node] = out
+    assert sorted(rot) == sorted(skin.joints) and list(trans) == [skin.joints[0]]
+
+    ibm = _accessor(gltf, blob, skin.inverseBindMatrices).reshape(24, 4, 4).transpose(0, 2, 1)
+    prim = gltf.meshes[0].primitives[0]
+    v_bind = _accessor(gltf, blob, prim.attributes.POSITION).astype(np.float64)
+    jidx = np.concatenate([_accessor(gltf, blob, prim.attributes.JOINTS_0),
+                           _accessor(gltf, blob, prim.attributes.JOINTS_1)], axis=1)
+    wts = np.concatenate([_accessor(gltf, blob, prim.attributes.WEIGHTS_0),
+                          _accessor(gltf, blob, prim.attributes.WEIGHTS_1)], axis=1).astype(np.float64)
+    gt_verts, gt_joints = _truth(body, scene, np.arange(n))
+    for f in (0, DROPPED - 1, n - 1):
+        world = {}
+        for k, j in enumerate(skin.joints):  # parents come before children in SMPL's order
+            local = _node_matrix(gltf.nodes[j], rot[j][f], trans[j][f] if j in trans else None)
+            world[k] = local if k == 0 else world[parents[k]] @ local
+        joints = np.stack([world[k][:3, 3] for k in range(24)])
+        np.testing.assert_allclose(joints, gt_joints[f] @ CAM_TO_YUP.T, atol=2e-5)
+        assert joints[15, 1] > joints[7, 1] + 1.0 and joints[15, 1] > joints[8, 1] + 1.0  # head above the feet
+        skinning = np.stack([world[k] @ ibm[k] for k in range(24)])                     # (24, 4, 4)
+        vh = np.concatenate([v_bind, np.ones((len(v_bind), 1))], axis=1)
+        posed = np.einsum("vk,vkij,vj->vi", wts, skinning[jidx], vh)[:, :3]
+        np.testing.assert_allclose(posed, gt_verts[f] @ CAM_TO_YUP.T, atol=1e-4)
+
+
+# ---------------------------------------------------------------------------------------------------- BVH
+def test_bvh_parses_and_its_forward_kinematics_match_the_body(tmp_path, body, scene, track):
+    from bvh import Bvh
+
+    path = write_bvh(tmp_path / "t.bvh", track, body, fps=FPS)
+    doc = Bvh(path.read_text())
+    n = scene.num_frames
+    assert doc.nframes == n and abs(doc.frame_time - 1 / FPS) < 1e-7
+    assert doc.get_joints_names() == [SMPL_JOINT_NAMES[j] for j in _dfs(body.parents.numpy())]
+    gt_verts, gt_joints = _truth(body, scene, np.arange(n))
+    parents = body.parents.numpy()
+    for f in (0, DROPPED, n - 1):
+        world: dict[int, np.ndarray] = {}
+        for j in range(24):
+            name = SMPL_JOINT_NAMES[j]
+            chans = doc.joint_channels(name)
+            vals = doc.frame_joint_channels(f, name, chans)
+            ang = dict(zip(chans, vals, strict=True))
+            R = Rotation.from_euler("ZXY", [ang["Zrotation"], ang["Xrotation"], ang["Yrotation"]],
+                                    degrees=True).as_matrix()
+            M = np.eye(4)
+            M[:3, :3] = R
+            if j == 0:
+                M[:3, 3] = [ang["Xposition"], ang["Yposition"], ang["Zposition"]]
+                world[j] = M
+            else:
+                M[:3, 3] = doc.joint_offset(name)
+                world[j] = world[parents[j]] @ M
+        joints = np.stack([world[j][:3, 3] for j in range(24)])
+        tol = 1e-4 if f != DROPPED else 0.05  # the missing frame is interpolated
+        np.testing.assert_allclose(joints, gt_joints[f] @ CAM_TO_YUP.T, atol=tol)
+
+
+def _dfs(parents: np.ndarray) -> list[int]:
+    order: list[int] = []
+
+    def visit(j: int) -> None:
+        order.append(j)
+        for c in np.flatnonzero(parents == j):
+            visit(int(c))
+
+    visit(0)
+    return order
