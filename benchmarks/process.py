@@ -93,7 +93,8 @@ def _run(photos: Path, out: Path, body: str, ckpt: Path | None, boxes: Path, arg
 
     cfg = ProcessConfig(inputs=[str(photos)], out=out, model=args.model, body=body, checkpoint=ckpt,
                         boxes_json=boxes, keypoints="mediapipe", device=args.device, batch_size=args.batch_size,
-                        render=render, tto=TTOConfig(schedule=schedule, max_steps=args.steps))
+                        render=render, tto=TTOConfig(schedule=schedule, max_steps=args.steps),
+                        prefetch=args.prefetch)
     stages = {"keypoints": _TemplateKeypoints()} if args.keypoints == "template" else {}
     t0 = time.perf_counter()
     report = Pipeline(cfg, progress=False, **stages).run()
@@ -113,6 +114,7 @@ def main() -> None:
     ap.add_argument("--body", default=None, help="standin (default for --model paper), open (default for --model "
                     "open) or a body-model folder")
     ap.add_argument("--steps", type=int, default=14)
+    ap.add_argument("--prefetch", type=int, default=4, help="images prepared ahead while TTO runs (0 = off)")
     ap.add_argument("--schedule", default="metahmr")
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--keypoints", choices=("mediapipe", "template"), default="mediapipe")
@@ -140,7 +142,7 @@ def main() -> None:
     result = {
         "device": args.device, "network": "open" if args.model == "open" else args.network, "body": body,
         "schedule": args.schedule, "steps": args.steps,
-        "batch_size": args.batch_size, "keypoints": args.keypoints, "render": render,
+        "batch_size": args.batch_size, "prefetch": args.prefetch, "keypoints": args.keypoints, "render": render,
         "images": full["images"], "people": full["people"], "seconds": t,
         "images_per_second": full["images"] / t, "people_per_second": full["people"] / t,
         "plain_regression_images_per_second": plain["images"] / plain["run_seconds"],

@@ -24,6 +24,8 @@ import sys
 import time
 import uuid
 from collections import defaultdict
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -149,6 +151,113 @@ def _remove_sequence_files(out: Path, stem: str) -> None:
                     p.unlink()
         with contextlib.suppress(OSError):
             folder.rmdir()
+
+
+class _Prefetch:
+    """Prepares the images of a run (read, detect, keypoints, crops) ahead of the networks, in one background
+    thread, so that the next images are ready when TTO of the current batch ends.
+
+    ``plan[i]`` says what item ``i`` is: "image" (prepared ahead), "pass" (needs no preparation: a failed scan
+    entry, a skipped input) or "video" (processed on the calling thread). Preparation never runs past a video, so
+    the detector and keypoint models are never used by two threads at once. ``depth`` 0 prepares each image when
+    it is taken, on the calling thread.
+    """
+
+    def __init__(self, prepare: Callable[[Any], Frame], items: list[Any], plan: list[str], depth: int) -> None:
+        self.prepare, self.items, self.plan, self.depth = prepare, items, plan, depth
+        self.pool = ThreadPoolExecutor(1, thread_name_prefix="metahmr-prefetch") if depth > 0 else None
+        self.futures: dict[int, Future[Frame]] = {}
+        self.cursor = 0
+
+    def take(self, i: int) -> Frame:
+        """The prepared frame of ``items[i]`` (raises what preparing it raised)."""
+        if self.pool is None:
+            return self.prepare(self.items[i])
+        self._fill(i)
+        fut = self.futures.pop(i, None)
+        if fut is None:  # defensive: not submitted (cannot happen for an "image" item at or after the cursor)
+            return self.prepare(self.items[i])
+        try:
+            return fut.result()
+        finally:
+            self._fill(i + 1)
+
+    def _fill(self, start: int) -> None:
+        assert self.pool is not None
+        self.cursor = max(self.cursor, start)
+        while self.cursor < len(self.items) and len(self.futures) < self.depth:
+            kind = self.plan[self.cursor]
+            if kind == "video":
+                break
+            if kind == "image":
+                self.futures[self.cursor] = self.pool.submit(self.prepare, self.items[self.cursor])
+            self.cursor += 1
+
+    def close(self) -> None:
+        """Cancel what has not started; wait for the image being prepared (it holds the detector)."""
+        if self.pool is not None:
+            for fut in self.futures.values():
+                fut.cancel()
+            self.futures.clear()
+            self.pool.shutdown(wait=True, cancel_futures=True)
+
+
+_END = object()
+
+
+def _read_ahead(frames: Iterator[Any], depth: int) -> Iterator[Any]:
+    """The items of ``frames`` (decoded video frames), produced up to ``depth`` ahead by a background thread.
+
+    Exceptions of the producer are raised where the item would have been. Closing the generator (or dropping it)
+    stops the producer; ``depth`` 0 returns ``frames`` itself."""
+    import queue
+    import threading
+
+    if depth <= 0:
+        yield from frames
+        return
+    q: queue.Queue[Any] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(entry: tuple[bool, Any]) -> bool:
+        """Hand ``entry`` to the consumer; False once the consumer has stopped."""
+        while not stop.is_set():
+            try:
+                q.put(entry, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for x in frames:
+                if not put((True, x)):
+                    return
+            put((True, _END))
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer
+            put((False, exc))
+        finally:
+            close = getattr(frames, "close", None)
+            if close is not None:
+                close()
+
+    worker = threading.Thread(target=produce, name="metahmr-decode", daemon=True)
+    worker.start()
+    try:
+        while True:
+            ok, x = q.get()
+            if not ok:
+                raise x
+            if x is _END:
+                return
+            yield x
+    finally:
+        stop.set()
+        with contextlib.suppress(queue.Empty):
+            while True:
+                q.get_nowait()
+        worker.join(timeout=5)
 
 
 def _batch_full(pending: list[Frame], batch_size: int) -> bool:
@@ -506,14 +615,31 @@ class Pipeline:
     def _loop(self, items: list[Any], out: Path, manifest: Manifest, progress: _Progress,
               record: Any, flush: Any, pending: list[Frame]) -> None:
         cfg = self.config
+        complete = []
+        plan = []
         for item in items:
+            prev = manifest.previous.get(item.stem)
+            done = item.problem is None and not cfg.overwrite and prev is not None and self._is_complete(prev, out)
+            complete.append(done)
+            plan.append("pass" if item.problem is not None or done else "video" if item.kind == "video" else "image")
+        prefetch = _Prefetch(self._prepare_image, items, plan, cfg.prefetch)
+        try:
+            self._loop_items(items, out, manifest, progress, record, flush, pending, complete, prefetch)
+        finally:
+            prefetch.close()
+
+    def _loop_items(self, items: list[Any], out: Path, manifest: Manifest, progress: _Progress, record: Any,
+                    flush: Any, pending: list[Frame], complete: list[bool], prefetch: _Prefetch) -> None:
+        cfg = self.config
+        for index, item in enumerate(items):
             name = Path(str(item.path)).name
             progress.current(name)
             if item.problem is not None:
                 record(item, self._failed(item, item.problem))
                 continue
             prev = manifest.previous.get(item.stem)
-            if not cfg.overwrite and prev is not None and self._is_complete(prev, out):
+            if complete[index]:
+                assert prev is not None
                 rec = ManifestRecord(input=str(item.path), key=item.stem, kind=item.kind, status="skipped",
                                      reason="outputs of an earlier run with the same settings are complete "
                                             "(use --overwrite to redo)",
@@ -531,7 +657,7 @@ class Pipeline:
                 record(item, self._process_video_safe(item, out, progress), advance=False)
                 continue
             try:
-                frame = self._prepare_image(item)
+                frame = prefetch.take(index)
             except Exception as exc:  # noqa: BLE001 - one bad input must not stop the run
                 record(item, self._failed(item, _reason(exc)))
                 continue
@@ -775,8 +901,9 @@ class Pipeline:
                 emit(fr)
             pending.clear()
 
+        it = _read_ahead(iter_video_frames(item.path, stride=cfg.video_stride, max_frames=cfg.max_frames),
+                         cfg.prefetch)
         try:
-            it = iter_video_frames(item.path, stride=cfg.video_stride, max_frames=cfg.max_frames)
             while True:
                 t = time.perf_counter()
                 try:
@@ -830,11 +957,13 @@ class Pipeline:
                 else:  # renders were switched off mid-video: drop the partial overlay
                     w.abort()
         except KeyboardInterrupt:
+            it.close()  # stops the decoding thread
             # finished frames stay: the next run resumes from them; the partial videos go
             for w in writers.values():
                 w.abort()
             raise
         except BaseException:
+            it.close()
             for w in writers.values():
                 w.abort()
             for p in written:

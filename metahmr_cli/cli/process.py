@@ -117,6 +117,9 @@ def register(app: typer.Typer) -> None:
                                                                           "(default 100000000)."),
         wait: bool = typer.Option(False, "--wait", help="If another metahmr run writes to --out, wait for it instead "
                                                        "of stopping."),
+        prefetch: int | None = typer.Option(None, "--prefetch", help="Images read, detected and given keypoints "
+                                                                     "ahead in a background thread while TTO runs "
+                                                                     "(default 4; 0 = one stage at a time)."),
         self_aux: bool = typer.Option(False, "--self-aux", help="With a single-network checkpoint (official "
                                                               "CLIFF/SPIN), use it as its own auxiliary net for "
                                                               "metahmr/reference/paper (labelled +self-aux)."),
@@ -153,7 +156,8 @@ def register(app: typer.Typer) -> None:
             "overwrite": overwrite or None, "video_stride": video_stride, "max_frames": max_frames,
             "tto.schedule": tto, "tto.max_steps": steps, "tto.scope": scope, "tto.grouping": grouping,
             "tto.lr": lr, "tto.optimizer": optimizer, "self_aux": self_aux or None, "max_pixels": max_pixels,
-            "wait": wait or None, "video.tracker": tracker, "video.smooth": smooth, "video.warm_start": warm_start,
+            "wait": wait or None, "prefetch": prefetch, "video.tracker": tracker, "video.smooth": smooth,
+            "video.warm_start": warm_start,
             "video.export": None if export is None else tuple(e.strip() for e in export.split(",")
                                                             if e.strip() and e.strip() != "none"),
         }

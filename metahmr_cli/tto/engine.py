@@ -18,6 +18,9 @@ Design:
   step-0 update) runs the head alone on backbone features computed once.
 - People are processed in chunks whose size follows a memory budget (``TTOConfig.memory_budget``, capped by
   ``chunk_size``), so memory stays bounded.
+- Warm starts (video tracks): a person may start from given weights (``run_tto(start=...)``) instead of the
+  network's; those weights are live from the first iteration, and ``keep_weights`` returns each person's final
+  weights for their next frame (grouping "person" only).
 - Inputs on the host are copied to the network's device through pinned memory; TF32 and a bf16 backbone are
   opt-in settings; ``torch.compile`` of the head-only step is optional, with an eager fallback.
 """

@@ -1,0 +1,162 @@
+"""Images prepared ahead in a background thread (and video frames decoded ahead) while the networks run.
+
+The reference is the same run with ``prefetch=0`` (every stage in turn, one thread): the outputs must be the same
+bits, and the detector and keypoint models must never run on two threads at once.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+from test_pipeline_support import (  # noqa: F401  (fixtures)
+    EXAMPLES,
+    FixedDetector,
+    TemplateKeypoints,
+    assert_outputs_clean,
+    tiny_checkpoint_fixture,
+    write_synthetic_video,
+)
+
+from metahmr_cli.io.writers import MANIFEST_NAME, load_result_npz, read_manifest
+from metahmr_cli.pipeline import Pipeline, ProcessConfig, _read_ahead
+from metahmr_cli.tto import TTOConfig
+
+KEYS = ("global_orient", "body_pose", "betas", "transl", "vertices", "keypoints2d", "bbox", "reproj_error_after")
+
+
+class _Exclusive:
+    """Fails when two threads are inside a stage at once; records which threads ran it (with a short sleep, so
+    that an overlap would be caught)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.threads: list[str] = []
+        self.inputs: list[str] = []  # keypoint calls in order: "<file name>:<frame>"
+        self.overlaps = 0
+
+    def enter(self, what: str | None = None) -> None:
+        if not self.lock.acquire(blocking=False):
+            self.overlaps += 1
+            raise RuntimeError("stage used by two threads at once")
+        self.threads.append(threading.current_thread().name)
+        if what is not None:
+            self.inputs.append(what)
+        time.sleep(0.01)
+
+    def leave(self) -> None:
+        self.lock.release()
+
+
+class _WatchedDetector(FixedDetector):
+    def __init__(self, guard: _Exclusive) -> None:
+        super().__init__()
+        self.guard = guard
+
+    def detect(self, image):
+        self.guard.enter()
+        try:
+            return super().detect(image)
+        finally:
+            self.guard.leave()
+
+
+class _WatchedKeypoints(TemplateKeypoints):
+    def __init__(self, guard: _Exclusive) -> None:
+        self.guard = guard
+
+    def __call__(self, image, boxes, *, path, frame):
+        self.guard.enter(f"{path.name}:{frame}")
+        try:
+            return super().__call__(image, boxes, path=path, frame=frame)
+        finally:
+            self.guard.leave()
+
+
+def _photos(folder):
+    folder.mkdir()
+    sources = [EXAMPLES / "messi5.jpg", EXAMPLES / "basketball1.png"]
+    for i in range(5):
+        src = sources[i % 2]
+        (folder / f"img{i}{src.suffix}").write_bytes(src.read_bytes())
+    return folder
+
+
+def _run(inputs, out, standin_dir, checkpoint, prefetch, guard=None, **kw):
+    guard = guard or _Exclusive()
+    cfg = ProcessConfig(inputs=[str(i) for i in inputs], out=out, body=str(standin_dir), checkpoint=checkpoint,
+                        device="cpu", keypoints="mediapipe", tto=TTOConfig(max_steps=2), render=False,
+                        batch_size=2, prefetch=prefetch, **kw)
+    report = Pipeline(cfg, progress=False, detector=_WatchedDetector(guard),
+                      keypoints=_WatchedKeypoints(guard)).run()
+    return report, guard
+
+
+def test_prefetching_gives_the_outputs_of_the_sequential_run(tmp_path, standin_dir, tiny_checkpoint):
+    photos = _photos(tmp_path / "photos")
+    (photos / "img2_broken.jpg").write_bytes(b"not an image")
+    results = {}
+    for prefetch in (0, 3):
+        out = tmp_path / f"out{prefetch}"
+        report, guard = _run([photos], out, standin_dir, tiny_checkpoint, prefetch)
+        assert report.exit_code == 1 and guard.overlaps == 0
+        manifest = read_manifest(out / MANIFEST_NAME)
+        assert manifest["img2_broken"].status == "failed" and "img2_broken.jpg" in manifest["img2_broken"].reason
+        assert all(manifest[f"img{i}"].status == "ok" for i in range(5))
+        results[prefetch] = {i: load_result_npz(out / f"img{i}.npz") for i in range(5)}
+        assert_outputs_clean(out)
+        if prefetch:  # the images were really prepared on the background thread
+            assert set(guard.threads) == {"metahmr-prefetch_0"}
+        else:
+            assert set(guard.threads) == {threading.main_thread().name}
+    for i in range(5):
+        for key in KEYS:
+            np.testing.assert_array_equal(results[3][i][key], results[0][i][key], err_msg=f"img{i} {key}")
+
+
+def test_models_are_never_used_by_two_threads_around_a_video(tmp_path, standin_dir, tiny_checkpoint):
+    photos = _photos(tmp_path / "photos")
+    write_synthetic_video(photos / "img2clip.mp4", n_frames=5)  # sorted between img2 and img3
+    out = tmp_path / "out"
+    report, guard = _run([photos], out, standin_dir, tiny_checkpoint, 4)
+    assert report.exit_code == 0 and guard.overlaps == 0
+    manifest = read_manifest(out / MANIFEST_NAME)
+    assert manifest["img2clip"].frames == 5 and all(manifest[f"img{i}"].status == "ok" for i in range(5))
+    # 5 images on the prefetch thread (twice each: detector and keypoints), the video's 5 frames on the main one
+    assert guard.threads.count("metahmr-prefetch_0") == 10
+    assert guard.threads.count(threading.main_thread().name) == 10
+    # nothing after the video is prepared before the video is done
+    order = [name.split(".")[0] for name in guard.inputs]
+    last_video = max(i for i, name in enumerate(order) if name == "img2clip")
+    assert order[last_video + 1:] == ["img3", "img4"] and order.index("img3") > last_video
+
+
+def test_read_ahead_keeps_order_raises_in_place_and_stops_its_thread():
+    def numbers(n, fail_at=None, closed=None):
+        try:
+            for i in range(n):
+                if i == fail_at:
+                    raise ValueError(f"bad frame {i}")
+                yield i
+        finally:
+            if closed is not None:
+                closed.set()
+
+    assert list(_read_ahead(numbers(20), 3)) == list(range(20))
+    assert list(_read_ahead(numbers(5), 0)) == list(range(5))
+    got = []
+    with pytest.raises(ValueError, match="bad frame 4"):
+        for x in _read_ahead(numbers(10, fail_at=4), 2):
+            got.append(x)
+    assert got == [0, 1, 2, 3]
+    closed = threading.Event()
+    it = _read_ahead(numbers(1000, closed=closed), 2)
+    assert next(it) == 0
+    it.close()  # the consumer stops early: the producer ends and closes its source
+    assert closed.wait(timeout=10)
+    deadline = time.monotonic() + 10
+    while any(t.name == "metahmr-decode" for t in threading.enumerate()) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not any(t.name == "metahmr-decode" for t in threading.enumerate())
