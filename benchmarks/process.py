@@ -114,7 +114,8 @@ def main() -> None:
     ap.add_argument("--body", default=None, help="standin (default for --model paper), open (default for --model "
                     "open) or a body-model folder")
     ap.add_argument("--steps", type=int, default=14)
-    ap.add_argument("--prefetch", type=int, default=4, help="images prepared ahead while TTO runs (0 = off)")
+    ap.add_argument("--prefetch", type=int, default=None, help="images prepared ahead and outputs written by "
+                    "background threads while TTO runs (0 = off; default: 4 on a GPU, 0 on a CPU)")
     ap.add_argument("--schedule", default="metahmr")
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--keypoints", choices=("mediapipe", "template"), default="mediapipe")

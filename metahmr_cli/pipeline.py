@@ -16,6 +16,7 @@ rule, versions); a video resumes from its last finished frame.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import logging
@@ -23,7 +24,7 @@ import re
 import sys
 import time
 import uuid
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -505,6 +506,13 @@ class Pipeline:
                "video": v, "warm": self._warm_possible()}
         return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
+    @property
+    def prefetch_depth(self) -> int:
+        """Images prepared ahead (``ProcessConfig.prefetch``; unset: 4 on a GPU, 0 on a CPU)."""
+        if self.config.prefetch is not None:
+            return int(self.config.prefetch)
+        return 4 if self.device.type == "cuda" else 0
+
     def _warm_possible(self) -> bool:
         """Whether warm-started TTO is on for videos (asked for, tracking on, and the schedule adapts weights per
         person)."""
@@ -562,22 +570,48 @@ class Pipeline:
                 if advance:
                     progress.advance(1 if item.kind == "image" else 0, name=Path(str(item.path)).name)
 
-            def flush() -> None:
-                errors = self.estimator.regress(pending)
-                for fr in pending:
-                    err = errors.get(id(fr))
-                    rec = self._failed(fr.item, _reason(err)) if err is not None else self._finish_image(fr, out)
-                    record(fr.item, rec)
-                pending.clear()
+            # the outputs (files, renders) of a batch are written on a background thread while the next batch
+            # goes through the networks; their records follow in input order
+            writer = ThreadPoolExecutor(1, thread_name_prefix="metahmr-write") if self.prefetch_depth > 0 else None
+            writing: deque[tuple[Any, Future[ManifestRecord]]] = deque()
+
+            def settle() -> None:
+                """Record every image whose outputs are being written, in input order (waits for them)."""
+                while writing:
+                    item, fut = writing.popleft()
+                    record(item, fut.result())
+
+            def flush(drain: bool = False) -> None:
+                if pending:
+                    errors = self.estimator.regress(pending)  # meanwhile the previous batch's outputs are written
+                    settle()
+                    for fr in pending:
+                        err = errors.get(id(fr))
+                        job = functools.partial(self._failed, fr.item, _reason(err)) if err is not None \
+                            else functools.partial(self._finish_image, fr, out)
+                        if writer is None:
+                            record(fr.item, job())
+                        else:
+                            writing.append((fr.item, writer.submit(job)))
+                    pending.clear()
+                if drain:
+                    settle()
 
             try:
-                self._loop(items, out, manifest, progress, record, flush, pending)
+                try:
+                    self._loop(items, out, manifest, progress, record, flush, pending)
+                    flush(drain=True)
+                finally:
+                    if writer is not None:  # stopped early: keep the records of the images already written
+                        writer.shutdown(wait=True, cancel_futures=True)
+                        for item, fut in writing:
+                            if fut.done() and not fut.cancelled() and fut.exception() is None:
+                                record(item, fut.result())
+                        writing.clear()
             except DiskFullError:
                 with contextlib.suppress(OSError):
                     manifest.finalize(order=[it.stem for it in items])
                 raise
-            if pending:
-                flush()
         manifest.finalize(order=[it.stem for it in items])
         wall = time.perf_counter() - t0
         counts = manifest.counts()
@@ -597,6 +631,7 @@ class Pipeline:
             "people_per_second": totals["people"] / wall if wall > 0 else None,
             "stage_seconds": {s: self._stage_totals.get(s, 0.0) for s in STAGES},
             "device": str(self.device),
+            "prefetch": self.prefetch_depth,
             "dtype": cfg.dtype,
             "tier": est.tier,
             "body_model": est.body_name,
@@ -622,7 +657,7 @@ class Pipeline:
             done = item.problem is None and not cfg.overwrite and prev is not None and self._is_complete(prev, out)
             complete.append(done)
             plan.append("pass" if item.problem is not None or done else "video" if item.kind == "video" else "image")
-        prefetch = _Prefetch(self._prepare_image, items, plan, cfg.prefetch)
+        prefetch = _Prefetch(self._prepare_image, items, plan, self.prefetch_depth)
         try:
             self._loop_items(items, out, manifest, progress, record, flush, pending, complete, prefetch)
         finally:
@@ -652,8 +687,7 @@ class Pipeline:
                     and prev.settings != self._fingerprint_of(item.kind):
                 logger.info("%s: settings changed since the earlier run; redoing it", name)
             if item.kind == "video":
-                if pending:
-                    flush()
+                flush(drain=True)  # the images before it are finished and recorded first
                 record(item, self._process_video_safe(item, out, progress), advance=False)
                 continue
             try:
@@ -902,7 +936,7 @@ class Pipeline:
             pending.clear()
 
         it = _read_ahead(iter_video_frames(item.path, stride=cfg.video_stride, max_frames=cfg.max_frames),
-                         cfg.prefetch)
+                         self.prefetch_depth)
         try:
             while True:
                 t = time.perf_counter()

@@ -85,8 +85,9 @@ class ProcessConfig:
         max_render_side: overlays of larger images are rendered at this longer side.
         max_pixels: largest image (width x height) decoded; larger files fail with a clear reason.
         prefetch: images read, detected and given keypoints ahead, in a background thread, while the networks and
-            TTO run on the current batch; video frames decoded ahead (0 = every stage in turn). Results do not
-            depend on it.
+            TTO run on the current batch; the outputs of a batch written and rendered by another thread while the
+            next batch runs; video frames decoded ahead. 0 = every stage in turn; None = 4 on a GPU and 0 on a CPU
+            (there the stages compete for the same cores: no gain measured on 2 cores). Results do not depend on it.
         wait: wait for another run writing to ``out`` instead of stopping with an error.
         self_aux: let a single-network checkpoint (official CLIFF, SPIN) serve as its own auxiliary network for the
             Meta-HMR schedules; refused otherwise, and outputs say ``<schedule>+self-aux``.
@@ -128,7 +129,7 @@ class ProcessConfig:
     self_aux: bool = False
     max_pixels: int = 100_000_000
     wait: bool = False
-    prefetch: int = 4
+    prefetch: int | None = None
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` naming the bad setting and what is allowed (inputs included)."""
@@ -167,7 +168,7 @@ class ProcessConfig:
             raise ConfigError(f"max_people must be >= 1 (or unset), got {self.max_people}.")
         if self.max_pixels < 1:
             raise ConfigError(f"max_pixels must be >= 1, got {self.max_pixels}.")
-        if self.prefetch < 0:
+        if self.prefetch is not None and self.prefetch < 0:
             raise ConfigError(f"prefetch must be >= 0 (0 = off), got {self.prefetch}.")
         if self.video_stride < 1:
             raise ConfigError(f"video_stride must be >= 1, got {self.video_stride}.")

@@ -84,13 +84,38 @@ def _photos(folder):
     return folder
 
 
-def _run(inputs, out, standin_dir, checkpoint, prefetch, guard=None, **kw):
+class _MarkRenderer:
+    """A renderer that paints each person's projected mean vertex (deterministic, no OpenGL); records the threads
+    it ran on and can raise KeyboardInterrupt on a given call (a Ctrl-C while an overlay is drawn)."""
+
+    def __init__(self, interrupt_at: int | None = None) -> None:
+        self.threads: list[str] = []
+        self.calls = 0
+        self.interrupt_at = interrupt_at
+
+    def render_overlay(self, image, vertices, faces, K, colors=None):
+        self.threads.append(threading.current_thread().name)
+        self.calls += 1
+        if self.calls == self.interrupt_at:
+            raise KeyboardInterrupt
+        out = np.array(image, copy=True)
+        for v in np.asarray(vertices):
+            x, y, z = v.mean(0)
+            u, w = int(K[0, 0] * x / z + K[0, 2]), int(K[1, 1] * y / z + K[1, 2])
+            out[max(w - 2, 0):w + 3, max(u - 2, 0):u + 3] = (255, 0, 0)
+        return out
+
+    def render_side_view(self, image_hw, vertices, faces, K, colors=None):
+        return np.zeros((*image_hw, 3), np.uint8)
+
+
+def _run(inputs, out, standin_dir, checkpoint, prefetch, guard=None, renderer=None, **kw):
     guard = guard or _Exclusive()
     cfg = ProcessConfig(inputs=[str(i) for i in inputs], out=out, body=str(standin_dir), checkpoint=checkpoint,
-                        device="cpu", keypoints="mediapipe", tto=TTOConfig(max_steps=2), render=False,
+                        device="cpu", keypoints="mediapipe", tto=TTOConfig(max_steps=2), render=renderer is not None,
                         batch_size=2, prefetch=prefetch, **kw)
-    report = Pipeline(cfg, progress=False, detector=_WatchedDetector(guard),
-                      keypoints=_WatchedKeypoints(guard)).run()
+    report = Pipeline(cfg, progress=False, detector=_WatchedDetector(guard), keypoints=_WatchedKeypoints(guard),
+                      renderer=renderer).run()
     return report, guard
 
 
@@ -160,3 +185,41 @@ def test_read_ahead_keeps_order_raises_in_place_and_stops_its_thread():
     while any(t.name == "metahmr-decode" for t in threading.enumerate()) and time.monotonic() < deadline:
         time.sleep(0.01)
     assert not any(t.name == "metahmr-decode" for t in threading.enumerate())
+
+
+def test_outputs_are_written_and_rendered_while_the_next_batch_runs(tmp_path, standin_dir, tiny_checkpoint):
+    from metahmr_cli.io.sources import read_image
+
+    photos = _photos(tmp_path / "photos")
+    overlays = {}
+    for prefetch in (0, 3):
+        out = tmp_path / f"out{prefetch}"
+        renderer = _MarkRenderer()
+        report, _ = _run([photos], out, standin_dir, tiny_checkpoint, prefetch, renderer=renderer)
+        assert report.exit_code == 0
+        manifest = read_manifest(out / MANIFEST_NAME)
+        assert [manifest[f"img{i}"].status for i in range(5)] == ["ok"] * 5
+        assert all(f"img{i}_overlay.png" in manifest[f"img{i}"].outputs for i in range(5))
+        overlays[prefetch] = {i: read_image(out / f"img{i}_overlay.png") for i in range(5)}
+        expected = "metahmr-write_0" if prefetch else threading.main_thread().name
+        assert renderer.threads == [expected] * 5
+        assert_outputs_clean(out)
+    for i in range(5):
+        assert (overlays[0][i] == (255, 0, 0)).all(-1).any()  # the mark is drawn
+        np.testing.assert_array_equal(overlays[3][i], overlays[0][i])
+
+
+def test_an_interrupt_while_outputs_are_written_keeps_what_was_finished(tmp_path, standin_dir, tiny_checkpoint):
+    photos = _photos(tmp_path / "photos")
+    out = tmp_path / "out"
+    with pytest.raises(KeyboardInterrupt):  # the 4th overlay is interrupted
+        _run([photos], out, standin_dir, tiny_checkpoint, 3, renderer=_MarkRenderer(interrupt_at=4))
+    done = read_manifest(out / MANIFEST_NAME)
+    assert {k: r.status for k, r in done.items()} == {"img0": "ok", "img1": "ok", "img2": "ok"}
+    assert all((out / f"img{i}_overlay.png").is_file() for i in range(3))
+    assert_outputs_clean(out)
+    # the next run keeps them and does the rest
+    report, _ = _run([photos], out, standin_dir, tiny_checkpoint, 3, renderer=_MarkRenderer())
+    assert report.exit_code == 0
+    manifest = read_manifest(out / MANIFEST_NAME)
+    assert [manifest[f"img{i}"].status for i in range(5)] == ["skipped"] * 3 + ["ok"] * 2

@@ -45,6 +45,34 @@ def test_sphere_lands_where_the_pinhole_model_puts_it(renderer):
     assert (out[~mask] == 7).all()
 
 
+def test_renders_from_several_threads_share_one_opengl_thread(renderer):
+    """An OpenGL context is current in one thread only: calls from other threads run on the renderer's own."""
+    import threading
+
+    K = np.array([[200.0, 0, 80], [0, 200, 50], [0, 0, 1]])
+    v, f = _sphere((0.1, 0.0, 4.0), 0.3)
+    img = np.zeros((100, 160, 3), np.uint8)
+    here = renderer.render_overlay(img, v[None], f, K)
+    there: list[np.ndarray] = []
+    errors: list[BaseException] = []
+
+    def draw() -> None:
+        try:
+            there.append(renderer.render_overlay(img, v[None], f, K))
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=draw) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    assert len(there) == 3 and all(np.array_equal(x, here) for x in there)
+    assert (here != 0).any()
+    assert renderer._gl_thread not in (None, threading.main_thread().ident)
+
+
 def test_people_get_their_own_colours_and_occlude(renderer):
     K = np.array([[150.0, 0, 64], [0, 150, 48], [0, 0, 1]])
     front, f = _sphere((0.0, 0.0, 3.0), 0.4)

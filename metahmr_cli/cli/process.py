@@ -118,8 +118,9 @@ def register(app: typer.Typer) -> None:
         wait: bool = typer.Option(False, "--wait", help="If another metahmr run writes to --out, wait for it instead "
                                                        "of stopping."),
         prefetch: int | None = typer.Option(None, "--prefetch", help="Images read, detected and given keypoints "
-                                                                     "ahead in a background thread while TTO runs "
-                                                                     "(default 4; 0 = one stage at a time)."),
+                                                                     "ahead, and outputs written, by background "
+                                                                     "threads while TTO runs (default: 4 on a GPU, 0 "
+                                                                     "on a CPU; 0 = one stage at a time)."),
         self_aux: bool = typer.Option(False, "--self-aux", help="With a single-network checkpoint (official "
                                                               "CLIFF/SPIN), use it as its own auxiliary net for "
                                                               "metahmr/reference/paper (labelled +self-aux)."),

@@ -14,7 +14,10 @@ import importlib.util
 import logging
 import os
 import sys
-from typing import Any
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -101,10 +104,15 @@ def _import_pyrender() -> Any:
     return pyrender
 
 
+_T = TypeVar("_T")
+
+
 class MeshRenderer:
     """Draws all people of one image with pyrender.
 
     The OpenGL context is created on first use; if that fails, every call raises :class:`RendererUnavailable`.
+    An OpenGL context is current in one thread at a time, so every OpenGL call runs on the renderer's own thread
+    (``metahmr-gl``): the renderer may be called from any thread, one call at a time per thread.
     Images whose longer side exceeds ``max_side`` are rendered at a reduced size (intrinsics scaled to match).
 
     Args:
@@ -118,6 +126,22 @@ class MeshRenderer:
         self._pyrender: Any = None
         self._renderer: Any = None
         self._error: RendererUnavailable | None = None
+        self._gl: ThreadPoolExecutor | None = None
+        self._gl_thread: int | None = None
+        self._gl_lock = threading.Lock()
+
+    def _on_gl_thread(self, fn: Callable[..., _T], *args: Any) -> _T:
+        """``fn(*args)`` run on the renderer's OpenGL thread (started on first use); waits for the result."""
+        if threading.get_ident() == self._gl_thread:
+            return fn(*args)
+        with self._gl_lock:
+            if self._gl is None:
+                self._gl = ThreadPoolExecutor(1, thread_name_prefix="metahmr-gl", initializer=self._mark_gl_thread)
+            pool = self._gl
+        return pool.submit(fn, *args).result()
+
+    def _mark_gl_thread(self) -> None:
+        self._gl_thread = threading.get_ident()
 
     # ---------------------------------------------------------------------------------------------------- context
     def _ensure(self, width: int, height: int) -> Any:
@@ -147,13 +171,17 @@ class MeshRenderer:
         return self._renderer
 
     def close(self) -> None:
-        """Release the OpenGL context."""
+        """Release the OpenGL context (on the thread it is current in) and stop the renderer's thread."""
         if self._renderer is not None:
             try:
-                self._renderer.delete()
+                self._on_gl_thread(self._renderer.delete)
             except Exception:  # pragma: no cover - best effort at shutdown
                 logger.debug("renderer cleanup failed", exc_info=True)
             self._renderer = None
+        with self._gl_lock:
+            pool, self._gl = self._gl, None
+        if pool is not None:
+            pool.shutdown(wait=True)
 
     def __enter__(self) -> MeshRenderer:
         return self
@@ -172,6 +200,10 @@ class MeshRenderer:
     def _render_rgba(self, vertices: np.ndarray, faces: np.ndarray, K: np.ndarray, height: int, width: int,
                      colors: list[tuple[float, float, float]]) -> tuple[np.ndarray, np.ndarray]:
         """Render meshes (P, V, 3) in the OpenCV camera frame; returns color (H, W, 3) uint8 and mask (H, W) bool."""
+        return self._on_gl_thread(self._render_rgba_here, vertices, faces, K, height, width, colors)
+
+    def _render_rgba_here(self, vertices: np.ndarray, faces: np.ndarray, K: np.ndarray, height: int, width: int,
+                          colors: list[tuple[float, float, float]]) -> tuple[np.ndarray, np.ndarray]:
         renderer = self._ensure(width, height)
         pyrender = self._pyrender
         import trimesh
