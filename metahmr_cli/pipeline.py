@@ -386,7 +386,7 @@ class _Progress:
         text = (f"process: {self.done}/{self.total} images+frames, {elapsed:.0f} s elapsed"
                 + ("" if final else f", ETA {eta:.0f} s") + (f", at {name}" if name else ""))
         if self.console is not None:
-            self.console.print(text, markup=False, highlight=False)
+            self.console.print(text, markup=False, highlight=False, soft_wrap=True)  # one line, whatever the width
         else:
             logger.info(text)
 

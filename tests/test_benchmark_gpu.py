@@ -1,4 +1,7 @@
-"""The prepared GPU benchmark (benchmarks/gpu.py) runs end to end on the CPU at tiny sizes, so it cannot rot."""
+"""The prepared GPU benchmark (benchmarks/gpu.py) runs end to end on the CPU at tiny sizes, so it cannot rot.
+
+The runs here lift the script's time caps (``--no-time-limit``): on a loaded machine a section may take longer
+than its GPU-run budget, and these tests check what the script does, not how fast."""
 
 from __future__ import annotations
 
@@ -12,7 +15,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 def test_gpu_benchmark_quick_run_on_cpu(tmp_path):
     proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "gpu.py"), "--device", "cpu", "--quick",
-                           "--out", str(tmp_path)], capture_output=True, text=True, cwd=REPO, timeout=300)
+                           "--no-time-limit", "--out", str(tmp_path)], capture_output=True, text=True, cwd=REPO,
+                          timeout=3600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     reports = sorted(tmp_path.glob("gpu-*-quick.json"))
     assert len(reports) == 1 and reports[0].with_suffix(".md").is_file()
@@ -37,8 +41,8 @@ def test_gpu_benchmark_quick_run_on_cpu(tmp_path):
 def test_failing_section_is_recorded_and_the_rest_runs(tmp_path, monkeypatch):
     """A section that fails (here: an unknown network) is reported; the next section still runs."""
     proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "gpu.py"), "--device", "no-such-device",
-                           "--quick", "--sections", "tto_open,cuda_tests", "--out", str(tmp_path)],
-                          capture_output=True, text=True, cwd=REPO, timeout=200)
+                           "--quick", "--no-time-limit", "--sections", "tto_open,cuda_tests", "--out", str(tmp_path)],
+                          capture_output=True, text=True, cwd=REPO, timeout=3600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads(next(tmp_path.glob("gpu-*.json")).read_text())
     assert report["sections"]["tto_open"]["status"] in ("failed", "partial")

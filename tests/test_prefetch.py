@@ -180,8 +180,8 @@ def test_read_ahead_keeps_order_raises_in_place_and_stops_its_thread():
     it = _read_ahead(numbers(1000, closed=closed), 2)
     assert next(it) == 0
     it.close()  # the consumer stops early: the producer ends and closes its source
-    assert closed.wait(timeout=10)
-    deadline = time.monotonic() + 10
+    assert closed.wait(timeout=120)
+    deadline = time.monotonic() + 120
     while any(t.name == "metahmr-decode" for t in threading.enumerate()) and time.monotonic() < deadline:
         time.sleep(0.01)
     assert not any(t.name == "metahmr-decode" for t in threading.enumerate())

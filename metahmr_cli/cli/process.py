@@ -185,7 +185,8 @@ def register(app: typer.Typer) -> None:
         style = "red" if c["failed"] else "green"
         console.print(
             f"[{style}]done[/]: {c['ok']} ok, {c['no_person']} without people, {c['failed']} failed, "
-            f"{c['skipped']} skipped -> {escape(str(report.out_dir))} (manifest.jsonl, summary.json)", highlight=False)
+            f"{c['skipped']} skipped -> {escape(str(report.out_dir))} (manifest.jsonl, summary.json)", highlight=False,
+            soft_wrap=True)
         if c["failed"]:
             console.print("failed inputs and reasons are listed in manifest.jsonl", highlight=False)
         raise typer.Exit(code=report.exit_code)
