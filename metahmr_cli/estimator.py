@@ -90,7 +90,9 @@ def check_keypoint_model(backend: str, model: str | None, weights: Path | None) 
         resolve_model_json(model, weights=weights)
 
 
-class _Timer:
+class StageTimer:
+    """``with StageTimer(timings, "detect"):`` adds the block's wall time to ``timings["detect"]``."""
+
     def __init__(self, sink: dict[str, float], stage: str) -> None:
         self.sink, self.stage = sink, stage
 
@@ -523,11 +525,11 @@ class Estimator:
         else:
             rule = "focal"
         K = np.array([[focal, 0.0, W / 2.0], [0.0, focal, H / 2.0], [0.0, 0.0, 1.0]], np.float32)
-        with _Timer(timings, "detect"):
+        with StageTimer(timings, "detect"):
             boxes_px, det_scores = self._detect(image, boxes, scores)
         n = len(boxes_px)
         if n:
-            with _Timer(timings, "keypoints"):
+            with StageTimer(timings, "keypoints"):
                 if keypoints is not None:
                     kp = np.asarray(keypoints, np.float32)
                 else:
@@ -545,7 +547,7 @@ class Estimator:
         fr = Frame(source=source, frame=frame, image=image, K=K, boxes=boxes_px, scores=det_scores, keypoints=kp,
                    timings=timings, focal_rule=rule, item=item)
         if n:
-            with _Timer(timings, "crop"):
+            with StageTimer(timings, "crop"):
                 center, scale = box_from_xyxy(boxes_px.astype(np.float64), margin=BBOX_MARGIN_DETECTOR)
                 center = np.asarray(center, np.float64).reshape(n, 2)
                 scale = np.asarray(scale, np.float64).reshape(n)

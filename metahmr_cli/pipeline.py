@@ -35,7 +35,15 @@ import numpy as np
 
 from metahmr_cli import __version__
 from metahmr_cli.errors import InputError, MetaHMRError
-from metahmr_cli.estimator import Estimator, EstimatorStage, Frame, KeypointStage, People, check_keypoint_model
+from metahmr_cli.estimator import (
+    Estimator,
+    EstimatorStage,
+    Frame,
+    KeypointStage,
+    People,
+    StageTimer,
+    check_keypoint_model,
+)
 from metahmr_cli.io.outdir import DiskFullError, OutputLock, check_output_folder, disk_full
 from metahmr_cli.io.writers import (
     SCHEMA_VERSION,
@@ -175,9 +183,7 @@ class _Prefetch:
         if self.pool is None:
             return self.prepare(self.items[i])
         self._fill(i)
-        fut = self.futures.pop(i, None)
-        if fut is None:  # defensive: not submitted (cannot happen for an "image" item at or after the cursor)
-            return self.prepare(self.items[i])
+        fut = self.futures.pop(i)  # an "image" item at or after the cursor is always submitted by _fill
         try:
             return fut.result()
         finally:
@@ -264,17 +270,6 @@ def _read_ahead(frames: Iterator[Any], depth: int) -> Iterator[Any]:
 def _batch_full(pending: list[Frame], batch_size: int) -> bool:
     """Whether the frames waiting for the networks hold a batch of people (or as many frames)."""
     return len(pending) >= batch_size or sum(f.num_people for f in pending) >= batch_size
-
-
-class _Timer:
-    def __init__(self, sink: dict[str, float], stage: str) -> None:
-        self.sink, self.stage = sink, stage
-
-    def __enter__(self) -> None:
-        self.t0 = time.perf_counter()
-
-    def __exit__(self, *exc: object) -> None:
-        self.sink[self.stage] += time.perf_counter() - self.t0
 
 
 @contextlib.contextmanager
@@ -829,7 +824,7 @@ class Pipeline:
 
         t0 = time.perf_counter()
         timings: dict[str, float] = defaultdict(float)
-        with _Timer(timings, "decode"):
+        with StageTimer(timings, "decode"):
             image = read_image(item.path, max_pixels=self.config.max_pixels)
             H, W = image.shape[:2]
             exif = read_exif_focal(item.path, W, H) if self.config.focal == "exif" else None
@@ -916,7 +911,7 @@ class Pipeline:
 
         def emit(fr: Frame) -> None:
             nonlocal people
-            with _Timer(fr.timings, "smooth"):
+            with StageTimer(fr.timings, "smooth"):
                 self._apply_motion(fr, book, warm)
             frame_name = f"{item.stem}/frame_{fr.frame:06d}.npz"
             outputs.extend(self._write_frame(fr, out, frame_name))
@@ -1011,7 +1006,7 @@ class Pipeline:
         if resumed:
             logger.info("%s: %d of %d frames resumed from an earlier run", name, resumed, len(written))
         if book.tracker is not None:
-            with _Timer(timings, "write"):
+            with StageTimer(timings, "write"):
                 outputs += self._write_sequences(item, out, written, source_fps, (H, W), focal)
         self._add_timings(timings)
         status = "ok" if people else "no_person"
@@ -1160,7 +1155,7 @@ class Pipeline:
         mesh_names = [f"{stem.as_posix()}_person{i:02d}.{cfg.save_mesh}" for i in range(res.num_people)] \
             if cfg.save_mesh != "none" else []
         try:
-            with _Timer(f.timings, "write"):
+            with StageTimer(f.timings, "write"):
                 write_result_npz(out / name, res)
                 if mesh_names:
                     from metahmr_cli.io.meshes import write_person_meshes
@@ -1198,7 +1193,7 @@ class Pipeline:
             return []
         stem = f.item.stem
         try:
-            with _Timer(f.timings, "render"):
+            with StageTimer(f.timings, "render"):
                 overlay, side = self._draw(f)
                 outputs = [write_image_atomic(out / f"{stem}_overlay.png", overlay).name]
                 if side is not None:
@@ -1212,7 +1207,7 @@ class Pipeline:
         if not self.render_enabled or not writers:
             return
         try:
-            with _Timer(f.timings, "render"):
+            with StageTimer(f.timings, "render"):
                 overlay, side = self._draw(f)
                 writers["overlay"].write(overlay)
                 if side is not None and "side" in writers:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from fixtures.procrustes import umeyama_align
 
 from metahmr_cli.evaluation import metrics as M
 
@@ -18,19 +19,8 @@ def _random_rotation(rng: np.random.Generator) -> np.ndarray:
 
 
 def _svd_procrustes_error(pred: np.ndarray, gt: np.ndarray) -> float:
-    """Textbook Umeyama similarity alignment of one sample (N, 3) -> mean joint error after alignment."""
-    mp, mg = pred.mean(0), gt.mean(0)
-    p, g = pred - mp, gt - mg
-    cov = g.T @ p / len(p)
-    u, d, vt = np.linalg.svd(cov)
-    s = np.eye(3)
-    if np.linalg.det(u) * np.linalg.det(vt) < 0:
-        s[2, 2] = -1
-    rot = u @ s @ vt
-    var_p = (p**2).sum() / len(p)
-    scale = np.trace(np.diag(d) @ s) / var_p
-    aligned = scale * p @ rot.T + mg
-    return float(np.linalg.norm(aligned - gt, axis=1).mean())
+    """Mean joint error of one sample (N, 3) after the textbook Umeyama alignment."""
+    return float(np.linalg.norm(umeyama_align(pred, gt) - gt, axis=1).mean())
 
 
 def test_mpjpe_constant_offset_equals_offset_norm():

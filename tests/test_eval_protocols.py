@@ -7,6 +7,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+from fixtures.procrustes import umeyama_align
 
 from metahmr_cli.errors import ConfigError, DatasetError
 from metahmr_cli.evaluation import protocols as P
@@ -171,21 +172,6 @@ def test_neutral_gender_rule():
     assert not proto.released and "neutral" in proto.name
 
 
-def _umeyama_align(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
-    """Independent similarity alignment of one (J, 3) point set onto another (Umeyama 1991, with the
-    reflection correction), written out with numpy for the test."""
-    mp, mg = pred.mean(0), gt.mean(0)
-    p, g = pred - mp, gt - mg
-    cov = g.T @ p / len(p)
-    u, d, vt = np.linalg.svd(cov)
-    s = np.eye(3)
-    if np.linalg.det(u) * np.linalg.det(vt) < 0:
-        s[2, 2] = -1.0
-    rot = u @ s @ vt
-    scale = np.trace(np.diag(d) @ s) / (p**2).sum(1).mean()
-    return scale * p @ rot.T + mg
-
-
 def test_evaluate_vertices_pa_mpjpe_is_procrustes_aligned():
     """PA-MPJPE of the evaluation is the error after a per-sample similarity alignment, not plain MPJPE:
     a rotated, scaled and shifted copy of the GT mesh has PA-MPJPE 0 and a large MPJPE; noisy predictions
@@ -206,7 +192,7 @@ def test_evaluate_vertices_pa_mpjpe_is_procrustes_aligned():
     pj = pred_v[:, sel] - pred_v[:, [0]]
     gj = gt_v[:, sel] - gt_v[:, [0]]
     mpjpe = 1000 * np.linalg.norm(pj - gj, axis=-1).mean(1)
-    pa_err = 1000 * np.stack([np.linalg.norm(_umeyama_align(pj[i], gj[i]) - gj[i], axis=-1) for i in range(3)])
+    pa_err = 1000 * np.stack([np.linalg.norm(umeyama_align(pj[i], gj[i]) - gj[i], axis=-1) for i in range(3)])
     # float64 throughout; the two alignments differ only by rounding of an SVD of O(1) coordinates
     # (~1e-15 relative), so 1e-9 relative (1e-9 mm absolute for the exact copy) is far above rounding and far
     # below any protocol difference (the prediction moved by ~100 mm)

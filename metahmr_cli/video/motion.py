@@ -14,6 +14,7 @@ Strength 1 is the default; 0 switches smoothing off; 2 smooths twice as strongly
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -217,6 +218,18 @@ class TrackBook:
             self._kp[int(tid)] = (f, frame, valid)
         return kp.astype(np.asarray(keypoints).dtype)
 
+    def _tracked(self, ids: np.ndarray, boxes: np.ndarray,
+                 frame: int) -> Iterator[tuple[int, int, _Track, float | None]]:
+        """(index, track id, track, time step to its last frame or None) of each tracked person of a frame; once
+        the caller is done with a person, the track records this frame and box as its last."""
+        for i, tid in enumerate(np.asarray(ids).reshape(-1)):
+            if tid < 0:
+                continue
+            t, dt = self._track(int(tid), frame, boxes[i])
+            yield i, int(tid), t, dt
+            t.last_frame = frame
+            t.box = np.asarray(boxes[i], np.float64)
+
     def smooth_outputs(self, ids: np.ndarray, boxes: np.ndarray, rotmat: np.ndarray, transl: np.ndarray,
                        betas: np.ndarray, frame: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Smoothed (P, 24, 3, 3) rotations, (P, 3) translations and held (P, 10) betas of the tracked people; the
@@ -224,10 +237,7 @@ class TrackBook:
         rotmat = np.array(rotmat, np.float64, copy=True)
         transl = np.array(transl, np.float64, copy=True)
         betas = np.array(betas, np.float64, copy=True)
-        for i, tid in enumerate(np.asarray(ids).reshape(-1)):
-            if tid < 0:
-                continue
-            t, dt = self._track(int(tid), frame, boxes[i])
+        for i, _, t, dt in self._tracked(ids, boxes, frame):
             if self.filters is not None:
                 assert t.rotation is not None and t.translation is not None
                 if dt is None:
@@ -239,18 +249,13 @@ class TrackBook:
                 t.betas_sum = betas[i].copy() if t.betas_sum is None else t.betas_sum + betas[i]
                 t.betas_count += 1
                 betas[i] = t.betas_sum / t.betas_count
-            t.last_frame = frame
-            t.box = np.asarray(boxes[i], np.float64)
         return rotmat, transl, betas
 
     def seed_from_result(self, ids: np.ndarray, boxes: np.ndarray, rotmat: np.ndarray, transl: np.ndarray,
                          betas: np.ndarray, keypoints: np.ndarray, frame: int) -> None:
         """Continue from a frame finished by an earlier run (resume): its stored, already smoothed outputs become
         the filter state of its tracks."""
-        for i, tid in enumerate(np.asarray(ids).reshape(-1)):
-            if tid < 0:
-                continue
-            t, dt = self._track(int(tid), frame, boxes[i])
+        for i, tid, t, dt in self._tracked(ids, boxes, frame):
             if self.filters is not None:
                 assert t.rotation is not None and t.translation is not None
                 prev_r, prev_t = t.rotation.R, t.translation.x
@@ -259,9 +264,7 @@ class TrackBook:
                 t.translation.seed(transl[i], prev_t if dt is not None else None, step)
                 kf = OneEuro(self.filters["keypoints"])
                 kf.seed(np.asarray(keypoints[i], np.float64)[:, :2])
-                self._kp[int(tid)] = (kf, frame, np.asarray(keypoints[i])[:, 2] > 0)
+                self._kp[tid] = (kf, frame, np.asarray(keypoints[i])[:, 2] > 0)
                 t.betas_count += 1
                 t.betas_sum = np.asarray(betas[i], np.float64) * t.betas_count
             t.warm = None  # the adapted weights of a finished frame are not stored: the next frame starts cold
-            t.last_frame = frame
-            t.box = np.asarray(boxes[i], np.float64)
