@@ -210,6 +210,7 @@ class Frame:
     track_ids: np.ndarray | None = None   # (N,) video: track id per person (-1 = untracked)
     warm: list[Any] | None = None         # (N,) TTO start state per person (None = the pretrained weights)
     tto_states: list[Any] | None = None   # (N,) TTO end state per person, when asked for
+    evidence: Any = None                  # PersonEvidence (N), for a network that reads image evidence
 
     @property
     def num_people(self) -> int:
@@ -256,6 +257,8 @@ class Estimator:
             ``inputs`` or ``out`` are ignored here). Keyword ``overrides`` set fields by name.
         detector: object with ``detect(image) -> Detections`` (default: from ``config.detector``).
         keypoints: a :class:`KeypointStage` callable (default: the backend of ``config.keypoints``).
+        evidence: callable ``(image, boxes, keypoints) -> PersonEvidence`` for a network that reads image evidence
+            beside the keypoints (default: :class:`~metahmr_cli.keypoints.evidence.BlazePoseEvidence`).
         networks: object with ``main``, ``aux``, ``identifier`` and ``kind`` (default: ``load_networks``).
         body: a BodyModel (default: ``load_body_model(config.body)``).
         console: rich console for the one-line tier message (None: logging only).
@@ -263,7 +266,7 @@ class Estimator:
 
     def __init__(self, config: ProcessConfig | None = None, *, detector: Any = None,
                  keypoints: KeypointStage | None = None, networks: Any = None, body: Any = None,
-                 console: Any = None, **overrides: Any) -> None:
+                 console: Any = None, evidence: Any = None, **overrides: Any) -> None:
         from metahmr_cli.config import apply_overrides
 
         cfg = config if config is not None else ProcessConfig()
@@ -275,6 +278,8 @@ class Estimator:
         self.dtype = torch.float64 if cfg.dtype == "float64" else torch.float32
         self.detector = detector
         self.keypoint_stage = keypoints
+        self.evidence_stage = evidence
+        self.uses_evidence = False
         self.networks = networks
         self.body = body
         self.console = console
@@ -294,7 +299,7 @@ class Estimator:
     def from_config(cls, config: ProcessConfig | None = None, **overrides: Any) -> Estimator:
         """An estimator with its models loaded (``overrides``: ProcessConfig fields and the stage keywords of
         :class:`Estimator`)."""
-        stages = {k: overrides.pop(k) for k in ("detector", "keypoints", "networks", "body", "console")
+        stages = {k: overrides.pop(k) for k in ("detector", "keypoints", "networks", "body", "console", "evidence")
                   if k in overrides}
         est = cls(config, **stages, **overrides)
         est.setup()
@@ -409,6 +414,7 @@ class Estimator:
                 net.to(device=self.device, dtype=self.dtype).eval()
         self.checkpoint_id = str(getattr(self.networks, "identifier", "") or "")
         self.network_input = str(getattr(self.networks.main, "input_kind", "image"))
+        self.uses_evidence = bool(getattr(getattr(self.networks.main, "backbone", None), "evidence", False))
         self._check_auxiliary()
         # The camera of the TTO losses must fit the network: an HMR-architecture checkpoint predicts the SPIN crop
         # camera (focal 5000, 256 px box), CLIFF the one of the full image (the written transl is full-image in both).
@@ -443,6 +449,10 @@ class Estimator:
             estimator = build_keypoint_estimator(cfg.keypoints, cfg.keypoints_model, device=str(self.device),
                                                  weights=cfg.weights)
             self.keypoint_stage = EstimatorStage(estimator)
+        if self.uses_evidence and self.evidence_stage is None:
+            from metahmr_cli.keypoints.evidence import BlazePoseEvidence
+
+            self.evidence_stage = BlazePoseEvidence()
         self._setup_done = True
         return self
 
@@ -542,10 +552,13 @@ class Estimator:
             kp = np.where(np.isfinite(kp), kp, 0.0).astype(np.float32)
         else:
             kp = np.zeros((0, 49, 3), np.float32)
+        evidence = None
+        if self.uses_evidence:
+            kp, evidence = self._with_evidence(image, boxes_px, kp, timings)
         if people_hook is not None:
             kp = np.asarray(people_hook(boxes_px, det_scores, kp), np.float32).reshape(n, 49, 3)
         fr = Frame(source=source, frame=frame, image=image, K=K, boxes=boxes_px, scores=det_scores, keypoints=kp,
-                   timings=timings, focal_rule=rule, item=item)
+                   timings=timings, focal_rule=rule, item=item, evidence=evidence)
         if n:
             with StageTimer(timings, "crop"):
                 center, scale = box_from_xyxy(boxes_px.astype(np.float64), margin=BBOX_MARGIN_DETECTOR)
@@ -558,13 +571,39 @@ class Estimator:
                 kp_crop = normalize_crop_keypoints(kp_crop)
                 kp_crop[kp[..., 2] <= 0] = 0.0
                 fr.kp_crop = torch.from_numpy(kp_crop)
-                if self.network_input == "keypoints":  # the open model reads the keypoints, not the pixels
+                if self.network_input == "keypoints" and evidence is not None:  # keypoints + image evidence
+                    from metahmr_cli.keypoints.evidence import pack_network_input
+
+                    fr.crops = torch.from_numpy(pack_network_input(kp_crop, evidence)).to(torch.float64)
+                elif self.network_input == "keypoints":  # the open model reads the keypoints, not the pixels
                     fr.crops = fr.kp_crop.clone()
                 else:
                     crops = np.stack([warp_crop(image, center[i], float(scale[i])) for i in range(n)])
                     crops = (crops.astype(np.float32) / 255.0 - _MEAN) / _STD
                     fr.crops = torch.from_numpy(crops).permute(0, 3, 1, 2).contiguous()
         return fr
+
+    def _with_evidence(self, image: np.ndarray, boxes: np.ndarray, kp: np.ndarray,
+                       timings: dict[str, float]) -> tuple[np.ndarray, Any]:
+        """For a network that reads image evidence: drop the keypoints the detector only guessed, look at each
+        person's crop (BlazePose, face) and undo left/right swaps the evidence contradicts
+        (:mod:`metahmr_cli.keypoints.evidence`). Returns (keypoints, evidence)."""
+        from metahmr_cli.keypoints.evidence import (
+            OPEN_KEYPOINT_MIN_CONF,
+            PersonEvidence,
+            drop_unreliable_keypoints,
+            resolve_left_right,
+        )
+
+        kp = drop_unreliable_keypoints(kp, image.shape[:2], OPEN_KEYPOINT_MIN_CONF)
+        if len(boxes) == 0:
+            return kp, PersonEvidence.empty(0)
+        with StageTimer(timings, "evidence"):
+            evidence = self.evidence_stage(image, boxes, kp)
+        kp, swapped = resolve_left_right(kp, evidence)
+        if swapped.any():
+            logger.debug("left/right labels of %d people swapped back after the image evidence", int(swapped.sum()))
+        return kp, evidence
 
     def regress(self, frames: Sequence[Frame]) -> dict[int, Exception]:
         """Networks + TTO for all people of ``frames`` (in batches of ``batch_size``), filling ``frame.result``.

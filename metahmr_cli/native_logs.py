@@ -42,5 +42,18 @@ class native_stderr_silenced:  # noqa: N801 - used like a function: ``with nativ
         import os
 
         if self._saved is not None:
+            _flush_c_streams()  # what native code buffered in the block goes to /dev/null too, not out at exit
             os.dup2(self._saved, 2)
             os.close(self._saved)
+
+
+def _flush_c_streams() -> None:
+    """``fflush(NULL)``: write out every C stdio buffer now (native libraries may buffer their stderr)."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or None)
+        libc.fflush(None)
+    except (OSError, AttributeError):  # no C library to reach: nothing buffered there either
+        pass

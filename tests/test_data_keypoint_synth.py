@@ -63,12 +63,13 @@ def test_ground_truth_keypoints_are_a_perspective_projection_of_the_body(standin
 def test_network_input_is_the_normalised_detector_keypoints(stream):
     item = stream[11]
     obs = item["keypoints_obs"].numpy()
-    expect = np.zeros((49, 3), np.float32)
+    expect = np.zeros((49, 4), np.float32)
     seen = obs[:, 2] > 0
     expect[seen, 0] = 2 * obs[seen, 0] / 192 - 1
     expect[seen, 1] = 2 * obs[seen, 1] / 256 - 1
     expect[seen, 2] = obs[seen, 2]
-    np.testing.assert_allclose(item["img"].numpy(), expect, atol=1e-6)
+    assert item["img"].shape == (67, 4)
+    np.testing.assert_allclose(item["img"][:49].numpy(), expect, atol=1e-6)
     # the 3D joints are around Pelvis (MPII), GT-set index 14
     np.testing.assert_allclose(item["pose_3d"][14, :3].numpy(), 0.0, atol=1e-6)
 
@@ -93,7 +94,8 @@ def test_every_format_leaves_its_own_pattern_of_slots(standin_dir):
     for fmt in ("coco17", "body25"):
         ds = SyntheticKeypointDataset(standin_dir, KeypointSynthConfig(length=50, seed=1, formats={fmt: 1.0},
                                                                        dropout=(0.0, 0.0), occlusion=0.0,
-                                                                       truncation=0.0, outlier=0.0))
+                                                                       truncation=0.0, half_body=0.0,
+                                                                       head_shoulders=0.0, outlier=0.0))
         feet[fmt] = np.mean([float((ds[i]["keypoints_obs"][19:25, 2] > 0).float().mean()) for i in range(20)])
     assert feet["coco17"] == 0.0  # COCO-17 has no feet
     assert feet["body25"] > 0.9

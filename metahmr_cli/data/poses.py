@@ -37,6 +37,8 @@ __all__ = [
     "PoseParams",
     "camera_orientation",
     "gait_params",
+    "LEG_PARAMS",
+    "with_standing_legs",
     "mean_pose_rotmats",
     "params_to_axis_angle",
     "params_to_rotmats",
@@ -498,11 +500,28 @@ def camera_orientation(view: CameraView, root_lean: np.ndarray | None = None) ->
     """Global orientation (3,) axis-angle in the OpenCV camera frame for a body seen under ``view``.
 
     The body frame (y up, z forward) becomes the camera frame (y down, z away from the camera) by a half turn
-    about x, so a body with yaw 0 faces the camera. ``root_lean`` is an extra (3, 3) rotation of the body.
+    about x, so a body with yaw 0 faces the camera; a camera above the person (elevation > 0) then tilts the body's
+    up direction toward the camera: (0, -cos e, -sin e), the head nearer than the feet. ``root_lean`` is an extra
+    (3, 3) rotation of the body.
     """
     body = _rot("y", view.yaw) if root_lean is None else _rot("y", view.yaw) @ root_lean
-    cam = _rot("z", view.roll) @ _rot("x", -view.elevation) @ _rot("x", 180.0)
+    cam = _rot("z", view.roll) @ _rot("x", view.elevation) @ _rot("x", 180.0)
     return Rotation.from_matrix(cam @ body).as_rotvec()
+
+
+LEG_PARAMS: tuple[str, ...] = tuple(n for n in PARAM_NAMES if n[2:].startswith(("hip", "knee", "ankle", "toe")))
+"""The parameters of the legs (hips, knees, ankles, toes)."""
+
+
+def with_standing_legs(params: PoseParams, rng: np.random.Generator) -> PoseParams:
+    """``params`` with the legs of a relaxed stance: what an unseen lower body is taken to be (a person framed from
+    the waist up is standing unless the picture shows otherwise)."""
+    stand = _stand(rng)
+    out = dict(params)
+    for name in LEG_PARAMS:
+        lo, hi = JOINT_LIMITS[name]
+        out[name] = float(np.clip(stand[name] + rng.normal(0.0, 0.5 * VARIATION[name]), lo, hi))
+    return out
 
 
 def sample_view(rng: np.random.Generator) -> CameraView:

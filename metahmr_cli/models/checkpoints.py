@@ -385,7 +385,13 @@ def _keypoint_plan(state_dict: Mapping[str, Any], prefix: str, role: str, source
     width = int(embed.shape[0])
     if width not in widths:
         raise CheckpointError(f"{source}: keypoint encoder of width {width}; known widths: {sorted(widths)}.")
-    return NetworkPlan("cliff" if extra == 3 else "hmr", widths[width], 10 if role == "main" else 3, None, prefix,
+    # the embedding's input tells keypoints only (49 x 4 values) from keypoints + image evidence
+    inputs = {4 * 49: "", 4 * 49 + 4 * 17 + 3: "_ev"}
+    if int(embed.shape[1]) not in inputs:
+        raise CheckpointError(f"{source}: keypoint encoder reading {int(embed.shape[1])} values; known inputs: "
+                              f"{sorted(inputs)} (keypoints, keypoints + image evidence).")
+    backbone = widths[width] + inputs[int(embed.shape[1])]
+    return NetworkPlan("cliff" if extra == 3 else "hmr", backbone, 10 if role == "main" else 3, None, prefix,
                        hidden=int(fc1.shape[0]))
 
 

@@ -159,6 +159,11 @@ class Regressor(nn.Module):
         keypoint backbone -> (B, feature_dim)."""
         if self.input_kind != "image":
             want = tuple(getattr(self.backbone, "input_shape", ()))
+            if (isinstance(images, Tensor) and images.ndim == 3 and len(want) == 2 and tuple(images.shape[1:]) != want
+                    and images.shape[1] >= want[0] and images.shape[2] >= want[1]):
+                # keypoints + image evidence (metahmr_cli.keypoints.evidence) for a keypoints-only encoder: the
+                # keypoint rows lead, so such a network reads them and ignores the rest
+                images = images[:, :want[0], :want[1]]
             if not isinstance(images, Tensor) or tuple(images.shape[1:]) != want:
                 shape = tuple(images.shape) if isinstance(images, Tensor) else type(images).__name__
                 raise InputError(f"this network reads {self.input_kind} of shape (B, {', '.join(map(str, want))}), "

@@ -44,6 +44,9 @@ class TrainConfig:
         body: body model: "smpl", "open", "standin" or a body-model folder.
         train_vertices: pose only the joints and this many surface vertices of the body in training (the vertex
             loss then runs on that even sample of the surface; ~10x faster steps on a CPU); None = every vertex.
+        keypoint_evidence: the keypoint model also reads each person's image evidence (BlazePose world
+            landmarks, a face check: :mod:`metahmr_cli.keypoints.evidence`; backbones "kpnet_ev" /
+            "kpnet_small_ev"); kpnet only.
     Initialisation (paths; None = random):
         init_backbone: backbone file for the main net (pose_resnet.pth / pose_hrnet_w48_256x192.pth).
         init_aux: checkpoint of the auxiliary net (official CLIFF res50/hr48 file, SPIN hmr.pt for HMR, or
@@ -100,6 +103,7 @@ class TrainConfig:
     head_dropout: float | None = None
     body: str = "smpl"
     train_vertices: int | None = None
+    keypoint_evidence: bool = False
     # initialisation
     init_backbone: str | None = None
     init_aux: str | None = None

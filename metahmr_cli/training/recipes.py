@@ -54,6 +54,7 @@ BUILTIN_RECIPES: dict[str, dict[str, Any]] = {
     # per-sample cost on a CPU; the body is posed at its joints and 1,024 surface vertices only.
     "open_keypoints": {
         "arch": "cliff", "backbone": "kpnet", "body": "open", "train_vertices": 1024, "data": "synthetic-keypoints",
+        "keypoint_evidence": True,
         "batch_size": 64, "max_steps": 5000, "meta_warmup_steps": 2500, "synth_length": 200000, "outer_lr": 3e-4,
         "inner_lr": 1e-5, "clip_grad": 1000.0,
         "aux_lr": 3e-4, "grouping": "batch", "group_size": 8, "scope": "head", "aux_mode": "paper", "main_iters": 3,

@@ -119,6 +119,8 @@ def build_networks(cfg: TrainConfig, mean_params: dict[str, np.ndarray] | None =
         head["dropout"] = float(cfg.head_dropout)
     if layout_main is None:
         main_bb, aux_bb = ("kpnet", "kpnet_small") if cfg.backbone == "kpnet" else ("resnet_tiny", "resnet_tiny")
+        if cfg.backbone == "kpnet" and cfg.keypoint_evidence:
+            main_bb, aux_bb = f"{main_bb}_ev", f"{aux_bb}_ev"
         main = build_regressor(cfg.arch, main_bb, n_iter=cfg.main_iters or 10, mean_params=mean_params, **head)
         aux = build_regressor(cfg.arch, aux_bb, n_iter=cfg.aux_iters or 3, mean_params=mean_params, **head)
     else:

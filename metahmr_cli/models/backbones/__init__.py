@@ -14,7 +14,13 @@ from torch import nn
 
 from ...errors import ConfigError
 from .hrnet import ClsHRNet, PoseHRNet, hrnet_config, hrnet_w48_cls, hrnet_w48_pose
-from .keypoints import KeypointEncoder, keypoint_encoder, keypoint_encoder_small
+from .keypoints import (
+    KeypointEncoder,
+    keypoint_encoder,
+    keypoint_encoder_evidence,
+    keypoint_encoder_small,
+    keypoint_encoder_small_evidence,
+)
 from .resnet import ResNetBackbone, resnet50, resnet_tiny
 
 __all__ = [
@@ -29,7 +35,9 @@ __all__ = [
     "hrnet_w48_cls",
     "hrnet_w48_pose",
     "keypoint_encoder",
+    "keypoint_encoder_evidence",
     "keypoint_encoder_small",
+    "keypoint_encoder_small_evidence",
     "register_backbone",
     "resnet50",
     "resnet_tiny",
@@ -44,6 +52,8 @@ BACKBONES: dict[str, BackboneFactory] = {
     "resnet_tiny": resnet_tiny,
     "kpnet": keypoint_encoder,
     "kpnet_small": keypoint_encoder_small,
+    "kpnet_ev": keypoint_encoder_evidence,
+    "kpnet_small_ev": keypoint_encoder_small_evidence,
 }
 """Backbone factories by name; each takes the crop size (H, W) and returns an untrained module."""
 
