@@ -787,7 +787,8 @@ def _fmt(v: Any, digits: int = 1, unit: str = "") -> str:
 def markdown(report: dict[str, Any]) -> str:
     """The report as Markdown: totals with the targets, then one line per image."""
     lines = [f"# Open tier on real photos ({report['settings']['set']} set)", "",
-             f"Checkpoint `{report['settings']['checkpoint']}`, device {report['settings']['device']}; "
+             f"Checkpoint `{report['settings']['checkpoint']}`, code `{report['settings'].get('code')}`, device "
+             f"{report['settings']['device']}; "
              f"TTO `none` (before) and the default schedule (after). Labels and sources: "
              f"`benchmarks/open_quality_set/`.", "",
              "| subset | found / counted | false boxes | facing correct / labelled (before → after) | "
@@ -853,10 +854,20 @@ def evaluate(images: list[SetImage], work: Path, *, checkpoint: Path | None, dev
     after, run_after = run_open_tier(evaluated, work, "after", schedule=None, checkpoint=checkpoint, device=device,
                                      render=True)
     ckpt = "the shipped open model" if checkpoint is None else str(checkpoint)
-    settings = {"set": set_name, "checkpoint": ckpt, "device": device}
+    settings = {"set": set_name, "checkpoint": ckpt, "device": device, "code": _code_version()}
     ev = measure(evaluated, before, after, settings, {"before": run_before, "after": run_after})
     ev.report["settings"]["wall_s"] = round(time.perf_counter() - t0, 1)
     return ev
+
+
+def _code_version() -> str | None:
+    """``git describe --always --dirty`` of the checkout (which code made the numbers), or None outside git."""
+    try:
+        out = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=REPO, capture_output=True, text=True,
+                             check=True)
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return out.stdout.strip() or None
 
 
 def measure(images: list[SetImage], before: dict[str, dict[str, np.ndarray] | None],

@@ -47,6 +47,11 @@ def test_facing_is_measured_about_the_bodys_own_axis_not_the_3d_line_of_sight():
     # the camera: 0 degrees, "toward" (a surveillance camera looking down at someone walking toward it)
     below = _torso([0, 7.5, 4], [0, 8, 4], [1, 0, 0])
     assert abs(facing_angle(below)) < 1e-9
+    # the same person turned 45 degrees toward image right: left = (cos 45, 0, sin 45), forward = left x up =
+    # (sin 45, 0, -cos 45); about the body axis the camera lies straight behind -z: 45 degrees (measured along
+    # the 3D line of sight the cosine part would shrink by cos 63 and give 65 degrees)
+    turned = _torso([0, 7.5, 4], [0, 8, 4], [math.cos(math.pi / 4), 0, math.sin(math.pi / 4)])
+    assert facing_angle(turned) == pytest.approx(45.0, abs=1e-9)
     # off to the side at x = 3, z = 5, facing straight along -z: to_camera = (-3, 0, -5), image right at the
     # person = up x to_camera = (0, -1, 0) x (-3, 0, -5) = (5, 0, -3); forward = (0, 0, -1) gives
     # forward . right = 3 and forward . to_camera = 5 (both over sqrt 34): atan2(3, 5) = +30.96 degrees
