@@ -23,8 +23,9 @@ Per image and in total (all / tuning / held-out) it reports:
   (shoulders, elbows, wrists, hips, knees, ankles), for people labelled whole-body with at least 10 of the 12
   landmarks at visibility >= 0.5, lying on the labelled person; and for how many of them TTO lowers that
   disagreement;
-- how far the facing of a mirrored image is from the mirror of the original's, and how much the knees of people cut
-  off by the frame are bent (legs the picture does not show should come out straight).
+- how far the facing of a mirrored image is from the mirror of the original's, how much the knees of people cut
+  off by the frame are bent (legs the picture does not show should come out straight), and how far the torsos
+  pitch toward the camera against BlazePose's (a camera looking down sees upright people pitched toward it).
 
 Writes ``open_quality.json`` / ``.md`` (``--name`` changes the stem) and a montage PNG: per image the overlay with
 the labels (green: found and facing right, orange: found and facing wrong or unlabelled, red: missed, grey: ignore,
@@ -469,6 +470,14 @@ def knee_bend(joints3d: np.ndarray, joint_names: list[str]) -> np.ndarray:
     return np.stack(out, axis=-1)
 
 
+def torso_pitch(up: np.ndarray) -> np.ndarray:
+    """How far a torso's up direction (..., 3) (camera frame) leans toward the camera, in degrees: 0 = upright in
+    the image's vertical plane, positive = shoulders toward the camera. A camera looking down at upright people
+    sees their torsos pitched toward it by about its own tilt."""
+    up = np.asarray(up, dtype=np.float64)
+    return np.degrees(np.arctan2(-up[..., 2], -up[..., 1]))
+
+
 def wrap_degrees(a: float | np.ndarray) -> float | np.ndarray:
     """Angles wrapped into [-180, 180)."""
     return (np.asarray(a) + 180.0) % 360.0 - 180.0
@@ -492,7 +501,7 @@ def evaluate_image(im: SetImage, runs: dict[str, dict[str, np.ndarray] | None],
             (None: no result file).
         references: per labelled person, BlazePose's (12, 3) world joints or None, and the reason.
     """
-    from metahmr_cli.evaluation.facing import facing_angle, facing_matches
+    from metahmr_cli.evaluation.facing import facing_angle, facing_matches, torso_frame
     from metahmr_cli.evaluation.metrics import pa_mpjpe
     from metahmr_cli.evaluation.people import match_people
 
@@ -509,6 +518,9 @@ def evaluate_image(im: SetImage, runs: dict[str, dict[str, np.ndarray] | None],
         rec: dict[str, Any] = {"image": im.id, "split": im.split, "kind": im.kind, "person": i, "ref": p.ref,
                                "box": [round(float(v), 1) for v in p.box], "facing_label": p.facing,
                                "full_body": p.full_body, "reference": references[i][1]}
+        ref = references[i][0]
+        if ref is not None:  # shoulders are rows 0-1 of PA_JOINTS, hips rows 6-7
+            rec["pitch_reference"] = round(float(torso_pitch(ref[:2].mean(0) - ref[6:8].mean(0))), 1)
         for name, run in per_run.items():
             d = int(run["match"].person_det[i])
             rec[f"found_{name}"] = d >= 0
@@ -521,9 +533,10 @@ def evaluate_image(im: SetImage, runs: dict[str, dict[str, np.ndarray] | None],
             rec[f"partial_{name}"] = bool(run["match"].person_partial[i])
             rec[f"facing_angle_{name}"] = round(angle, 1) if math.isfinite(angle) else None
             rec[f"facing_ok_{name}"] = None if p.facing is None else bool(facing_matches(p.facing, angle))
+            pitch = float(torso_pitch(torso_frame(res["joints3d"][d], names)[1]))
+            rec[f"pitch_{name}"] = round(pitch, 1) if math.isfinite(pitch) else None
             if not p.full_body:
                 rec[f"knee_bend_{name}"] = [round(float(v), 1) for v in knee_bend(res["joints3d"][d], names)]
-            ref = references[i][0]
             if ref is not None:
                 pred = res["joints3d"][d][[names.index(n) for n, _ in PA_JOINTS]].astype(np.float64)
                 rec[f"pa_mm_{name}"] = round(float(pa_mpjpe(pred[None], ref[None], mm=True)[0]), 2)
@@ -569,6 +582,11 @@ def summarize(records: list[dict[str, Any]], rows: list[dict[str, Any]]) -> dict
     out["pa_after_mm"] = _median([a for _, a in pairs])
     out["pa_lowered"] = int(sum(a < b for b, a in pairs))
     out["pa_lowered_pct"] = 100.0 * out["pa_lowered"] / len(pairs) if pairs else None
+    pitches = [(r["pitch_after"], r["pitch_reference"]) for r in records
+               if r.get("pitch_after") is not None and "pitch_reference" in r]
+    out["pitch_people"] = len(pitches)
+    out["pitch_after_deg"] = _median([a for a, _ in pitches])
+    out["pitch_reference_deg"] = _median([b for _, b in pitches])
     bends = [max(r["knee_bend_after"]) for r in records if "knee_bend_after" in r]
     out["cut_people"] = len(bends)
     out["cut_knee_bend_deg"] = _median(bends)
@@ -805,12 +823,13 @@ def markdown(report: dict[str, Any]) -> str:
             f"({_fmt(s['facing_pct_after'], 0, ' %')}) | {_fmt(s['err2d_before_pct'])} → {_fmt(s['err2d_after_pct'])}"
             f" | {_fmt(s['pa_before_mm'])} → {_fmt(s['pa_after_mm'])} ({s['pa_people']}) | {s['pa_lowered']} / "
             f"{s['pa_people']} | {_fmt(s['cut_knee_bend_deg'], 0)} ({s['cut_people']}) |")
-    lines += ["", "| kind | found / counted | facing correct / labelled (after) | 2D error % (after) | PA mm (after) |",
-              "|---|---:|---:|---:|---:|"]
+    lines += ["", "| kind | found / counted | facing correct / labelled (after) | 2D error % (after) | PA mm (after) | "
+                  "torso pitch toward the camera, deg: output / BlazePose (people) |", "|---|---:|---:|---:|---:|---:|"]
     for kind, s in report["kinds"].items():
         if s.get("images"):
             lines.append(f"| {kind} | {s['found']} / {s['counted']} | {s['facing_correct_after']} / "
-                         f"{s['facing_labelled_after']} | {_fmt(s['err2d_after_pct'])} | {_fmt(s['pa_after_mm'])} |")
+                         f"{s['facing_labelled_after']} | {_fmt(s['err2d_after_pct'])} | {_fmt(s['pa_after_mm'])} | "
+                         f"{_fmt(s['pitch_after_deg'])} / {_fmt(s['pitch_reference_deg'])} ({s['pitch_people']}) |")
     m = report["mirror"]
     lines += ["", f"Mirrored images: output facing vs the mirror of the original's, median "
                   f"{_fmt(m['mirror_facing_diff_deg'])} degrees over {m['mirror_pairs']} people "

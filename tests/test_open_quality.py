@@ -83,11 +83,20 @@ def test_knee_bend_by_hand():
     np.testing.assert_allclose(oq.knee_bend(j, JOINT_NAMES), [[0, 0], [90, 90]], atol=1e-9)
 
 
+def test_torso_pitch_by_hand():
+    # camera frame, y down: an upright torso's up is -y (0 degrees); shoulders 30 degrees toward the camera (-z):
+    # up = (0, -cos 30, -sin 30) -> +30; leaning back, away from the camera -> -30
+    c, s = np.cos(np.radians(30)), np.sin(np.radians(30))
+    np.testing.assert_allclose(oq.torso_pitch(np.array([[0, -1, 0], [0, -c, -s], [0, -c, s], [0.5, -1, 0]])),
+                               [0, 30, -30, 0], atol=1e-9)
+
+
 def test_summary_counts_by_hand():
     rows = [{"counted": 3, "false_boxes": 1}, {"counted": 1, "false_boxes": 0}]
     records = [
         {"found_after": True, "facing_ok_before": False, "facing_ok_after": True, "err2d_before_pct": 10.0,
-         "err2d_after_pct": 4.0, "pa_mm_before": 80.0, "pa_mm_after": 70.0},
+         "err2d_after_pct": 4.0, "pa_mm_before": 80.0, "pa_mm_after": 70.0, "pitch_after": -20.0,
+         "pitch_reference": 25.0},
         {"found_after": True, "facing_ok_before": True, "facing_ok_after": True, "err2d_before_pct": 20.0,
          "err2d_after_pct": 6.0, "pa_mm_before": 60.0, "pa_mm_after": 65.0, "knee_bend_after": [10.0, 30.0]},
         {"found_after": True, "facing_ok_before": None, "facing_ok_after": None, "err2d_before_pct": 30.0,
@@ -103,6 +112,7 @@ def test_summary_counts_by_hand():
     assert (s["pa_people"], s["pa_before_mm"], s["pa_after_mm"], s["pa_lowered"]) == (3, 80.0, 65.0, 2)
     assert s["pa_lowered_pct"] == pytest.approx(200 / 3)
     assert (s["cut_people"], s["cut_knee_bend_deg"]) == (2, 17.5)  # the worse knee of each: 30 and 5
+    assert (s["pitch_people"], s["pitch_after_deg"], s["pitch_reference_deg"]) == (1, -20.0, 25.0)
     t = oq.targets(s)
     assert t["found_pct"]["met"] is False and t["facing_pct"]["met"] is True
     assert t["pa_lowered_pct"]["met"] is True and t["pa_after_mm"]["met"] is False
