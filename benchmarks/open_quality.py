@@ -77,6 +77,8 @@ KINDS = ("photo", "surveillance", "tile", "half-body", "head-and-shoulders", "mi
 QUICK_IMAGES = ("messi5", "messi5_mirror", "basketball1_waist")
 """``--quick``: a photo, its mirror and a half-body crop, all from ``examples/`` (nothing to download)."""
 OPENCV_DOC_DATA = Path("usr/share/doc/opencv-doc/examples/data")
+SYSTEM_ROOT = Path("/")
+"""Where an installed ``opencv-doc`` lives (its data under ``SYSTEM_ROOT / OPENCV_DOC_DATA``)."""
 MATCH_IOU = 0.5
 CUT_TOLERANCE = 0.02
 """A crop that removes more than this fraction of a person's box height or width cuts the body."""
@@ -243,14 +245,14 @@ def _cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "metahmr" / "opencv-doc"
 
 
-def find_opencv_data(explicit: Path | None = None, *, download: bool = True, names: tuple[str, ...] = ("vtest.avi",)
-                     ) -> Path:
+def find_opencv_data(explicit: Path | None = None, *, download: bool = True,
+                     names: tuple[str, ...] = ("vtest.avi", "basketball2.png")) -> Path:
     """The folder of OpenCV's sample data (Debian's ``opencv-doc``): ``explicit``, ``$METAHMR_OPENCV_DATA``,
     the system copy, the cache; else ``apt-get download opencv-doc`` + ``dpkg-deb -x`` into the cache."""
     candidates = [explicit] if explicit is not None else []
     if os.environ.get("METAHMR_OPENCV_DATA"):
         candidates.append(Path(os.environ["METAHMR_OPENCV_DATA"]))
-    candidates += [Path("/") / OPENCV_DOC_DATA, _cache_dir() / OPENCV_DOC_DATA]
+    candidates += [SYSTEM_ROOT / OPENCV_DOC_DATA, _cache_dir() / OPENCV_DOC_DATA]
     for folder in candidates:
         if all((folder / n).is_file() for n in names):
             return folder
@@ -349,8 +351,9 @@ def build_set(doc: dict[str, Any], ids: list[str], *, opencv_data: Path | None =
     needed = _needed(doc, set(ids))
     entries = [e for e in doc["images"] if e["id"] in needed]
     sources = {e["source"] for e in entries if "source" in e}
-    if any("opencv_data" in doc["sources"][s] for s in sources):
-        opencv_data = find_opencv_data(opencv_data, download=download)
+    names = tuple(sorted(doc["sources"][s]["opencv_data"] for s in sources if "opencv_data" in doc["sources"][s]))
+    if names:
+        opencv_data = find_opencv_data(opencv_data, download=download, names=names)
     paths = {s: source_file(s, doc["sources"][s], opencv_data) for s in sources}
     frames: dict[str, dict[int, np.ndarray]] = {}
     for s in sources:
@@ -975,18 +978,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", action="store_true", help="keep the working folder (inputs, .npz, overlays)")
     args = parser.parse_args(argv)
 
+    if args.checkpoint is not None and not args.checkpoint.is_file():
+        parser.error(f"--checkpoint {args.checkpoint} does not exist")
     doc = load_annotations()
     wanted = list(QUICK_IMAGES) if args.quick else (args.images.split(",") if args.images else None)
-    ids = select_ids(doc, args.set_name, wanted)
+    try:
+        ids = select_ids(doc, args.set_name, wanted)
+        if args.show_labels is not None:
+            ids = [e["id"] for e in doc["images"] if e["id"] in _needed(doc, set(ids))]
+        images = build_set(doc, ids, opencv_data=args.opencv_data, download=not args.no_download)
+    except (ValueError, FileNotFoundError) as exc:  # a bad --images id, a missing or different source file
+        parser.error(str(exc))
     if args.show_labels is not None:
-        every = [e["id"] for e in doc["images"] if e["id"] in _needed(doc, set(ids))]
-        images = build_set(doc, every, opencv_data=args.opencv_data, download=not args.no_download)
         for path in show_labels(images, args.show_labels):
             print(path)
         return 0
-    if args.checkpoint is not None and not args.checkpoint.is_file():
-        parser.error(f"--checkpoint {args.checkpoint} does not exist")
-    images = build_set(doc, ids, opencv_data=args.opencv_data, download=not args.no_download)
     work = Path(tempfile.mkdtemp(prefix="open_quality_"))
     try:
         set_name = "quick" if args.quick else ("selected" if args.images else args.set_name)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -171,6 +172,38 @@ def test_sources_are_checked_by_content(tmp_path):
         oq.source_file("messi5", spec, None)
     with pytest.raises(FileNotFoundError, match="--opencv-data"):
         oq.find_opencv_data(tmp_path, download=False)
+
+
+@pytest.mark.skipif(shutil.which("dpkg-deb") is None, reason="needs dpkg-deb (Debian)")
+def test_opencv_doc_is_fetched_into_the_cache_when_missing(tmp_path, monkeypatch):
+    # a stand-in apt-get that "downloads" a small opencv-doc package built here with dpkg-deb
+    pkg = tmp_path / "pkg"
+    data = pkg / oq.OPENCV_DOC_DATA
+    data.mkdir(parents=True)
+    (data / "vtest.avi").write_bytes(b"v")
+    (data / "basketball2.png").write_bytes(b"b")
+    (pkg / "DEBIAN").mkdir()
+    (pkg / "DEBIAN" / "control").write_text("Package: opencv-doc\nVersion: 1\nArchitecture: all\n"
+                                             "Maintainer: x <x@example.org>\nDescription: stand-in\n")
+    deb = tmp_path / "opencv-doc_1_all.deb"
+    subprocess.run(["dpkg-deb", "--build", str(pkg), str(deb)], check=True, capture_output=True)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake = bin_dir / "apt-get"
+    fake.write_text(f"#!/bin/sh\n[ \"$1 $2\" = \"download opencv-doc\" ] && cp {deb} .\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.delenv("METAHMR_OPENCV_DATA", raising=False)
+    monkeypatch.setattr(oq, "SYSTEM_ROOT", tmp_path / "no-system-copy")
+    with pytest.raises(FileNotFoundError, match="install Debian's opencv-doc"):
+        oq.find_opencv_data(None, download=False)
+    found = oq.find_opencv_data(None, download=True)
+    assert found == tmp_path / "cache" / "metahmr" / "opencv-doc" / oq.OPENCV_DOC_DATA
+    assert (found / "vtest.avi").read_bytes() == b"v"
+    assert oq.find_opencv_data(None, download=False) == found  # the cache is found next time
+    monkeypatch.setenv("METAHMR_OPENCV_DATA", str(data))
+    assert oq.find_opencv_data(None, download=False) == data
 
 
 def test_built_images_carry_their_labels():
