@@ -249,16 +249,16 @@ def find_opencv_data(explicit: Path | None = None, *, download: bool = True,
                      names: tuple[str, ...] = ("vtest.avi", "basketball2.png")) -> Path:
     """The folder of OpenCV's sample data (Debian's ``opencv-doc``): ``explicit``, ``$METAHMR_OPENCV_DATA``,
     the system copy, the cache; else ``apt-get download opencv-doc`` + ``dpkg-deb -x`` into the cache."""
-    candidates = [explicit] if explicit is not None else []
-    if os.environ.get("METAHMR_OPENCV_DATA"):
-        candidates.append(Path(os.environ["METAHMR_OPENCV_DATA"]))
+    if explicit is not None:  # an explicit folder is the only one looked at
+        if all((Path(explicit) / n).is_file() for n in names):
+            return Path(explicit)
+        raise FileNotFoundError(f"--opencv-data {explicit} lacks {', '.join(names)}; give the folder "
+                                f"usr/share/doc/opencv-doc/examples/data of an unpacked opencv-doc package.")
+    candidates = [Path(os.environ["METAHMR_OPENCV_DATA"])] if os.environ.get("METAHMR_OPENCV_DATA") else []
     candidates += [SYSTEM_ROOT / OPENCV_DOC_DATA, _cache_dir() / OPENCV_DOC_DATA]
     for folder in candidates:
         if all((folder / n).is_file() for n in names):
             return folder
-    if explicit is not None:
-        raise FileNotFoundError(f"--opencv-data {explicit} lacks {', '.join(names)}; give the folder "
-                                f"usr/share/doc/opencv-doc/examples/data of an unpacked opencv-doc package.")
     if not download:
         raise FileNotFoundError("OpenCV's sample data (vtest.avi, basketball2.png) was not found; install Debian's "
                                 "opencv-doc or pass --opencv-data DIR.")
