@@ -542,6 +542,7 @@ class Pipeline:
         cfg = self.config
         clean_temp_files(out)  # no other run writes here (the lock): every temporary file is a leftover
         self.setup()
+        self._say_schedule()
         run_id = uuid.uuid4().hex[:12]
         manifest = Manifest(out, run_id=run_id)
         started = time.time()
@@ -641,6 +642,18 @@ class Pipeline:
             with contextlib.suppress(Exception):
                 self.renderer.close()
         return RunReport(counts=counts, exit_code=exit_code, out_dir=out, summary=summary)
+
+    def _say_schedule(self) -> None:
+        """Name the test-time optimisation and its step budget (e.g. EFT's 20) before the work starts."""
+        from metahmr_cli.tto import resolve_schedule
+
+        line = "test-time optimisation " + resolve_schedule(self.config.tto).describe()
+        label = self.estimator.schedule_label
+        if label != self.config.tto.schedule:
+            line += f" [{label}]"
+        if self.console is not None and self.progress:
+            self.console.print(line, markup=False, highlight=False, soft_wrap=True)
+        logger.info("%s", line)
 
     def _loop(self, items: list[Any], out: Path, manifest: Manifest, progress: _Progress,
               record: Any, flush: Any, pending: list[Frame]) -> None:

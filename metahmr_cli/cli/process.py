@@ -45,9 +45,10 @@ console = Console(stderr=True)
 def register(app: typer.Typer) -> None:
     """Add the ``process`` command to the root app."""
 
-    @app.command("process", epilog=EPILOG, no_args_is_help=True)
+    @app.command("process", epilog=EPILOG)
     def process(
-        inputs: list[str] = typer.Argument(..., help="Images, videos, folders or quoted glob patterns."),
+        inputs: list[str] | None = typer.Argument(None, help="Images, videos, folders or quoted glob patterns "
+                                                            "(or `inputs` in --config)."),
         out: Path | None = typer.Option(None, "--out", "-o", help="Output folder (default: results)."),
         config: Path | None = typer.Option(None, "--config", help="TOML/JSON file with any process setting."),
         recursive: bool = typer.Option(False, "--recursive", "-r", help="Scan sub-folders of folders."),
@@ -132,8 +133,14 @@ def register(app: typer.Typer) -> None:
         """
         from metahmr_cli.io.sources import expand_inputs
 
+        inputs = list(inputs or [])
+        if not inputs and config is None:  # one line, not the whole help
+            print_error(console, "missing INPUTS: give images, videos, folders or glob patterns, e.g. `metahmr "
+                                 "process ./photos --out results/` (`metahmr process --help` lists every option)")
+            raise typer.Exit(code=2)
         try:  # a missing input or an unusable --out is reported at once, before torch and the models load
-            expand_inputs(list(inputs), recursive=recursive, report_problems=True)
+            if inputs:
+                expand_inputs(inputs, recursive=recursive, report_problems=True)
             if out is not None:
                 from metahmr_cli.io.outdir import check_output_folder
 
@@ -147,7 +154,7 @@ def register(app: typer.Typer) -> None:
         from metahmr_cli.pipeline import Pipeline, ProcessConfig
 
         overrides: dict[str, Any] = {
-            "inputs": list(inputs), "out": out, "recursive": recursive or None, "weights": weights,
+            "inputs": inputs or None, "out": out, "recursive": recursive or None, "weights": weights,
             "model": model, "checkpoint": checkpoint, "body": body, "gender": gender, "detector": detector,
             "det_conf": det_conf,
             "det_iou": det_iou, "max_people": max_people, "min_box": min_box, "keypoints": keypoints,
