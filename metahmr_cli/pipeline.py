@@ -21,7 +21,6 @@ import hashlib
 import json
 import logging
 import re
-import sys
 import time
 import uuid
 from collections import defaultdict, deque
@@ -70,6 +69,7 @@ from metahmr_cli.process_config import (
     focal_for_image,
     resolve_device,
 )
+from metahmr_cli.progress import WorkProgress
 from metahmr_cli.render.overlay import RendererUnavailable, person_colors, track_colors
 
 logger = logging.getLogger(__name__)
@@ -315,77 +315,6 @@ class _ImportedKeypoints:
         return to_49(np.asarray(kp, np.float32), self.imported.format)
 
 
-# ------------------------------------------------------------------------------------------------------ progress
-
-
-class _Progress:
-    """Progress over units (images and video frames): a rich bar on a terminal, plain lines every ``every``
-    seconds otherwise (logs, CI). Shows the current input (and frame), elapsed time and ETA."""
-
-    def __init__(self, total: int, *, enabled: bool, console: Any, every: float = 10.0) -> None:
-        self.total = max(int(total), 1)
-        self.enabled = enabled
-        self.console = console
-        self.every = every
-        self.done = 0
-        self.t0 = time.perf_counter()
-        self.last_line = self.t0
-        self.bar = None
-        self.task = None
-
-    def __enter__(self) -> _Progress:
-        if not self.enabled:
-            return self
-        isatty = bool(getattr(getattr(self.console, "file", None) or sys.stderr, "isatty", lambda: False)())
-        if isatty:
-            from rich.progress import (
-                BarColumn,
-                MofNCompleteColumn,
-                Progress,
-                TextColumn,
-                TimeElapsedColumn,
-                TimeRemainingColumn,
-            )
-
-            columns = (TextColumn("[bold]process[/]"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                       TextColumn("ETA"), TimeRemainingColumn(), TextColumn("{task.fields[name]}", markup=False))
-            self.bar = Progress(*columns, console=self.console, transient=False)
-            self.bar.__enter__()
-            self.task = self.bar.add_task("process", total=self.total, name="")
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.bar is not None:
-            self.bar.__exit__(*exc)
-        elif self.enabled and self.done:
-            self._line("", final=True)
-
-    def current(self, name: str) -> None:
-        """Name the unit being worked on."""
-        if self.bar is not None:
-            self.bar.update(self.task, name=name)
-
-    def advance(self, n: int = 1, name: str = "") -> None:
-        self.done += n
-        if self.bar is not None:
-            self.bar.update(self.task, advance=n, name=name)
-        elif self.enabled and time.perf_counter() - self.last_line >= self.every:
-            self._line(name)
-
-    def _line(self, name: str, final: bool = False) -> None:
-        now = time.perf_counter()
-        self.last_line = now
-        elapsed = now - self.t0
-        rate = self.done / elapsed if elapsed > 0 else 0.0
-        eta = (self.total - self.done) / rate if rate > 0 and not final else 0.0
-        text = (f"process: {self.done}/{self.total} images+frames, {elapsed:.0f} s elapsed"
-                + ("" if final else f", ETA {eta:.0f} s") + (f", at {name}" if name else ""))
-        if self.console is not None:
-            self.console.print(text, markup=False, highlight=False, soft_wrap=True)  # one line, whatever the width
-        else:
-            logger.info(text)
-
-
 # ------------------------------------------------------------------------------------------------------ runner
 
 
@@ -549,9 +478,11 @@ class Pipeline:
         t0 = time.perf_counter()
         totals = {"images": 0, "frames": 0, "people": 0}
         pending: list[Frame] = []
-        units = sum(self._units(it) for it in items)
+        progress = WorkProgress(label="process", unit="images+frames", enabled=self.progress, console=self.console)
+        for it in items:  # the ETA prices each input by its kind and the people found in it so far
+            progress.add_work(it.stem, self._units(it), "frame" if it.kind == "video" else "image")
 
-        with _Progress(units, enabled=self.progress, console=self.console) as progress:
+        with progress:
 
             def record(item: Any, rec: ManifestRecord, advance: bool = True) -> None:
                 rec.settings = self._fingerprint_of(item.kind) if rec.status in ("ok", "no_person", "skipped") \
@@ -563,8 +494,8 @@ class Pipeline:
                         totals["frames"] += rec.frames or 0
                     else:
                         totals["images"] += 1
-                if advance:
-                    progress.advance(1 if item.kind == "image" else 0, name=Path(str(item.path)).name)
+                if advance and item.kind == "image":
+                    progress.advance(item.stem, 1, people=rec.people, name=Path(str(item.path)).name)
 
             # the outputs (files, renders) of a batch are written on a background thread while the next batch
             # goes through the networks; their records follow in input order
@@ -655,7 +586,7 @@ class Pipeline:
             self.console.print(line, markup=False, highlight=False, soft_wrap=True)
         logger.info("%s", line)
 
-    def _loop(self, items: list[Any], out: Path, manifest: Manifest, progress: _Progress,
+    def _loop(self, items: list[Any], out: Path, manifest: Manifest, progress: WorkProgress,
               record: Any, flush: Any, pending: list[Frame]) -> None:
         cfg = self.config
         complete = []
@@ -671,7 +602,7 @@ class Pipeline:
         finally:
             prefetch.close()
 
-    def _loop_items(self, items: list[Any], out: Path, manifest: Manifest, progress: _Progress, record: Any,
+    def _loop_items(self, items: list[Any], out: Path, manifest: Manifest, progress: WorkProgress, record: Any,
                     flush: Any, pending: list[Frame], complete: list[bool], prefetch: _Prefetch) -> None:
         cfg = self.config
         for index, item in enumerate(items):
@@ -689,7 +620,7 @@ class Pipeline:
                                      people=prev.people, frames=prev.frames, outputs=list(prev.outputs),
                                      previous_status=prev.previous_status or prev.status)
                 record(item, rec, advance=False)
-                progress.advance(self._units(item), name=name)
+                progress.skip(item.stem, name=name)
                 continue
             if prev is not None and not cfg.overwrite and prev.settings \
                     and prev.settings != self._fingerprint_of(item.kind):
@@ -867,7 +798,7 @@ class Pipeline:
                               reason=None if frame.num_people else "no person detected",
                               people=frame.num_people, outputs=outputs, timings=dict(frame.timings))
 
-    def _process_video_safe(self, item: Any, out: Path, progress: _Progress) -> ManifestRecord:
+    def _process_video_safe(self, item: Any, out: Path, progress: WorkProgress) -> ManifestRecord:
         t0 = time.perf_counter()
         try:
             rec = self._process_video(item, out, progress)
@@ -895,7 +826,7 @@ class Pipeline:
             return arrays
         return None
 
-    def _process_video(self, item: Any, out: Path, progress: _Progress) -> ManifestRecord:
+    def _process_video(self, item: Any, out: Path, progress: WorkProgress) -> ManifestRecord:
         from metahmr_cli.io.sources import iter_video_frames, video_info
         from metahmr_cli.render import VideoWriter
         from metahmr_cli.video.motion import TrackBook
@@ -933,7 +864,7 @@ class Pipeline:
             people += fr.num_people
             for k, v in fr.timings.items():
                 timings[k] += v
-            progress.advance(1, name=f"{name} frame {fr.frame}")
+            progress.advance(item.stem, 1, people=fr.num_people, name=f"{name} frame {fr.frame}")
 
         def flush() -> None:
             errors = self.estimator.regress(pending)
@@ -970,7 +901,7 @@ class Pipeline:
                     self._render_video_frame(fr, writers)
                     people += n
                     resumed += 1
-                    progress.advance(1, name=f"{name} frame {index} (resumed)")
+                    progress.advance(item.stem, 1, name=f"{name} frame {index} (resumed)", timed=False)
                     continue
                 ids: list[np.ndarray] = []
 

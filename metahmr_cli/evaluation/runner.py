@@ -584,8 +584,14 @@ def run_evaluation(config: EvalConfig) -> EvalReport:
     Raises:
         ConfigError, DatasetError, AssetNotFoundError, CheckpointError with a message naming the fix.
     """
+    from rich.console import Console
     from torch.utils.data import DataLoader
 
+    from metahmr_cli.progress import WorkProgress
+
+    progress = WorkProgress(label="eval", unit="samples x methods", enabled=config.progress,
+                            console=Console(stderr=True))
+    progress.note(f"preparing {config.dataset} (data, body model, networks)")
     ev = _Evaluator(config)
     methods = list(config.methods)
     batches = _batches(ev.n, config.batch_size)
@@ -616,11 +622,11 @@ def run_evaluation(config: EvalConfig) -> EvalReport:
     if todo:
         loader = DataLoader(ev.dataset, batch_sampler=[list(range(*batches[b])) for b in todo],
                             num_workers=config.num_workers, shuffle=False)
-        progress = _make_progress(config.progress)
+        for m in methods:  # the ETA prices each method by its own samples per second
+            progress.add_work(m, sum(batches[b][1] - batches[b][0] for b in todo if (m, b) not in cached), m)
+        started: set[str] = set()
         with progress:
-            task = progress.add_task(f"eval {config.dataset}", total=sum(batches[b][1] - batches[b][0]
-                                                                          for b in todo), rate="")
-            for b, batch in zip(todo, loader, strict=True):
+            for i, (b, batch) in enumerate(zip(todo, loader, strict=True)):
                 s, e = batches[b]
                 gt = ev.ground_truth(batch)
                 prepared = P.prepare_ground_truth(gt, ev.protocol, ev.bodies)
@@ -628,6 +634,12 @@ def run_evaluation(config: EvalConfig) -> EvalReport:
                 for m in methods:
                     if (m, b) in cached:
                         continue
+                    if m not in started:  # one line per method (without a terminal): what runs, and its budget
+                        started.add(m)
+                        what = ev.protocol_of(m)
+                        what = what if what.startswith(f"{m}:") else f"{m}: {what}"
+                        progress.note(f"{what} on {progress.work[m].units:.0f} samples")
+                    progress.current(f"{m}, batch {i + 1}/{len(todo)}")
                     if inputs is None:
                         inputs = ev.tto_inputs(batch)
                     torch.manual_seed(config.seed + b)
@@ -637,9 +649,8 @@ def run_evaluation(config: EvalConfig) -> EvalReport:
                     res["sample_index"] = np.arange(s, e, dtype=np.int64)
                     _atomic_savez(ev.cache_path(m, s, e), res)
                     cached[(m, b)] = res
+                    progress.advance(m, e - s, name=f"{m}, batch {i + 1}/{len(todo)}")
                 computed_samples += e - s
-                elapsed = max(time.perf_counter() - t_start, 1e-9)
-                progress.update(task, advance=e - s, rate=f"{computed_samples / elapsed:.2f} samples/s")
     elapsed = time.perf_counter() - t_start
 
     results: dict[str, MethodResult] = {}
@@ -677,37 +688,6 @@ def run_evaluation(config: EvalConfig) -> EvalReport:
     )
     write_reports(report, ev.out, plots=config.plots)
     return report
-
-
-class _NullProgress:
-    def __enter__(self) -> _NullProgress:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        return None
-
-    def add_task(self, *args: Any, **kwargs: Any) -> int:
-        return 0
-
-    def update(self, *args: Any, **kwargs: Any) -> None:
-        return None
-
-
-def _make_progress(enabled: bool):
-    if not enabled:
-        return _NullProgress()
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    return Progress(
-        TextColumn("[progress.description]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[rate]}"),
-        TimeRemainingColumn(),
-        console=Console(stderr=True),
-        transient=False,
-    )
 
 
 def config_from_dict(values: dict[str, Any]) -> EvalConfig:
