@@ -22,6 +22,8 @@ Examples:
 
   metahmr process clip.mp4 --export glb,bvh --smooth 2          # tracked people as animations, smoother
 
+  metahmr process ./photos --save-mesh glb,obj                  # again with meshes: written from the results
+
   metahmr process "shots/**/*.jpg" --tto reference --steps 14   # the released evaluation schedule
 
   metahmr process ./photos --tto none --no-render               # plain regression, result files only
@@ -98,7 +100,9 @@ def register(app: typer.Typer) -> None:
         dtype: str | None = typer.Option(None, "--dtype", help="float32 | float64 (default: float32)."),
         render: bool | None = typer.Option(None, "--render/--no-render", help="Write overlays (default: on)."),
         side_view: bool = typer.Option(False, "--side-view", help="Also render a side view."),
-        save_mesh: str | None = typer.Option(None, "--save-mesh", help="none | obj | ply | glb (default: none)."),
+        save_mesh: str | None = typer.Option(None, "--save-mesh", help="Per-person meshes, comma-separated: obj, "
+                                                                       "ply, glb (e.g. glb,obj) or none (default). A "
+                                                                       "re-run adds formats from the stored results."),
         save_vertices: bool | None = typer.Option(
             None, "--save-vertices/--no-save-vertices", help="Store vertices in the .npz (default: on)."),
         overwrite: bool = typer.Option(False, "--overwrite", help="Redo inputs that are already done."),
@@ -112,7 +116,11 @@ def register(app: typer.Typer) -> None:
                                                help="Video TTO starts from the person's previous frame "
                                                     "(default: on where the schedule allows it)."),
         export: str | None = typer.Option(None, "--export", help="Per-track video exports, comma-separated: amass, "
-                                                                "glb, bvh or none (default: amass)."),
+                                                                "glb, bvh or none (default: amass). A re-run adds "
+                                                                "formats and keeps earlier ones."),
+        world: str | None = typer.Option(None, "--world", help="Axes of the video exports: ground (floor and gravity "
+                                                              "from the people's foot contacts, static camera; "
+                                                              "default) or camera."),
         progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
         max_pixels: int | None = typer.Option(None, "--max-pixels", help="Largest image decoded, width x height "
                                                                           "(default 100000000)."),
@@ -160,12 +168,14 @@ def register(app: typer.Typer) -> None:
             "det_iou": det_iou, "max_people": max_people, "min_box": min_box, "keypoints": keypoints,
             "keypoints_model": keypoints_model, "boxes_json": boxes_json, "keypoints_json": keypoints_json,
             "focal": focal, "fov": fov, "batch_size": batch_size, "device": device, "dtype": dtype,
-            "render": render, "side_view": side_view or None, "save_mesh": save_mesh, "save_vertices": save_vertices,
+            "render": render, "side_view": side_view or None,
+            "save_mesh": None if save_mesh is None else tuple(m.strip() for m in save_mesh.split(",")),
+            "save_vertices": save_vertices,
             "overwrite": overwrite or None, "video_stride": video_stride, "max_frames": max_frames,
             "tto.schedule": tto, "tto.max_steps": steps, "tto.scope": scope, "tto.grouping": grouping,
             "tto.lr": lr, "tto.optimizer": optimizer, "self_aux": self_aux or None, "max_pixels": max_pixels,
             "wait": wait or None, "prefetch": prefetch, "video.tracker": tracker, "video.smooth": smooth,
-            "video.warm_start": warm_start,
+            "video.warm_start": warm_start, "video.world": world,
             "video.export": None if export is None else tuple(e.strip() for e in export.split(",")
                                                             if e.strip() and e.strip() != "none"),
         }
