@@ -197,8 +197,8 @@ class _GlbBuilder:
                 keys.append((float(end_time), 0.0))
             k_times = self.add(np.array([k[0] for k in keys], np.float32), g.FLOAT, g.SCALAR, minmax=True)
             scale = np.repeat(np.array([k[1] for k in keys], np.float32)[:, None], 3, axis=1)
+            # (the node's rest scale stays 1: importers build the skeleton from it, and Blender's divides by it)
             self.channel(k_times, scale, base + 25, "scale", g.VEC3, interpolation="STEP")
-            self.nodes[base + 25].scale = [1.0, 1.0, 1.0] if times[0] <= 0 else [0.0, 0.0, 0.0]
 
     def add_camera(self, K: np.ndarray, image_size: tuple[int, int], world: WorldFrame | None) -> None:
         """The video's camera: a glTF perspective camera (vertical field of view from ``K``, the image's aspect)
