@@ -348,6 +348,7 @@ class Pipeline:
         self._fingerprint = ""
         self._video_fingerprint = ""
         self._earlier_meshes: dict[str, set[str]] = {}
+        self._earlier_exports: dict[str, set[str]] = {}
         self._setup_done = False
 
     # -------------------------------------------------------------------------------------------- set-up
@@ -589,12 +590,13 @@ class Pipeline:
         cfg = self.config
         complete: list[str | None] = []
         plan = []
-        self._earlier_meshes = {}
+        self._earlier_meshes, self._earlier_exports = {}, {}
         for item in items:
             prev = manifest.previous.get(item.stem)
-            if prev is not None and not cfg.overwrite:  # a re-run adds mesh formats and keeps those it finds
+            if prev is not None and not cfg.overwrite:  # a re-run adds export formats and keeps those it finds
                 self._earlier_meshes[item.stem] = {o.rsplit(".", 1)[-1] for o in prev.outputs
                                                    if re.search(r"_person\d{2}\.(obj|ply|glb)$", o)}
+                self._earlier_exports[item.stem] = {o for o in prev.outputs if o.startswith(f"{item.stem}_tracks/")}
             done = None
             if item.problem is None and not cfg.overwrite and prev is not None:
                 done = self._completeness(prev, out)
@@ -679,7 +681,12 @@ class Pipeline:
         from metahmr_cli.exports import EXPORT_SUFFIX, sequence_formats
 
         asked = tuple(self.config.video.export)
-        earlier = set() if self.config.overwrite else sequence_formats(out, stem)
+        earlier: set[str] = set()
+        if not self.config.overwrite:  # on disk, or listed by the earlier run (a file that went missing is remade)
+            earlier = sequence_formats(out, stem)
+            by_suffix = {v: k for k, v in EXPORT_SUFFIX.items()}
+            earlier |= {by_suffix[n.rsplit(".", 1)[-1]] for n in self._earlier_exports.get(stem, set())
+                        if n.rsplit(".", 1)[-1] in by_suffix}
         return asked + tuple(f for f in EXPORT_SUFFIX if f in earlier and f not in asked)
 
     def _expected_names(self, stem: str, kind: str) -> list[str]:
