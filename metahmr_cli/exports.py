@@ -161,7 +161,7 @@ def write_sequence_files(out: Path, stem: str, frame_files: list[Path], *, body:
     """
     from metahmr_cli.video.export import write_bvh, write_glb_animation, write_scene_glb
     from metahmr_cli.video.sequences import collect_tracks, write_amass, write_tracks_npz
-    from metahmr_cli.video.world import camera_world, estimate_world, sole_contacts
+    from metahmr_cli.video.world import camera_world, estimate_world, onto_floor, sole_contacts
 
     frames = []
     for path in frame_files:
@@ -173,7 +173,11 @@ def write_sequence_files(out: Path, stem: str, frame_files: list[Path], *, body:
     world = camera_world()
     if world_mode == "ground" and tracks:
         soles, up = zip(*(sole_contacts(body, t.poses, t.betas, t.trans) for t in tracks), strict=True)
-        world = estimate_world(np.concatenate(soles), np.concatenate(up))
+        groups = np.concatenate([np.full(t.num_frames, t.track_id) for t in tracks])
+        world = estimate_world(np.concatenate(soles), np.concatenate(up), groups)
+    moved = [onto_floor(t, world, body) for t in tracks]
+    exported = [t for t, _ in moved]
+    depth_scale = {t.track_id: s for t, s in moved}
     gender = str(meta.get("gender", getattr(body, "gender", "neutral")))
     body_model = str(meta.get("body_model", getattr(body, "name", "smpl")))
     ids = [t.track_id for t in tracks]
@@ -181,8 +185,8 @@ def write_sequence_files(out: Path, stem: str, frame_files: list[Path], *, body:
     sequences = out / names[0]
     if not (only_missing and sequences.is_file()):
         write_tracks_npz(sequences, tracks, fps=fps, stride=stride, K=K, image_size=image_hw,
-                         meta={**meta, "world_mode": world_mode}, world=world)
-    for t in tracks:
+                         meta={**meta, "world_mode": world_mode}, world=world, depth_scale=depth_scale)
+    for t in exported:
         for fmt in formats:
             path = out / f"{stem}_tracks/track_{t.track_id:03d}.{EXPORT_SUFFIX[fmt]}"
             if only_missing and path.is_file():
@@ -195,7 +199,7 @@ def write_sequence_files(out: Path, stem: str, frame_files: list[Path], *, body:
                 write_bvh(path, t, body, fps=fps, stride=stride, world=world)
     scene = out / f"{stem}_tracks" / SCENE_NAME
     if "glb" in formats and tracks and not (only_missing and scene.is_file()):
-        write_scene_glb(scene, tracks, body, fps=fps, stride=stride, K=K, image_size=image_hw, world=world)
+        write_scene_glb(scene, exported, body, fps=fps, stride=stride, K=K, image_size=image_hw, world=world)
     folder = out / f"{stem}_tracks"
     if folder.is_dir():  # exports of tracks (or formats) that this video's frames no longer have
         keep = {Path(n).name for n in names}

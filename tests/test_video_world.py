@@ -114,3 +114,32 @@ def test_without_people_the_exports_stay_in_the_camera_axes():
     assert world.source == "camera" and world.camera_height == 0.0
     np.testing.assert_allclose(world.rotation, camera_world().rotation)
     np.testing.assert_allclose(world.apply(np.array([[1.0, 2.0, 3.0]])), [[1.0, 3.0, -2.0]])  # (x, z, -y)
+
+
+def test_each_person_off_in_depth_by_a_factor_of_their_own_is_moved_onto_the_floor(tmp_path, body, scene):
+    """A monocular estimate puts each person nearer or farther by a factor of their own (here 0.96 and 1.04): their
+    contacts lie above and below the true floor, and the one plane through everyone's contacts tilts by a few
+    degrees (the limit of the method, in the docs). Each track, moved along the camera's rays by its own factor,
+    stands on that plane."""
+    from metahmr_cli.video.sequences import rest_root
+    from metahmr_cli.video.world import onto_floor
+
+    tracks = _noisy_tracks(scene)
+    factors = {1: 0.96, 2: 1.04}
+    for t in tracks:
+        j0 = rest_root(body, t.betas)
+        t.trans = factors[t.track_id] * (t.trans + j0) - j0
+    soles, up = zip(*(sole_contacts(body, t.poses, t.betas, t.trans) for t in tracks), strict=True)
+    groups = np.concatenate([np.full(t.num_frames, t.track_id) for t in tracks])
+    world = estimate_world(np.concatenate(soles), np.concatenate(up), groups)
+    assert np.rad2deg(np.arccos(world.up_in_camera @ scene.floor[:3])) < 4.0
+    assert set(world.quality["track_height_m"]) == {"1", "2"}
+    scales = {}
+    for t in tracks:
+        moved, scales[t.track_id] = onto_floor(t, world, body)
+        s, _ = sole_contacts(body, moved.poses, moved.betas, moved.trans)
+        lowest = world.apply(s)[..., 2].min(axis=1)
+        assert abs(np.median(lowest)) < 0.02, (t.track_id, np.median(lowest))
+    assert all(0.9 < v < 1.1 for v in scales.values())
+    # the camera frame (no floor) moves nothing
+    assert onto_floor(tracks[0], camera_world(), body)[1] == 1.0

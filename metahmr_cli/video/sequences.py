@@ -151,9 +151,11 @@ def _atomic_npz(path: Path, arrays: dict[str, Any]) -> Path:
 
 
 def write_tracks_npz(path: str | Path, tracks: list[TrackSequence], *, fps: float, stride: int, K: np.ndarray,
-                     image_size: tuple[int, int], meta: dict[str, Any], world: WorldFrame | None = None) -> Path:
+                     image_size: tuple[int, int], meta: dict[str, Any], world: WorldFrame | None = None,
+                     depth_scale: dict[int, float] | None = None) -> Path:
     """All tracks of a video in one file: ``track_ids`` and, per track id N, keys ``track_N/<name>`` (camera frame),
-    plus the world frame of the exports (``world_from_camera``, the floor and how sure its estimate is)."""
+    plus the world frame of the exports (``world_from_camera``, the floor and how sure its estimate is) and each
+    track's ``depth_scale`` (the factor along the camera's rays that put it on the floor in the exports)."""
     import json
 
     arrays: dict[str, Any] = {
@@ -174,6 +176,8 @@ def write_tracks_npz(path: str | Path, tracks: list[TrackSequence], *, fps: floa
                        p + "trans": t.trans.astype(np.float32), p + "betas": t.betas.astype(np.float32),
                        p + "bbox": t.bbox, p + "det_score": t.det_score, p + "keypoints2d": t.keypoints2d})
         arrays.update({p + k: v for k, v in t.report.items()})
+        if depth_scale is not None:
+            arrays[p + "depth_scale"] = np.float64(depth_scale.get(t.track_id, 1.0))
     return _atomic_npz(Path(path), arrays)
 
 

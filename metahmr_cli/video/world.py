@@ -12,6 +12,13 @@ the whole clip is the floor:
    prior that keeps the normal near the people's up when the contacts cannot decide (a single person walking a
    straight line leaves the tilt about that line open); repeat from 2. with the new up.
 
+A single image cannot tell a person's size from their distance, so each person's depth is off by a factor of
+their own, and their contacts end up above or below the common floor. One plane through everyone's contacts is
+the floor (fitting one plane per person was tried: with a few seconds of a few people it let each person's depth
+error tilt the floor); :func:`onto_floor` then moves each person, frame by frame, along the camera's rays (where
+they are in the image stays) until their lowest sole point is on that floor, and the median factor is recorded
+(``depth_scale``).
+
 The fit says how sure it is (:attr:`WorldFrame.quality`): the number of contacts, their spread, the RMS distance
 of the contacts to the plane, and the standard deviation of the tilt of the normal (degrees) from the fit's own
 covariance; ``level`` summarises it ("high": tilt within 1 degree and contacts within 3 cm, "medium": within 3
@@ -32,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["ZUP_TO_YUP", "WorldFrame", "camera_world", "estimate_world", "foot_soles", "sole_contacts"]
+__all__ = ["ZUP_TO_YUP", "WorldFrame", "camera_world", "estimate_world", "foot_soles", "onto_floor", "sole_contacts"]
 
 ZUP_TO_YUP = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0], [0.0, -1.0, 0.0]])
 """z-up world (AMASS) -> y-up world (glTF, BVH, Blender's glTF import): ``(x, y, z) -> (x, z, -y)``."""
@@ -149,26 +156,34 @@ def _tukey(r: np.ndarray, c: float) -> np.ndarray:
     return (1.0 - u**2) ** 2
 
 
-def estimate_world(soles: np.ndarray, body_up: np.ndarray, *, iterations: int = 6,
-                   prior_deg: float = PRIOR_DEG) -> WorldFrame:
+def estimate_world(soles: np.ndarray, body_up: np.ndarray, groups: np.ndarray | None = None, *,
+                   iterations: int = 6, prior_deg: float = PRIOR_DEG) -> WorldFrame:
     """The floor and gravity from the sole vertices of every tracked person and frame (see the module docstring).
+
+    A monocular estimate gets each person's distance from the camera wrong by a factor of its own (their size
+    against the focal length), which puts each person's contacts above or below the common floor: ``quality``
+    reports each group's (track's) median height (``track_height_m``), and :func:`onto_floor` moves each track
+    along the camera's rays onto the floor.
 
     Args:
         soles: (N, S, 3) sole vertices of N person-frames, camera frame (metres).
         body_up: (N, 3) the people's vertical axes in the camera frame (the prior on gravity).
+        groups: (N,) the track of each person-frame (None: one group).
     Returns:
         the :class:`WorldFrame` (``source`` "ground"), or :func:`camera_world` when N = 0.
     """
     soles = np.asarray(soles, np.float64)
     if soles.ndim != 3 or len(soles) == 0:
         return camera_world()
+    groups = np.zeros(len(soles), np.int64) if groups is None else np.asarray(groups).reshape(-1)
+    keys, inverse = np.unique(groups, return_inverse=True)
     n0 = np.asarray(body_up, np.float64).mean(axis=0)
     n0 /= np.linalg.norm(n0)
     prior = np.eye(3) - np.outer(n0, n0)
     n = n0.copy()
     w = np.ones(len(soles))
     sigma = 0.03
-    d = 0.0
+    offsets = np.zeros(len(keys))
     for _ in range(iterations):
         heights = soles @ n                                            # (N, S)
         contact = soles[np.arange(len(soles)), heights.argmin(axis=1)]  # the lowest sole point of each person-frame
@@ -185,6 +200,8 @@ def estimate_world(soles: np.ndarray, body_up: np.ndarray, *, iterations: int = 
         w = _tukey(r, 4.685 * sigma)
         if w.sum() < 1e-9:
             w = np.ones(len(soles))
+    # each track's own floor, relative to the common one (what a monocular depth error of its own does)
+    offsets = np.array([float(np.median(r[inverse == k])) for k in range(len(keys))])
     # how sure: the posterior spread of the normal's tilt, the contacts' fit and spread
     t1 = np.cross(n, [1.0, 0.0, 0.0] if abs(n[0]) < 0.9 else [0.0, 0.0, 1.0])
     t1 /= np.linalg.norm(t1)
@@ -198,7 +215,8 @@ def estimate_world(soles: np.ndarray, body_up: np.ndarray, *, iterations: int = 
     level = "high" if tilt_std <= 1.0 and rms <= 0.03 else "medium" if tilt_std <= 3.0 else "low"
     quality = {"level": level, "contacts": int(inliers.sum()), "person_frames": int(len(soles)),
                "rms_m": rms, "tilt_std_deg": tilt_std, "extent_m": [float(spread[0]), float(spread[1])],
-               "prior_angle_deg": float(np.rad2deg(np.arccos(np.clip(n @ n0, -1.0, 1.0))))}
+               "prior_angle_deg": float(np.rad2deg(np.arccos(np.clip(n @ n0, -1.0, 1.0)))),
+               "track_height_m": {str(int(k)): float(o) for k, o in zip(keys, offsets, strict=True)}}
     # axes: z = up, x = the camera's x on the floor, y = z x x (away from the camera); the origin below the camera
     x = np.array([1.0, 0.0, 0.0]) - n[0] * n
     if np.linalg.norm(x) < 1e-6:  # a camera looking straight down or up
@@ -206,3 +224,32 @@ def estimate_world(soles: np.ndarray, body_up: np.ndarray, *, iterations: int = 
     x /= np.linalg.norm(x)
     y = np.cross(n, x)
     return WorldFrame(np.stack([x, y, n]), np.array([0.0, 0.0, d]), "ground", quality)
+
+
+def onto_floor(track: Any, world: WorldFrame, body: Any) -> tuple[Any, float]:
+    """A :class:`~metahmr_cli.video.sequences.TrackSequence` moved along the camera's rays onto the floor.
+
+    Each frame's pelvis ``p`` goes to ``s_t * p`` (the same place in the image; the body's size stays), with the
+    scale that puts that frame's lowest sole point on the floor: the contact ``c`` lands at height
+    ``s (n . p) + n . (c - p) + d``, zero for ``s_t = -(n . (c - p) + d) / (n . p)`` (limited to [0.5, 2]). This
+    takes out the frame-to-frame depth noise of a monocular estimate, and assumes what the floor estimate assumes:
+    a foot on the floor in every frame (walking, standing; a jump is flattened onto the floor).
+
+    Returns (the moved track, the median ``s_t``); the track itself and 1 for the camera frame.
+    """
+    import dataclasses
+
+    from metahmr_cli.video.sequences import rest_root
+
+    if world.source != "ground" or track.num_frames == 0:
+        return track, 1.0
+    soles, _ = sole_contacts(body, track.poses, track.betas, track.trans)
+    n, d = world.up_in_camera, world.camera_height
+    contact = soles[np.arange(len(soles)), (soles @ n).argmin(axis=1)]
+    j0 = rest_root(body, track.betas)
+    pelvis = track.trans + j0
+    along = pelvis @ n
+    scale = np.ones(len(pelvis))
+    ok = np.abs(along) > 1e-6
+    scale[ok] = np.clip(-((contact - pelvis) @ n + d)[ok] / along[ok], 0.5, 2.0)
+    return dataclasses.replace(track, trans=scale[:, None] * pelvis - j0), float(np.median(scale))
