@@ -5,13 +5,15 @@
 
 It follows the Blender notes of the README: the scene's frame rate set to the video's and the start frame to 0,
 then File > Import > glTF of ``<stem>_tracks/scene.glb`` and File > Import > BVH of every ``track_NNN.bvh`` with
-"Update Scene FPS" and Start Frame 0. Checked, per track:
+"Update Scene FPS" (its Start Frame cannot go below 1: BVH frame k lands on Blender frame k + 1, one frame after
+the glTF's frame k). Checked, per track:
 
 - the glTF animation starts at the track's first video frame (Blender frame = video frame index) and the track is
   hidden (scale 0) before it;
 - the feet are on the floor: the lowest vertex of the evaluated (skinned) mesh at every visible frame, in Blender's
   z-up world (the floor at z = 0);
-- the BVH's pelvis follows the glTF's at every frame of the track (the same motion, the same timing).
+- the BVH's pelvis follows the glTF's at every frame of the track, one Blender frame later (the same motion, the
+  same timing otherwise).
 
 Prints one JSON report and exits 1 when a check fails. Needs only bpy and numpy (not metahmr).
 """
@@ -80,16 +82,17 @@ def main(folder: Path, stem: str) -> int:
         if not bvh.is_file():
             continue
         before = set(bpy.data.objects)
-        bpy.ops.import_anim.bvh(filepath=str(bvh), frame_start=0, update_scene_fps=True, update_scene_duration=True)
+        bpy.ops.import_anim.bvh(filepath=str(bvh), frame_start=1, update_scene_fps=True, update_scene_duration=True)
         arma = next(o for o in bpy.data.objects if o not in before and o.type == "ARMATURE")
         errs = []
         for k, f in enumerate(range(0, int(frames[-1]) + 1, stride)):
-            scene.frame_set(k)  # BVH frame k = processed frame k of the video
+            scene.frame_set(k + 1)  # BVH frame k = processed frame k of the video, at Blender frame k + 1
             if f in pelvis_glb[tid]:
                 p = np.array(arma.matrix_world @ arma.pose.bones["pelvis"].head)
                 errs.append(float(np.linalg.norm(p - pelvis_glb[tid][f])))
         rec = report["tracks"][tid]
         rec["bvh_scene_fps"] = scene.render.fps / scene.render.fps_base
+        rec["bvh_first_frame"] = float(arma.animation_data.action.frame_range[0])
         rec["bvh_pelvis_vs_glb_max_m"] = max(errs)
         rec["bvh_in_sync"] = max(errs) < 0.01
         ok &= rec["bvh_in_sync"]
