@@ -26,8 +26,8 @@ ENV_SMPL_DIR = "METAHMR_SMPL_DIR"
 ENV_CHECKPOINT = "METAHMR_CHECKPOINT"
 
 SMPL_MODEL_NAMES: dict[str, tuple[str, ...]] = {
-    # SPIN, CLIFF and Meta-HMR use SPIN's SMPL_NEUTRAL.pkl = SMPLify's neutral v1.0.0; SMPL v1.1.0's neutral
-    # (300 shape components) is a different body and comes last
+    # SPIN, CLIFF and Meta-HMR use SPIN's SMPL_NEUTRAL.pkl = SMPLify's neutral v1.0.0, and the released evaluation
+    # SMPL v1.0.0's gendered models; SMPL v1.1.0's models (300 shape components) are other bodies and come last
     "neutral": (
         "SMPL_NEUTRAL.npz",
         "SMPL_NEUTRAL.pkl",
@@ -37,14 +37,14 @@ SMPL_MODEL_NAMES: dict[str, tuple[str, ...]] = {
     "male": (
         "SMPL_MALE.npz",
         "SMPL_MALE.pkl",
-        "basicmodel_m_lbs_10_207_0_v1.1.0.pkl",
         "basicModel_m_lbs_10_207_0_v1.0.0.pkl",
+        "basicmodel_m_lbs_10_207_0_v1.1.0.pkl",
     ),
     "female": (
         "SMPL_FEMALE.npz",
         "SMPL_FEMALE.pkl",
-        "basicmodel_f_lbs_10_207_0_v1.1.0.pkl",
         "basicModel_f_lbs_10_207_0_v1.0.0.pkl",
+        "basicmodel_f_lbs_10_207_0_v1.1.0.pkl",
     ),
 }
 """File names accepted for each SMPL gender, in lookup order (converted ``.npz`` first)."""

@@ -473,6 +473,12 @@ class Estimator:
                 "checkpoint, or --tto eft / --tto none with this one, or --self-aux to let the network be its own "
                 f"auxiliary net (outputs are labelled '{cfg.tto.schedule}+self-aux', not Meta-HMR).")
         self.schedule_label = f"{cfg.tto.schedule}+self-aux"
+        note = (f"checkpoint {self.checkpoint_id or cfg.checkpoint}: a single network ({kind}) serving as its own "
+                f"auxiliary network (--self-aux); outputs say tto_schedule={self.schedule_label}, "
+                f"model_tier={self.tier}")
+        logger.info("%s", note)
+        if self.console is not None:
+            self.console.print(note, markup=False, highlight=False)
 
     def supports_warm_start(self) -> bool:
         """Whether TTO can start from a given adapted state per person (a schedule that adapts each person's own

@@ -21,7 +21,6 @@ import hashlib
 import json
 import logging
 import re
-import sys
 import time
 import uuid
 from collections import defaultdict, deque
@@ -70,6 +69,7 @@ from metahmr_cli.process_config import (
     focal_for_image,
     resolve_device,
 )
+from metahmr_cli.progress import WorkProgress
 from metahmr_cli.render.overlay import RendererUnavailable, person_colors, track_colors
 
 logger = logging.getLogger(__name__)
@@ -137,10 +137,6 @@ def _remove_frame_files(folder: Path, keep: set[str]) -> None:
     with contextlib.suppress(OSError):
         if not any(folder.iterdir()):
             folder.rmdir()
-
-
-_EXPORT_SUFFIX = {"amass": "npz", "glb": "glb", "bvh": "bvh"}
-"""File suffix of each per-track export format."""
 
 
 def _is_result_name(name: str, stem: str) -> bool:
@@ -315,77 +311,6 @@ class _ImportedKeypoints:
         return to_49(np.asarray(kp, np.float32), self.imported.format)
 
 
-# ------------------------------------------------------------------------------------------------------ progress
-
-
-class _Progress:
-    """Progress over units (images and video frames): a rich bar on a terminal, plain lines every ``every``
-    seconds otherwise (logs, CI). Shows the current input (and frame), elapsed time and ETA."""
-
-    def __init__(self, total: int, *, enabled: bool, console: Any, every: float = 10.0) -> None:
-        self.total = max(int(total), 1)
-        self.enabled = enabled
-        self.console = console
-        self.every = every
-        self.done = 0
-        self.t0 = time.perf_counter()
-        self.last_line = self.t0
-        self.bar = None
-        self.task = None
-
-    def __enter__(self) -> _Progress:
-        if not self.enabled:
-            return self
-        isatty = bool(getattr(getattr(self.console, "file", None) or sys.stderr, "isatty", lambda: False)())
-        if isatty:
-            from rich.progress import (
-                BarColumn,
-                MofNCompleteColumn,
-                Progress,
-                TextColumn,
-                TimeElapsedColumn,
-                TimeRemainingColumn,
-            )
-
-            columns = (TextColumn("[bold]process[/]"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                       TextColumn("ETA"), TimeRemainingColumn(), TextColumn("{task.fields[name]}", markup=False))
-            self.bar = Progress(*columns, console=self.console, transient=False)
-            self.bar.__enter__()
-            self.task = self.bar.add_task("process", total=self.total, name="")
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.bar is not None:
-            self.bar.__exit__(*exc)
-        elif self.enabled and self.done:
-            self._line("", final=True)
-
-    def current(self, name: str) -> None:
-        """Name the unit being worked on."""
-        if self.bar is not None:
-            self.bar.update(self.task, name=name)
-
-    def advance(self, n: int = 1, name: str = "") -> None:
-        self.done += n
-        if self.bar is not None:
-            self.bar.update(self.task, advance=n, name=name)
-        elif self.enabled and time.perf_counter() - self.last_line >= self.every:
-            self._line(name)
-
-    def _line(self, name: str, final: bool = False) -> None:
-        now = time.perf_counter()
-        self.last_line = now
-        elapsed = now - self.t0
-        rate = self.done / elapsed if elapsed > 0 else 0.0
-        eta = (self.total - self.done) / rate if rate > 0 and not final else 0.0
-        text = (f"process: {self.done}/{self.total} images+frames, {elapsed:.0f} s elapsed"
-                + ("" if final else f", ETA {eta:.0f} s") + (f", at {name}" if name else ""))
-        if self.console is not None:
-            self.console.print(text, markup=False, highlight=False, soft_wrap=True)  # one line, whatever the width
-        else:
-            logger.info(text)
-
-
 # ------------------------------------------------------------------------------------------------------ runner
 
 
@@ -422,6 +347,8 @@ class Pipeline:
         self._stage_totals: dict[str, float] = defaultdict(float)
         self._fingerprint = ""
         self._video_fingerprint = ""
+        self._earlier_meshes: dict[str, set[str]] = {}
+        self._earlier_exports: dict[str, set[str]] = {}
         self._setup_done = False
 
     # -------------------------------------------------------------------------------------------- set-up
@@ -492,11 +419,12 @@ class Pipeline:
 
     def video_fingerprint(self) -> str:
         """:meth:`settings_fingerprint` plus what changes a video's frames: the stride, tracking, warm start and
-        smoothing (not the exports, which are remade from the frames)."""
+        smoothing (not the exports and their world frame, which are made from the frames)."""
         from metahmr_cli.config import config_to_dict
 
         v = config_to_dict(self.config.video)
         v.pop("export", None)
+        v.pop("world", None)
         key = {"base": self._fingerprint or self.settings_fingerprint(), "stride": self.config.video_stride,
                "video": v, "warm": self._warm_possible()}
         return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
@@ -542,15 +470,18 @@ class Pipeline:
         cfg = self.config
         clean_temp_files(out)  # no other run writes here (the lock): every temporary file is a leftover
         self.setup()
+        self._say_schedule()
         run_id = uuid.uuid4().hex[:12]
         manifest = Manifest(out, run_id=run_id)
         started = time.time()
         t0 = time.perf_counter()
         totals = {"images": 0, "frames": 0, "people": 0}
         pending: list[Frame] = []
-        units = sum(self._units(it) for it in items)
+        progress = WorkProgress(label="process", unit="images+frames", enabled=self.progress, console=self.console)
+        for it in items:  # the ETA prices each input by its kind and the people found in it so far
+            progress.add_work(it.stem, self._units(it), "frame" if it.kind == "video" else "image")
 
-        with _Progress(units, enabled=self.progress, console=self.console) as progress:
+        with progress:
 
             def record(item: Any, rec: ManifestRecord, advance: bool = True) -> None:
                 rec.settings = self._fingerprint_of(item.kind) if rec.status in ("ok", "no_person", "skipped") \
@@ -562,8 +493,8 @@ class Pipeline:
                         totals["frames"] += rec.frames or 0
                     else:
                         totals["images"] += 1
-                if advance:
-                    progress.advance(1 if item.kind == "image" else 0, name=Path(str(item.path)).name)
+                if advance and item.kind == "image":
+                    progress.advance(item.stem, 1, people=rec.people, name=Path(str(item.path)).name)
 
             # the outputs (files, renders) of a batch are written on a background thread while the next batch
             # goes through the networks; their records follow in input order
@@ -642,14 +573,33 @@ class Pipeline:
                 self.renderer.close()
         return RunReport(counts=counts, exit_code=exit_code, out_dir=out, summary=summary)
 
-    def _loop(self, items: list[Any], out: Path, manifest: Manifest, progress: _Progress,
+    def _say_schedule(self) -> None:
+        """Name the test-time optimisation and its step budget (e.g. EFT's 20) before the work starts."""
+        from metahmr_cli.tto import resolve_schedule
+
+        line = "test-time optimisation " + resolve_schedule(self.config.tto).describe()
+        label = self.estimator.schedule_label
+        if label != self.config.tto.schedule:
+            line += f" [{label}]"
+        if self.console is not None and self.progress:
+            self.console.print(line, markup=False, highlight=False, soft_wrap=True)
+        logger.info("%s", line)
+
+    def _loop(self, items: list[Any], out: Path, manifest: Manifest, progress: WorkProgress,
               record: Any, flush: Any, pending: list[Frame]) -> None:
         cfg = self.config
-        complete = []
+        complete: list[str | None] = []
         plan = []
+        self._earlier_meshes, self._earlier_exports = {}, {}
         for item in items:
             prev = manifest.previous.get(item.stem)
-            done = item.problem is None and not cfg.overwrite and prev is not None and self._is_complete(prev, out)
+            if prev is not None and not cfg.overwrite:  # a re-run adds export formats and keeps those it finds
+                self._earlier_meshes[item.stem] = {o.rsplit(".", 1)[-1] for o in prev.outputs
+                                                   if re.search(r"_person\d{2}\.(obj|ply|glb)$", o)}
+                self._earlier_exports[item.stem] = {o for o in prev.outputs if o.startswith(f"{item.stem}_tracks/")}
+            done = None
+            if item.problem is None and not cfg.overwrite and prev is not None:
+                done = self._completeness(prev, out)
             complete.append(done)
             plan.append("pass" if item.problem is not None or done else "video" if item.kind == "video" else "image")
         prefetch = _Prefetch(self._prepare_image, items, plan, self.prefetch_depth)
@@ -658,8 +608,8 @@ class Pipeline:
         finally:
             prefetch.close()
 
-    def _loop_items(self, items: list[Any], out: Path, manifest: Manifest, progress: _Progress, record: Any,
-                    flush: Any, pending: list[Frame], complete: list[bool], prefetch: _Prefetch) -> None:
+    def _loop_items(self, items: list[Any], out: Path, manifest: Manifest, progress: WorkProgress, record: Any,
+                    flush: Any, pending: list[Frame], complete: list[str | None], prefetch: _Prefetch) -> None:
         cfg = self.config
         for index, item in enumerate(items):
             name = Path(str(item.path)).name
@@ -668,6 +618,11 @@ class Pipeline:
                 record(item, self._failed(item, item.problem))
                 continue
             prev = manifest.previous.get(item.stem)
+            if complete[index] == "exports":  # results of an earlier run: only exports are missing
+                assert prev is not None
+                record(item, self._exports_only(item, prev, out), advance=False)
+                progress.skip(item.stem, name=name)
+                continue
             if complete[index]:
                 assert prev is not None
                 rec = ManifestRecord(input=str(item.path), key=item.stem, kind=item.kind, status="skipped",
@@ -676,7 +631,7 @@ class Pipeline:
                                      people=prev.people, frames=prev.frames, outputs=list(prev.outputs),
                                      previous_status=prev.previous_status or prev.status)
                 record(item, rec, advance=False)
-                progress.advance(self._units(item), name=name)
+                progress.skip(item.stem, name=name)
                 continue
             if prev is not None and not cfg.overwrite and prev.settings \
                     and prev.settings != self._fingerprint_of(item.kind):
@@ -709,7 +664,33 @@ class Pipeline:
         return min(n, self.config.max_frames) if self.config.max_frames else n
 
     # -------------------------------------------------------------------------------------------- skip logic
-    def _expected_names(self, stem: str, kind: str, people: int) -> list[str]:
+    @property
+    def mesh_formats(self) -> tuple[str, ...]:
+        """The mesh formats asked for (``--save-mesh``)."""
+        from metahmr_cli.exports import MESH_FORMATS, parse_formats
+
+        return parse_formats(self.config.save_mesh, MESH_FORMATS, "--save-mesh")
+
+    def _mesh_formats_for(self, stem: str) -> tuple[str, ...]:
+        """The mesh formats to write for an input: those asked for and those an earlier run wrote (kept current)."""
+        earlier = self._earlier_meshes.get(stem, set())
+        return self.mesh_formats + tuple(sorted(f for f in earlier if f not in self.mesh_formats))
+
+    def _sequence_formats_for(self, stem: str, out: Path) -> tuple[str, ...]:
+        """The per-track export formats of a video: those asked for and those an earlier run left (no --overwrite)."""
+        from metahmr_cli.exports import EXPORT_SUFFIX, sequence_formats
+
+        asked = tuple(self.config.video.export)
+        earlier: set[str] = set()
+        if not self.config.overwrite:  # on disk, or listed by the earlier run (a file that went missing is remade)
+            earlier = sequence_formats(out, stem)
+            by_suffix = {v: k for k, v in EXPORT_SUFFIX.items()}
+            earlier |= {by_suffix[n.rsplit(".", 1)[-1]] for n in self._earlier_exports.get(stem, set())
+                        if n.rsplit(".", 1)[-1] in by_suffix}
+        return asked + tuple(f for f in EXPORT_SUFFIX if f in earlier and f not in asked)
+
+    def _expected_names(self, stem: str, kind: str) -> list[str]:
+        """The outputs of a finished input that only the estimation makes (result files and renders)."""
         cfg = self.config
         names = [f"{stem}.mp4"] if kind == "video" and self.render_enabled else []
         if kind == "image":
@@ -718,61 +699,102 @@ class Pipeline:
                 names.append(f"{stem}_overlay.png")
                 if cfg.side_view:
                     names.append(f"{stem}_side.png")
-            if cfg.save_mesh != "none":
-                names += [f"{stem}_person{i:02d}.{cfg.save_mesh}" for i in range(people)]
         elif self.render_enabled and cfg.side_view:
             names.append(f"{stem}_side.mp4")
         return names
 
-    def _is_complete(self, prev: ManifestRecord, out: Path) -> bool:
-        """An earlier record made with the same settings, whose outputs all exist, whose result files are valid,
-        and that has every output the current settings ask for."""
+    def _completeness(self, prev: ManifestRecord, out: Path) -> str | None:
+        """"done": an earlier record made with the same settings whose outputs all exist, whose result files are
+        valid and that has every output the current settings ask for; "exports": the same, but some asked-for
+        meshes or sequence files are missing (they are made from the results); None: the input must be redone."""
         status = prev.previous_status if prev.status == "skipped" else prev.status
         if status not in ("ok", "no_person"):
-            return False
+            return None
         if prev.settings != self._fingerprint_of(prev.kind):
-            return False
+            return None
         outputs = set(prev.outputs)
-        if prev.kind == "image":
-            people = prev.people
-        else:
-            people = 0
-            if not any(o.endswith(".npz") for o in outputs):
-                return False
-            if self.config.save_mesh != "none" and not any(o.endswith("." + self.config.save_mesh) for o in outputs) \
-                    and prev.people:
-                return False
-            if not self._sequence_outputs_complete(prev.key, outputs, out):
-                return False
-        for name in self._expected_names(prev.key, prev.kind, people):
-            if name not in outputs:
-                return False
+        if prev.kind == "video" and not any(o.endswith(".npz") for o in outputs):
+            return None
+        for name in self._expected_names(prev.key, prev.kind):
+            if name not in outputs or not (out / name).is_file():
+                return None
         for name in outputs:
             path = out / name
-            if not path.is_file():
-                return False
-            if _is_result_name(name, prev.key) and validate_result_npz(path):
-                return False
+            if _is_result_name(name, prev.key) and (not path.is_file() or validate_result_npz(path)):
+                return None
+        results = [o for o in outputs if _is_result_name(o, prev.key)]
         if prev.kind == "image":
             with contextlib.suppress(Exception):
-                return result_num_people(out / f"{prev.key}.npz") == prev.people
-            return False
-        return True
+                if result_num_people(out / f"{prev.key}.npz") != prev.people:
+                    return None
+        # exports: what an earlier run wrote must still be there, and what is asked for now must exist
+        for name in outputs:
+            if not (out / name).is_file():
+                return "exports"
+        for result in results:
+            people = result_num_people(out / result) if prev.kind == "video" else prev.people
+            stem = result[: -len(".npz")]
+            from metahmr_cli.exports import mesh_names
+
+            if any(n not in outputs for n in mesh_names(stem, people, self.mesh_formats)):
+                return "exports"
+        if prev.kind == "video" and not self._sequence_outputs_complete(prev.key, outputs, out):
+            return "exports"
+        return "done"
 
     def _sequence_outputs_complete(self, stem: str, outputs: set[str], out: Path) -> bool:
-        """A video's ``_tracks.npz`` and one export file per track and format, when tracking is on."""
+        """A video's ``_tracks.npz`` (of these frames, with this world setting) and one export file per track and
+        format asked for, when tracking is on."""
+        from metahmr_cli.exports import read_sequence_meta, sequence_names
+
         if self.config.video.tracker == "none":
             return True
-        name = f"{stem}_tracks.npz"
-        if name not in outputs:
+        if f"{stem}_tracks.npz" not in outputs:
             return False
+        meta = read_sequence_meta(out / f"{stem}_tracks.npz")
+        if meta is None or meta["settings_fingerprint"] != self._video_fingerprint \
+                or meta["world_mode"] != self.config.video.world:
+            return False
+        return all(n in outputs for n in sequence_names(stem, meta["track_ids"], tuple(self.config.video.export)))
+
+    def _exports_only(self, item: Any, prev: ManifestRecord, out: Path) -> ManifestRecord:
+        """Write the meshes and sequence files an input lacks from its finished results (no network runs)."""
+        from metahmr_cli.exports import write_result_meshes
+
+        outputs = [o for o in prev.outputs if (out / o).is_file()]
+        results = [o for o in outputs if _is_result_name(o, item.stem)]
+        added: list[str] = []
         try:
-            with np.load(out / name, allow_pickle=False) as z:
-                ids = [int(t) for t in z["track_ids"]]
-        except Exception:  # noqa: BLE001 - a damaged file means: redo
-            return False
-        wanted = {f"{stem}_tracks/track_{t:03d}.{_EXPORT_SUFFIX[e]}" for e in self.config.video.export for t in ids}
-        return wanted == {o for o in outputs if o.startswith(f"{stem}_tracks/")}
+            with StageTimer(self._stage_totals, "write"):
+                for result in results:
+                    stem = result[: -len(".npz")]
+                    arrays = load_result_npz(out / result)
+                    added += write_result_meshes(arrays, out, stem, self._mesh_formats_for(item.stem),
+                                                 self.estimator.body)
+                if item.kind == "video" and self.config.video.tracker != "none":
+                    from metahmr_cli.io.sources import video_info
+
+                    info = video_info(item.path, count_frames=False)
+                    first = load_result_npz(out / sorted(results)[0]) if results else None
+                    hw = tuple(int(x) for x in first["image_size"]) if first is not None else info.size[::-1]
+                    focal = float(first["K"][0, 0]) if first is not None else 1.0
+                    sequence = [o for o in outputs if o == f"{item.stem}_tracks.npz" or
+                                o.startswith(f"{item.stem}_tracks/")]
+                    outputs = [o for o in outputs if o not in sequence]
+                    added += self._write_sequences(item, out, [out / r for r in sorted(results)], info.fps or 25.0,
+                                                   hw, focal, reuse=True)
+        except Exception as exc:  # noqa: BLE001 - one bad input must not stop the run
+            logger.debug("exports of %s failed", item.path, exc_info=True)
+            if disk_full(exc):
+                raise self._disk_full(item, out) from exc
+            return self._failed(item, f"writing exports from the earlier results failed: {_reason(exc)}")
+        new = [n for n in added if n not in outputs]
+        outputs += new
+        return ManifestRecord(input=str(item.path), key=item.stem, kind=item.kind, status="skipped",
+                              reason="results of an earlier run with the same settings are complete; "
+                                     f"{len(new)} export file(s) added from them (use --overwrite to redo)",
+                              people=prev.people, frames=prev.frames, outputs=outputs,
+                              previous_status=prev.previous_status or prev.status)
 
     # -------------------------------------------------------------------------------------------- per input
     def _disk_full(self, item: Any, out: Path) -> DiskFullError:
@@ -854,7 +876,7 @@ class Pipeline:
                               reason=None if frame.num_people else "no person detected",
                               people=frame.num_people, outputs=outputs, timings=dict(frame.timings))
 
-    def _process_video_safe(self, item: Any, out: Path, progress: _Progress) -> ManifestRecord:
+    def _process_video_safe(self, item: Any, out: Path, progress: WorkProgress) -> ManifestRecord:
         t0 = time.perf_counter()
         try:
             rec = self._process_video(item, out, progress)
@@ -866,8 +888,9 @@ class Pipeline:
         rec.timings["total"] = time.perf_counter() - t0
         return rec
 
-    def _resumable_frame(self, path: Path, mesh_names: list[str], out: Path) -> dict[str, np.ndarray] | None:
-        """The arrays of a frame file of an earlier run with the same settings (and its meshes), else None."""
+    def _resumable_frame(self, path: Path) -> dict[str, np.ndarray] | None:
+        """The arrays of a frame file of an earlier run with the same settings, else None (its meshes are made
+        from it when missing)."""
         if not path.is_file() or validate_result_npz(path):
             return None
         with contextlib.suppress(Exception):
@@ -876,13 +899,11 @@ class Pipeline:
                 return None
             if self.config.save_vertices and "vertices" not in arrays:
                 return None
-            people = int(arrays["global_orient"].shape[0])
-            if self.config.save_mesh != "none" and not all((out / n).is_file() for n in mesh_names[:people]):
-                return None
             return arrays
         return None
 
-    def _process_video(self, item: Any, out: Path, progress: _Progress) -> ManifestRecord:
+    def _process_video(self, item: Any, out: Path, progress: WorkProgress) -> ManifestRecord:
+        from metahmr_cli.exports import write_result_meshes
         from metahmr_cli.io.sources import iter_video_frames, video_info
         from metahmr_cli.render import VideoWriter
         from metahmr_cli.video.motion import TrackBook
@@ -920,7 +941,7 @@ class Pipeline:
             people += fr.num_people
             for k, v in fr.timings.items():
                 timings[k] += v
-            progress.advance(1, name=f"{name} frame {fr.frame}")
+            progress.advance(item.stem, 1, people=fr.num_people, name=f"{name} frame {fr.frame}")
 
         def flush() -> None:
             errors = self.estimator.regress(pending)
@@ -942,8 +963,7 @@ class Pipeline:
                 finally:
                     timings["decode"] += time.perf_counter() - t
                 frame_file = out / item.stem / f"frame_{index:06d}.npz"
-                mesh_names = [f"{item.stem}/frame_{index:06d}_person{i:02d}.{cfg.save_mesh}" for i in range(99)]
-                arrays = None if cfg.overwrite else self._resumable_frame(frame_file, mesh_names, out)
+                arrays = None if cfg.overwrite else self._resumable_frame(frame_file)
                 if arrays is not None:  # finished by an earlier run with the same settings: keep it, render it
                     if pending:
                         flush()
@@ -951,13 +971,14 @@ class Pipeline:
                     self._resume_motion(fr, book, arrays)
                     n = fr.num_people
                     outputs.append(f"{item.stem}/{frame_file.name}")
-                    if cfg.save_mesh != "none":
-                        outputs.extend(mesh_names[:n])
+                    with StageTimer(timings, "write"):
+                        outputs.extend(write_result_meshes(arrays, out, f"{item.stem}/frame_{index:06d}",
+                                                           self._mesh_formats_for(item.stem), self.estimator.body))
                     written.append(frame_file)
                     self._render_video_frame(fr, writers)
                     people += n
                     resumed += 1
-                    progress.advance(1, name=f"{name} frame {index} (resumed)")
+                    progress.advance(item.stem, 1, name=f"{name} frame {index} (resumed)", timed=False)
                     continue
                 ids: list[np.ndarray] = []
 
@@ -1050,50 +1071,47 @@ class Pipeline:
                               fr.frame)
 
     def _write_sequences(self, item: Any, out: Path, frame_files: list[Path], fps: float, image_hw: tuple[int, int],
-                         focal: float) -> list[str]:
-        """``<stem>_tracks.npz`` and the per-track exports of a finished video (each written atomically)."""
-        from metahmr_cli.video.export import write_bvh, write_glb_animation
-        from metahmr_cli.video.sequences import collect_tracks, write_amass, write_tracks_npz
+                         focal: float, reuse: bool = False) -> list[str]:
+        """``<stem>_tracks.npz`` and the per-track exports of a finished video (:mod:`metahmr_cli.exports`), in the
+        formats asked for plus those an earlier run left; ``reuse``: the frames are those of the files already there,
+        so files that exist and were made from them stay."""
+        from metahmr_cli.exports import read_sequence_meta, write_sequence_files
 
         cfg = self.config
         est = self.estimator
-        keys = ("frame_index", "track_id", "global_orient", "body_pose", "betas", "transl", "bbox", "det_score",
-                "keypoints2d", "tto_steps", "reproj_error_before", "reproj_error_after", "tto_converged", "fell_back",
-                "K")
-        frames = []
-        for path in frame_files:
-            with np.load(path, allow_pickle=False) as z:
-                frames.append({k: z[k] for k in keys if k in z.files})
-        tracks = collect_tracks(frames, est.body)
-        K = frames[0]["K"] if frames else np.array([[focal, 0, image_hw[1] / 2], [0, focal, image_hw[0] / 2],
-                                                    [0, 0, 1]])
         gender = str(getattr(est.body, "gender", "neutral"))
         meta = {"source": display_path(str(item.path))[0], "body_model": est.body_name, "gender": gender,
                 "checkpoint": est.checkpoint_id, "tto_schedule": est.schedule_label, "model_tier": est.tier,
                 "settings_fingerprint": self._video_fingerprint, "tracker": cfg.video.tracker,
                 "smooth": float(cfg.video.smooth), "warm_start": self._warm_possible()}
-        names = [f"{item.stem}_tracks.npz"]
-        write_tracks_npz(out / names[0], tracks, fps=fps, stride=cfg.video_stride, K=K, image_size=image_hw,
-                         meta=meta)
-        folder = out / f"{item.stem}_tracks"
-        wanted: set[str] = set()
-        for t in tracks:
-            for fmt in cfg.video.export:
-                rel = f"{item.stem}_tracks/track_{t.track_id:03d}.{_EXPORT_SUFFIX[fmt]}"
-                if fmt == "amass":
-                    write_amass(out / rel, t, est.body, fps=fps, stride=cfg.video_stride, gender=gender)
-                elif fmt == "glb":
-                    write_glb_animation(out / rel, t, est.body, fps=fps, stride=cfg.video_stride)
-                else:
-                    write_bvh(out / rel, t, est.body, fps=fps, stride=cfg.video_stride)
-                names.append(rel)
-                wanted.add(Path(rel).name)
-        if folder.is_dir():  # exports of an earlier run that this run did not make again
-            for p in folder.iterdir():
-                if p.is_file() and p.name.startswith("track_") and p.name not in wanted:
-                    with contextlib.suppress(OSError):
-                        p.unlink()
+        if reuse:
+            earlier = read_sequence_meta(out / f"{item.stem}_tracks.npz")
+            reuse = earlier is not None and earlier["settings_fingerprint"] == self._video_fingerprint \
+                and earlier["world_mode"] == cfg.video.world
+        names = write_sequence_files(out, item.stem, frame_files, body=est.body, fps=fps, stride=cfg.video_stride,
+                                     image_hw=image_hw, focal=focal,
+                                     formats=self._sequence_formats_for(item.stem, out), meta=meta,
+                                     world_mode=cfg.video.world, only_missing=reuse)
+        self._say_world(item, out)
         return names
+
+    def _say_world(self, item: Any, out: Path) -> None:
+        """One line on the world frame of a video's exports: the floor and how sure its estimate is."""
+        from metahmr_cli.exports import world_summary
+
+        w = world_summary(out, item.stem)
+        if w is None:
+            return
+        q = w["quality"]
+        if w["source"] == "ground":
+            line = (f"{Path(str(item.path)).name}: floor and gravity from {q['contacts']} foot contacts "
+                    f"({q['level']} confidence: tilt +-{q['tilt_std_deg']:.1f} deg, contacts within "
+                    f"{100 * q['rms_m']:.1f} cm); camera {w['camera_height']:.2f} m above the floor")
+        else:
+            line = f"{Path(str(item.path)).name}: exports in the camera's axes (no people to find the floor)"
+        logger.info("%s", line)
+        if self.console is not None and self.progress:
+            self.console.print(line, markup=False, highlight=False, soft_wrap=True)
 
     def _frame_from_arrays(self, item: Any, index: int, image: np.ndarray, a: dict[str, np.ndarray]) -> Frame:
         """A finished frame rebuilt from its result file (for the overlay video of a resumed run)."""
@@ -1145,6 +1163,8 @@ class Pipeline:
             tto_warm_start=None if f.warm is None else np.array([w is not None for w in f.warm], np.bool_))
 
     def _write_frame(self, f: Frame, out: Path, name: str) -> list[str]:
+        from metahmr_cli.exports import mesh_names
+
         cfg = self.config
         res = self._result(f)
         verts = res.vertices
@@ -1152,22 +1172,23 @@ class Pipeline:
             res.vertices = None
         outputs = [name]
         stem = Path(name).with_suffix("")
-        mesh_names = [f"{stem.as_posix()}_person{i:02d}.{cfg.save_mesh}" for i in range(res.num_people)] \
-            if cfg.save_mesh != "none" else []
+        formats = self._mesh_formats_for(f.item.stem) if f.item is not None else self.mesh_formats
+        names = mesh_names(stem.as_posix(), res.num_people, formats)
         try:
             with StageTimer(f.timings, "write"):
                 write_result_npz(out / name, res)
-                if mesh_names:
+                if names:
                     from metahmr_cli.io.meshes import write_person_meshes
 
-                    write_person_meshes(out / stem, verts, self.estimator.faces, cfg.save_mesh,
-                                        colors=person_colors(res.num_people))
+                    for fmt in formats:
+                        write_person_meshes(out / stem, verts, self.estimator.faces, fmt,  # type: ignore[arg-type]
+                                            colors=person_colors(res.num_people))
         except BaseException:
-            for n in outputs + mesh_names:
+            for n in outputs + names:
                 with contextlib.suppress(OSError):
                     (out / n).unlink()
             raise
-        return outputs + mesh_names
+        return outputs + names
 
     def _disable_render(self, exc: Exception) -> None:
         self.render_enabled = False

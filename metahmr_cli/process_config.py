@@ -76,7 +76,9 @@ class ProcessConfig:
         batch_size: people per network/TTO batch (collected across images and video frames).
         device: "auto" (CUDA when available), "cpu", "cuda" or "cuda:N"; dtype: "float32" or "float64".
         render: write overlays (PNG per image, MP4 per video); side_view: also a side view.
-        save_mesh: per-person mesh files ("obj", "ply", "glb") or "none".
+        save_mesh: per-person mesh files, any of "obj", "ply", "glb" (a tuple, or a comma-separated string such as
+            "glb,obj"; "none" or empty: none). A re-run writes the formats it lacks from the stored results and
+            keeps the meshes an earlier run wrote.
         save_vertices: store vertices (P, V, 3) in the result files.
         overwrite: redo inputs whose outputs are already complete.
         video_stride: process every n-th video frame; max_frames: most frames per video (None = all).
@@ -119,7 +121,7 @@ class ProcessConfig:
     dtype: Literal["float32", "float64"] = "float32"
     render: bool = True
     side_view: bool = False
-    save_mesh: Literal["none", "obj", "ply", "glb"] = "none"
+    save_mesh: tuple[str, ...] = ()
     save_vertices: bool = True
     overwrite: bool = False
     video_stride: int = 1
@@ -141,8 +143,10 @@ class ProcessConfig:
         """Check every setting except the inputs (what an :class:`~metahmr_cli.estimator.Estimator` uses)."""
         if self.keypoints not in KEYPOINT_BACKENDS:
             raise ConfigError(f"keypoints = {self.keypoints!r}; choose one of {', '.join(KEYPOINT_BACKENDS)}.")
-        if self.save_mesh not in MESH_FORMATS:
-            raise ConfigError(f"save_mesh = {self.save_mesh!r}; choose one of {', '.join(MESH_FORMATS)}.")
+        from metahmr_cli.exports import MESH_FORMATS as FORMATS
+        from metahmr_cli.exports import parse_formats
+
+        self.save_mesh = parse_formats(self.save_mesh, FORMATS, "save_mesh")
         if self.batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}.")
         if isinstance(self.focal, str):

@@ -61,6 +61,19 @@ class TierChoice:
     reasons: list[str] = field(default_factory=list)
 
 
+def _is_open_model(checkpoint: Path) -> bool:
+    """Whether a checkpoint is the open model shipped with metahmr (by path, or by content for a copy)."""
+    shipped = open_checkpoint_path()
+    try:
+        if checkpoint.resolve() == shipped.resolve():
+            return True
+        if not checkpoint.is_file() or checkpoint.stat().st_size != shipped.stat().st_size:
+            return False
+        return checkpoint.read_bytes() == shipped.read_bytes()
+    except OSError:
+        return False
+
+
 def _available(fn) -> bool:
     try:
         fn()
@@ -114,6 +127,7 @@ def choose_tier(*, model: str, body: str, checkpoint: str | os.PathLike[str] | N
             tier = "custom"  # a stand-in body or a body folder: the user's own combination
         elif body == OPEN_BODY:
             tier = "open"
+            reasons.append("--body open")
         elif body == "smpl" or checkpoint is not None:
             tier = "paper"
         else:
@@ -151,7 +165,14 @@ def choose_tier(*, model: str, body: str, checkpoint: str | os.PathLike[str] | N
             keypoints = PAPER_KEYPOINTS if paper_like else OPEN_KEYPOINTS
 
     message = None
-    if model == AUTO and tier == "open":
+    if tier == "open" and not _is_open_model(chosen_ckpt):
+        # the open body with another network (an official CLIFF, a checkpoint of one's own): not the open tier; the
+        # estimator names the network once it has read the file
+        tier = "custom"
+        if model == AUTO:
+            message = (f"open body (anny-derived, not SMPL) with the checkpoint {chosen_ckpt.name}, {detector} people "
+                       f"and {keypoints} keypoints")
+    elif model == AUTO and tier == "open":
         message = (f"open tier: open body (anny-derived, not SMPL), open Meta-HMR keypoint model, {detector} "
                    f"people and {keypoints} keypoints ({' and '.join(reasons)}; `metahmr weights status` shows how "
                    "to install the paper's assets)")

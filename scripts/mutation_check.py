@@ -201,6 +201,21 @@ MUTATIONS: tuple[Mutation, ...] = (
       "        cutoff = self.s.min_cutoff + self.s.beta * np.linalg.norm(self.w, axis=-1)\n",
       "        cutoff = self.s.min_cutoff + 0 * np.linalg.norm(self.w, axis=-1)\n",
       ("tests/test_video_motion.py",), "One-Euro's speed-adaptive cut-off is lost on rotations"),
+    # ---------------------------------------------------------------- exports and the world frame
+    M("animation-times-from-the-track-start", "metahmr_cli/video/export.py",
+      "times = (frames / float(fps)).astype(np.float32)",
+      "times = ((frames - frames[0]) / float(fps)).astype(np.float32)",
+      ("tests/test_video_export.py",), "tracks that start later play from time 0: imported together, out of sync"),
+    M("amass-poses-in-smpl-layout", "metahmr_cli/video/sequences.py",
+      "poses = np.zeros((n, AMASS_POSE_SIZE))", "poses = np.zeros((n, 72))",
+      ("tests/test_video_export.py",), "AMASS readers slice poses[:, 66:] as the hands of a (T, 156) layout"),
+    M("floor-from-the-prior-alone", "metahmr_cli/video/world.py",
+      "vals, vecs = np.linalg.eigh(scatter + lam * prior)", "vals, vecs = np.linalg.eigh(lam * prior + 1e-9 * scatter)",
+      ("tests/test_video_world.py",), "gravity from the people's lean instead of their foot contacts"),
+    M("rerun-drops-earlier-export-formats", "metahmr_cli/pipeline.py",
+      "        return asked + tuple(f for f in EXPORT_SUFFIX if f in earlier and f not in asked)",
+      "        return asked",
+      ("tests/test_video_pipeline.py",), "a re-run with another --export deletes what the earlier run wrote"),
 )
 
 _PROBE = '''"""pytest plugin of scripts/mutation_check.py: refuse to run unless the mutated module is the copy's."""

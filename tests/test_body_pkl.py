@@ -53,9 +53,14 @@ class _FakeChumpy:
                 sys.modules[key] = value
 
 
-def _smpl_like_pickle(standin_dir: Path, protocol: int = 2) -> tuple[bytes, dict[str, np.ndarray]]:
+def _smpl_like_pickle(standin_dir: Path, protocol: int = 2,
+                      components: int = 10) -> tuple[bytes, dict[str, np.ndarray]]:
+    """An official-style SMPL pickle of the stand-in body; ``components`` shape components (SMPL v1.0.0 has 10,
+    v1.1.0 300: the extra ones are zero here)."""
     with np.load(standin_dir / "STANDIN_NEUTRAL.npz") as data:
         arrays = {k: data[k] for k in data.files}
+    sd = arrays["shapedirs"]
+    arrays["shapedirs"] = np.concatenate([sd, np.zeros((*sd.shape[:2], components - sd.shape[2]))], axis=2)
     ref = {
         "v_template": arrays["v_template"].astype(np.float64),
         "shapedirs": arrays["shapedirs"].astype(np.float64),
@@ -223,3 +228,31 @@ def test_import_refuses_garbage_and_duplicates(tmp_path: Path, standin_dir: Path
         import_smpl_files([junk], tmp_path / "out", num_vertices=None)
     with pytest.raises(BodyModelError, match="does not exist"):
         import_smpl_files([tmp_path / "missing.pkl"], tmp_path / "out")
+
+
+def test_renamed_v110_pkl_never_shadows_v100(tmp_path: Path, standin_dir: Path):
+    """A v1.1.0 model renamed to SPIN's name is told apart by its content (300 shape components) and the v1.0.0
+    file is used; for every gender v1.0.0 comes first (the released evaluation used SMPL v1.0.0's models)."""
+    from metahmr_cli.body.smpl import find_model_file
+
+    v100, _ = _smpl_like_pickle(standin_dir, components=10)
+    v110, _ = _smpl_like_pickle(standin_dir, components=300)
+    d = tmp_path / "smpl"
+    d.mkdir()
+    (d / "SMPL_NEUTRAL.pkl").write_bytes(v110)
+    (d / "basicModel_neutral_lbs_10_207_0_v1.0.0.pkl").write_bytes(v100)
+    assert find_model_file(d, "neutral").name == "basicModel_neutral_lbs_10_207_0_v1.0.0.pkl"
+    # the same name holding v1.0.0 content stays first
+    (d / "SMPL_NEUTRAL.pkl").write_bytes(v100)
+    assert find_model_file(d, "neutral").name == "SMPL_NEUTRAL.pkl"
+    for g, letter in (("male", "m"), ("female", "f")):
+        (d / f"basicmodel_{letter}_lbs_10_207_0_v1.1.0.pkl").write_bytes(v110)
+        (d / f"basicModel_{letter}_lbs_10_207_0_v1.0.0.pkl").write_bytes(v100)
+        assert find_model_file(d, g).name == f"basicModel_{letter}_lbs_10_207_0_v1.0.0.pkl"
+        (d / f"SMPL_{g.upper()}.pkl").write_bytes(v110)  # renamed v1.1.0 again
+        assert find_model_file(d, g).name == f"basicModel_{letter}_lbs_10_207_0_v1.0.0.pkl"
+    # alone, a v1.1.0 file is still used (with the import-time warning), not refused
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    (alone / "SMPL_NEUTRAL.pkl").write_bytes(v110)
+    assert find_model_file(alone, "neutral").name == "SMPL_NEUTRAL.pkl"

@@ -115,11 +115,17 @@ def test_photos_with_imported_boxes_and_mediapipe(tmp_path, standin_dir, tiny_ch
     assert manifest_status(out) == {"messi5": "skipped", "basketball1": "skipped"}
     assert read_manifest(out / MANIFEST_NAME)["basketball1"].previous_status == "ok"
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
-    # asking for another mesh format makes the outputs incomplete: redone
-    res = _invoke([*args[:-2], "obj", "--side-view"])
+    # asking for other mesh formats writes them from the stored results; the results and the .ply files stay
+    res = _invoke([*args[:-2], "obj,glb", "--side-view"])
     assert res.exit_code == 0, res.output
-    assert manifest_status(out) == {"messi5": "ok", "basketball1": "ok"}
-    assert (out / "basketball1_person01.obj").is_file()
+    assert manifest_status(out) == {"messi5": "skipped", "basketball1": "skipped"}
+    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
+    outputs = read_manifest(out / MANIFEST_NAME)["basketball1"].outputs
+    for fmt in ("ply", "obj", "glb"):
+        assert (out / f"basketball1_person01.{fmt}").is_file() and f"basketball1_person01.{fmt}" in outputs
+    mesh = trimesh.load(out / "basketball1_person01.obj", process=False)
+    np.testing.assert_allclose(mesh.vertices, load_result_npz(out / "basketball1.npz")["vertices"][1] * [1, -1, -1],
+                               atol=1e-5)
 
 
 def test_random_yolo_detector_finds_nobody(tmp_path, standin_dir, tiny_checkpoint, yolo_env):

@@ -125,3 +125,20 @@ def test_console_script_reports_metahmr_errors_cleanly(empty_roots):
     assert proc.returncode != 0
     assert "Traceback" not in proc.stderr
     assert "missing.pkl" in proc.stderr + proc.stdout
+
+
+def test_process_without_inputs_says_so_in_one_line():
+    result = runner.invoke(app, ["process"], env={"COLUMNS": "40"})
+    assert result.exit_code == 2
+    lines = [ln for ln in result.output.splitlines() if ln.strip()]
+    assert len(lines) <= 3 and "missing INPUTS" in result.output and "Options" not in result.output
+
+
+@pytest.mark.parametrize("command", [["process"], ["eval"], ["train"], ["weights", "status"], ["doctor"]])
+def test_help_shows_no_value_placeholder_for_flags(command):
+    result = runner.invoke(app, [*command, "--help"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0
+    assert "<bool>" not in result.output
+    assert "--help" in result.output
+    if command == ["process"]:  # options that take a value still show their type
+        assert "--overwrite" in result.output and "<int>" in result.output

@@ -263,3 +263,24 @@ def test_imported_boxes_bind(tmp_path: Path) -> None:
     assert imported.get("b.jpg") is None
     with pytest.raises(InputError, match="lists no boxes for 'b.jpg'"):
         imported.bind("b.jpg").detect(np.zeros((50, 50, 3), np.uint8))
+
+
+def test_ultralytics_keeps_its_settings_in_the_data_folder_and_stays_quiet(tmp_path):
+    """The first video run (ByteTrack) used to write ~/.config/Ultralytics/settings.json with sync on and print
+    three lines about it."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("YOLO_", "XDG_"))}
+    env.update(HOME=str(tmp_path / "home"), XDG_DATA_HOME=str(tmp_path / "data"))
+    code = ("from metahmr_cli.video.tracking import build_tracker; import numpy as np; "
+            "t = build_tracker('bytetrack'); print(t.name, t.update(np.array([[0, 0, 10, 20.]]), np.array([.9])))")
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=None)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.startswith("bytetrack")
+    assert "Settings" not in proc.stdout + proc.stderr and "settings" not in proc.stdout + proc.stderr
+    assert not (tmp_path / "home" / ".config").exists()
+    settings = tmp_path / "data" / "metahmr" / "ultralytics" / "Ultralytics" / "settings.json"
+    assert json.loads(settings.read_text())["sync"] is False

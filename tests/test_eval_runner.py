@@ -266,3 +266,18 @@ def test_files_of_no_released_family_keep_the_neutral_body_by_default(synth_data
     cfg = _config(synth_dataset, standin_dir, ckpt, tmp_path / "out", gender_rule=None, dataset=str(named),
                   image_root=str(synth_dataset))
     assert R._Evaluator(cfg).protocol.gender_rule == "released"
+
+
+def test_eft_runs_its_own_20_steps_by_default_and_says_so(tmp_path, synth_dataset, standin_dir, tiny_checkpoint):
+    """Without --steps, eval gives each method its own budget: EFT's maximum of 20 (as `process`), 14 for Meta-HMR;
+    the protocol printed beside the numbers names it."""
+    cfg = _config(synth_dataset, standin_dir, tiny_checkpoint, tmp_path / "r", methods=("eft", "metahmr"), steps=None,
+                  max_samples=2)
+    assert EvalConfig().steps is None
+    report = run_evaluation(cfg)
+    assert "<= 20 steps" in report.methods["eft"].protocol
+    assert "<= 14 steps" in report.methods["metahmr"].protocol
+    # one column per update plus the start: 21 for EFT, 1 + 1 + 14 for metahmr (step 0, then Adam)
+    assert report.methods["eft"].stepwise["mpjpe"].shape[1] == 21
+    assert report.methods["metahmr"].stepwise["mpjpe"].shape[1] == 16
+    assert (report.methods["eft"].values["steps"] <= 20).all()

@@ -56,7 +56,7 @@ def test_video_gives_frames_and_mp4(tmp_path, standin_dir, tiny_checkpoint):
     with np.load(out / "clip_tracks.npz") as z:
         assert z["track_ids"].tolist() == [1] and z["track_1/frames"].tolist() == list(range(6))
     with np.load(out / "clip_tracks" / "track_001.npz") as z:
-        assert z["poses"].shape == (6, 72) and float(z["mocap_framerate"]) > 0
+        assert z["poses"].shape == (6, 156) and float(z["mocap_framerate"]) > 0  # AMASS (SMPL+H) layout
     assert {"clip_tracks.npz", "clip_tracks/track_001.npz"} <= set(rec.outputs)
     # the overlay video shows the mesh: frames differ from the input frames
     from metahmr_cli.io.sources import iter_video_frames

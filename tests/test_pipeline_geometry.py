@@ -186,13 +186,15 @@ def test_progress_bar_shows_file_names_verbatim(tmp_path, standin_dir, tiny_chec
     """Without a terminal the progress is plain lines; names with brackets are printed as they are."""
     from rich.console import Console
 
-    from metahmr_cli.pipeline import _Progress
+    from metahmr_cli.progress import WorkProgress
 
     buf = io.StringIO()
     console = Console(file=buf, width=200, force_terminal=False, color_system=None)
-    with _Progress(3, enabled=True, console=console, every=0.0) as progress:
-        progress.advance(1, name="[red]shot.jpg")
-        progress.advance(2, name="clip.mp4 frame 1")
+    with WorkProgress(label="process", unit="images+frames", console=console, every=0.0) as progress:
+        progress.add_work("shot", 1, "image")
+        progress.add_work("clip", 2, "frame")
+        progress.advance("shot", 1, people=1, name="[red]shot.jpg")
+        progress.advance("clip", 2, people=2, name="clip.mp4 frame 1")
     text = buf.getvalue()
     assert "[red]shot.jpg" in text and "1/3 images+frames" in text and "ETA" in text
     assert "3/3 images+frames" in text

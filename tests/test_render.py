@@ -144,3 +144,19 @@ def test_video_writer_frames_odd_size_and_abort(tmp_path):
             vw.abort()
     with pytest.raises(ValueError, match="fps"):
         VideoWriter(tmp_path / "y.mp4", fps=0)
+
+
+def test_side_view_keeps_people_near_the_camera_in_the_frame(renderer):
+    """A tall box standing low in the image (its bottom near the lower edge, as the feet of a person close to the
+    camera) and another one 2 m to its right: turned to the side, the right one comes 2 m closer and its bottom
+    used to leave the frame. Every part stays inside now, with the margin."""
+    import trimesh
+
+    K = np.array([[100.0, 0, 64], [0, 100, 48], [0, 0, 1]])
+    box = trimesh.creation.box(extents=(0.4, 1.7, 0.3))
+    a = box.vertices + [-1.0, 0.7, 4.0]
+    b = box.vertices + [1.0, 0.7, 4.0]
+    side = renderer.render_side_view((96, 128), np.stack([a, b]), box.faces, K)
+    ys, xs = np.nonzero((side != 255).any(-1))
+    assert ys.max() < 96 - 2 and ys.min() > 1 and xs.min() > 1 and xs.max() < 128 - 2
+    assert ys.max() - ys.min() > 20  # still a figure, not a dot

@@ -107,3 +107,55 @@ def test_video_frames_get_meshes_and_joint_names(tmp_path, standin_dir, tiny_che
     assert d["joint_names"].tolist() == JOINT_NAMES
     cfg = __import__("json").loads(str(d["tto_config"]))
     assert "resolved" in cfg and isinstance(cfg["resolved"]["phases"], list)
+
+
+def test_another_mesh_format_is_written_from_the_results_without_the_networks(tmp_path, standin_dir, tiny_checkpoint,
+                                                                               monkeypatch):
+    """--save-mesh on a finished folder: the meshes come from the stored results. Counted: the networks are loaded
+    once per run (to identify the settings), never called, and no TTO runs; the results stay untouched; earlier
+    meshes stay; the new meshes are the stored vertices (images) and the body posed with the stored parameters
+    (video frames kept without vertices)."""
+    import trimesh
+
+    import metahmr_cli.models as models
+    import metahmr_cli.tto as tto
+
+    loads, forwards, ttos = [], [], []
+    real_load, real_tto = models.load_networks, tto.run_tto
+
+    def counting_load(*a, **k):
+        nets = real_load(*a, **k)
+        loads.append(1)
+        for net in (nets.main, nets.aux):
+            net.register_forward_hook(lambda *_: forwards.append(1))
+        return nets
+
+    monkeypatch.setattr(models, "load_networks", counting_load)
+    monkeypatch.setattr(tto, "run_tto", lambda *a, **k: (ttos.append(1), real_tto(*a, **k))[1])
+    photo = tmp_path / "messi5.jpg"
+    shutil.copy(EXAMPLES / "messi5.jpg", photo)
+    video = write_synthetic_video(tmp_path / "clip.mp4", n_frames=3)
+    out = tmp_path / "out"
+    steps = TTOConfig(max_steps=1)
+    _, m = _run([photo, video], out, standin_dir, tiny_checkpoint, tto=steps, save_mesh="ply", save_vertices=False)
+    assert m["messi5"].status == m["clip"].status == "ok"
+    assert len(loads) == 1 and forwards and ttos
+    results = {p: p.stat().st_mtime_ns for p in [out / "messi5.npz", *sorted((out / "clip").glob("*.npz"))]}
+    plys = {p: p.stat().st_mtime_ns for p in out.rglob("*.ply")}
+    assert len(plys) == 1 + 3
+    loads.clear(), forwards.clear(), ttos.clear()
+
+    _, m = _run([photo, video], out, standin_dir, tiny_checkpoint, tto=steps, save_mesh="glb,obj",
+                save_vertices=False)
+    assert m["messi5"].status == m["clip"].status == "skipped"
+    assert len(loads) == 1 and not forwards and not ttos  # no network call, no test-time optimisation
+    assert {p: p.stat().st_mtime_ns for p in results} == results
+    assert {p: p.stat().st_mtime_ns for p in plys} == plys  # the earlier format stays
+    for fmt in ("glb", "obj"):
+        assert (out / f"messi5_person00.{fmt}").is_file() and f"messi5_person00.{fmt}" in m["messi5"].outputs
+        for t in range(3):
+            assert f"clip/frame_{t:06d}_person00.{fmt}" in m["clip"].outputs
+    # the new mesh is the body of the stored parameters (no vertices stored): the same as the first run's .ply
+    ply = trimesh.load(out / "clip" / "frame_000001_person00.ply", process=False)
+    obj = trimesh.load(out / "clip" / "frame_000001_person00.obj", process=False)
+    np.testing.assert_allclose(obj.vertices, ply.vertices, atol=1e-5)

@@ -102,3 +102,21 @@ def test_open_checkpoint_is_shipped_with_the_package():
     path = open_checkpoint_path()
     assert path.is_file(), f"{path} is missing: train it with `metahmr train --recipe open_keypoints --set export=...`"
     assert path.stat().st_size < 10 * 1024 * 1024
+
+
+def test_the_open_body_with_another_checkpoint_is_not_called_the_open_tier(empty_roots, tmp_path):
+    """An official CLIFF checkpoint with the open body (e.g. run with --self-aux): a custom combination, and the line
+    printed says which checkpoint runs instead of naming the open model with an empty reason."""
+    ckpt = tmp_path / "hr48-PA43.0_MJE69.0_MVE81.2_3dpw.pt"
+    ckpt.write_bytes(b"not the open model")
+    choice = choose_tier(model="auto", body="open", checkpoint=str(ckpt), detector="auto", keypoints="auto")
+    assert choice.tier == "custom" and choice.body == OPEN_BODY and choice.checkpoint == ckpt
+    assert "open Meta-HMR" not in choice.message and ckpt.name in choice.message and "not SMPL" in choice.message
+    assert choose_tier(model="open", body="auto", checkpoint=str(ckpt), detector="auto",
+                       keypoints="auto").tier == "custom"
+    # the shipped open model, named by path or copied elsewhere, is still the open tier, with its reason
+    copy = tmp_path / "copy.pt"
+    copy.write_bytes(open_checkpoint_path().read_bytes())
+    for path in (open_checkpoint_path(), copy):
+        choice = choose_tier(model="auto", body="open", checkpoint=str(path), detector="auto", keypoints="auto")
+        assert choice.tier == "open" and "(--body open;" in choice.message

@@ -111,3 +111,20 @@ def test_eft_scope_leaves_batchnorm_affine_out():
     # the other schedules adapt them with scope "all"
     assert bn <= set(scope_names(net, "all"))
     assert not resolve_schedule(TTOConfig(schedule="reference")).phases[1].freeze_norm
+
+
+def test_process_gives_eft_20_steps_and_prints_them(tmp_path):
+    import io
+
+    from rich.console import Console
+
+    from metahmr_cli.pipeline import Pipeline, ProcessConfig
+    from metahmr_cli.tto import resolve_schedule
+
+    cfg = ProcessConfig(inputs=["x.jpg"], out=tmp_path, tto=TTOConfig(schedule="eft"))
+    assert resolve_schedule(cfg.tto).max_steps == 20
+    buf = io.StringIO()
+    pipe = Pipeline(cfg, detector=object(), keypoints=lambda *a, **k: None, networks=object(), body=object(),
+                    console=Console(file=buf, width=40))
+    pipe._say_schedule()
+    assert "eft: up to 20 adam steps" in " ".join(buf.getvalue().split())

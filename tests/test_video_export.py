@@ -117,19 +117,47 @@ def test_tracks_npz_layout(tmp_path, track):
         assert float(z["fps"]) == FPS and str(z["body_model"]) == "open-anny-v1"
 
 
-def test_amass_file_poses_the_body_in_a_z_up_world(tmp_path, body, scene, track):
+def _load_like_amass(path):
+    """AMASS's own documented loading code (notebooks/01-AMASS_Visualization.ipynb of the AMASS repository, with
+    human_body_prior's BodyModel(num_betas=16, num_dmpls=8)): the keys it reads and the slices it takes."""
+    num_betas, num_dmpls = 16, 8
+    bdata = np.load(path)
+    subject_gender = bdata["gender"]
+    time_length = len(bdata["trans"])
+    body_parms = {
+        "root_orient": torch.Tensor(bdata["poses"][:, :3]),  # controls the global root orientation
+        "pose_body": torch.Tensor(bdata["poses"][:, 3:66]),  # controls the body
+        "pose_hand": torch.Tensor(bdata["poses"][:, 66:]),  # controls the finger articulation
+        "trans": torch.Tensor(bdata["trans"]),  # controls the global body position
+        "betas": torch.Tensor(np.repeat(bdata["betas"][:num_betas][np.newaxis], repeats=time_length, axis=0)),
+        "dmpls": torch.Tensor(bdata["dmpls"][:, :num_dmpls]),  # controls soft tissue dynamics
+    }
+    return bdata, str(subject_gender), time_length, body_parms, float(bdata["mocap_framerate"])
+
+
+def test_amass_file_loads_with_amass_code_and_poses_the_body_in_a_z_up_world(tmp_path, body, scene, track):
     path = write_amass(tmp_path / "t.npz", track, body, fps=FPS, stride=1, gender="neutral")
-    with np.load(path) as z:
-        a = {k: z[k] for k in z.files}
-    n = scene.num_frames
-    assert a["poses"].shape == (n, 72) and a["trans"].shape == (n, 3) and a["betas"].shape == (10,)
-    assert float(a["mocap_framerate"]) == FPS and str(a["gender"]) == "neutral"
+    bdata, gender, n, parms, fps = _load_like_amass(path)
+    assert n == scene.num_frames and gender == "neutral" and fps == FPS
+    shapes = {k: tuple(v.shape) for k, v in parms.items()}
+    assert shapes == {"root_orient": (n, 3), "pose_body": (n, 63), "pose_hand": (n, 90), "trans": (n, 3),
+                      "betas": (n, 16), "dmpls": (n, 8)}
+    assert (parms["pose_hand"] == 0).all() and (parms["dmpls"] == 0).all() and (parms["betas"][:, 10:] == 0).all()
+    # the body the numbers belong to is named: this is not SMPL+H, and for the open body not SMPL either
+    assert str(bdata["surface_model_type"]) == str(bdata["body_model"]) == body.name == "open-anny-v1"
+    assert int(bdata["num_betas"]) == 10 and bdata["poses_smpl"].shape == (n, 72)
+    # posing the body with what the AMASS code read: joints 0..21 (SMPL+H's body) as the truth, z up
     keep = [i for i in range(n) if i != DROPPED]
-    verts, joints = _forward(body, a["poses"][keep], a["betas"], a["trans"][keep])
+    aa = np.concatenate([parms["root_orient"].numpy(), parms["pose_body"].numpy(), np.zeros((n, 6))], axis=1)
+    _, joints = _forward(body, aa[keep].astype(np.float64), parms["betas"][0, :10].numpy().astype(np.float64),
+                         parms["trans"].numpy()[keep].astype(np.float64))
     gt_verts, gt_joints = _truth(body, scene, np.array(keep))
-    np.testing.assert_allclose(joints, gt_joints @ CAM_TO_ZUP.T, atol=1e-6)
+    np.testing.assert_allclose(joints[:, :22], gt_joints[:, :22] @ CAM_TO_ZUP.T, atol=1e-5)
+    # the full SMPL pose (with SMPL's hand joints) gives the mesh itself
+    verts, _ = _forward(body, bdata["poses_smpl"][keep], bdata["betas"][:10], bdata["trans"][keep])
     np.testing.assert_allclose(verts, gt_verts @ CAM_TO_ZUP.T, atol=1e-6)
     assert (joints[:, 15, 2] > joints[:, 7, 2] + 1.0).all()  # head above the left ankle along +z
+    assert float(bdata["start_time"]) == 0.0 and str(bdata["world_source"]) == "camera"
 
 
 # ---------------------------------------------------------------------------------------------------- GLB
@@ -249,3 +277,84 @@ def _dfs(parents: np.ndarray) -> list[int]:
 
     visit(0)
     return order
+
+
+# ------------------------------------------------------------------------------------------------- timing
+def _late_track(scene, person: int, first: int, stride: int, track_id: int) -> TrackSequence:
+    frames = np.arange(first, scene.num_frames, stride)
+    T = len(frames)
+    return TrackSequence(
+        track_id=track_id, frames=frames, poses=scene.poses[person, frames].reshape(T, 72),
+        trans=scene.transl[person, frames], betas=scene.betas[person], bbox=np.zeros((T, 4)), det_score=np.ones(T),
+        keypoints2d=np.zeros((T, 49, 3)), report={"tto_steps": np.zeros(T), "reproj_error_before": np.zeros(T),
+                                                  "reproj_error_after": np.zeros(T),
+                                                  "tto_converged": np.ones(T, bool), "fell_back": np.zeros(T, bool)})
+
+
+def test_animation_times_are_the_video_times(tmp_path, body, scene):
+    """A person who appears at frame 4 of a video processed every 2nd frame: the GLB's keyframes sit at the frames'
+    times in the video (4/30 s, 6/30 s, ...), the BVH starts at the video's first processed frame and holds the first
+    pose until frame 4, and the AMASS file says when it starts."""
+    from bvh import Bvh
+
+    stride, first = 2, 4
+    late = _late_track(scene, 1, first, stride, track_id=3)
+    import pygltflib
+
+    gltf = pygltflib.GLTF2().load(str(write_glb_animation(tmp_path / "t.glb", late, body, fps=FPS, stride=stride)))
+    blob = gltf.binary_blob()
+    times = _accessor(gltf, blob, gltf.animations[0].samplers[0].input)
+    np.testing.assert_allclose(times, late.frames / FPS, atol=1e-6)
+    assert times[0] == pytest.approx(first / FPS)
+
+    doc = Bvh(write_bvh(tmp_path / "t.bvh", late, body, fps=FPS, stride=stride).read_text())
+    assert abs(doc.frame_time - stride / FPS) < 1e-7
+    lead = first // stride
+    assert doc.nframes == lead + len(late.frames)  # BVH frame k = processed frame k = video time k * stride / fps
+    held = [doc.frame_joint_channels(k, "pelvis", ["Xposition", "Yposition", "Zposition"]) for k in range(lead + 1)]
+    assert all(h == held[-1] for h in held)
+    _, joints = _forward(body, scene.poses[1, [first]], scene.betas[1], scene.transl[1, [first]])
+    np.testing.assert_allclose(held[-1], joints[0, 0] * [1, -1, -1], atol=1e-4)  # person 1's pelvis, y up
+    with np.load(write_amass(tmp_path / "t.npz", late, body, fps=FPS, stride=stride, gender="neutral")) as z:
+        assert float(z["start_time"]) == pytest.approx(first / FPS)
+        assert float(z["mocap_framerate"]) == pytest.approx(FPS / stride)
+
+
+def test_scene_glb_holds_every_track_in_time_and_the_camera(tmp_path, body, scene):
+    import pygltflib
+
+    from metahmr_cli.video.export import write_scene_glb
+
+    tracks = [_late_track(scene, 0, 0, 1, track_id=1), _late_track(scene, 1, 5, 1, track_id=2)]
+    W, H = scene.size
+    path = write_scene_glb(tmp_path / "scene.glb", tracks, body, fps=FPS, stride=1, K=scene.K, image_size=(H, W))
+    gltf = pygltflib.GLTF2().load(str(path))
+    blob = gltf.binary_blob()
+    assert len(gltf.skins) == 2 and len(gltf.animations) == 1
+    names = {n.name: i for i, n in enumerate(gltf.nodes)}
+    anim = gltf.animations[0]
+    per_node: dict[tuple[int, str], tuple[np.ndarray, np.ndarray, str]] = {}
+    for ch in anim.channels:
+        smp = anim.samplers[ch.sampler]
+        per_node[(ch.target.node, ch.target.path)] = (_accessor(gltf, blob, smp.input),
+                                                      _accessor(gltf, blob, smp.output), smp.interpolation)
+    for t in tracks:
+        root = gltf.nodes[names[f"track_{t.track_id}"]]
+        pelvis = root.children[0]
+        times, _, _ = per_node[(pelvis, "translation")]
+        np.testing.assert_allclose(times, t.frames / FPS, atol=1e-6)  # both in the video's time
+        k_times, scale, interp = per_node[(names[f"track_{t.track_id}"], "scale")]
+        assert interp == "STEP"
+        visible = [float(s[0]) for s in scale]
+        # hidden before its first frame (when it starts later) and after its last, shown in between
+        if t.frames[0] > 0:
+            assert k_times[0] == 0 and visible[0] == 0
+        assert visible[list(k_times).index(np.float32(t.frames[0] / FPS))] == 1.0
+        assert visible[-1] == 0 and k_times[-1] > t.frames[-1] / FPS
+    cam_node = gltf.nodes[names["video_camera"]]
+    cam = gltf.cameras[cam_node.camera]
+    assert cam.perspective.yfov == pytest.approx(2 * np.arctan(H / 2 / scene.K[1, 1]))
+    assert cam.perspective.aspectRatio == pytest.approx(W / H)
+    # camera axes: glTF cameras look along their -z; in the camera's own axes turned y-up it looks along -z too
+    R = Rotation.from_quat(cam_node.rotation).as_matrix()
+    np.testing.assert_allclose(R @ [0, 0, -1], [0, 0, -1], atol=1e-9)

@@ -128,19 +128,30 @@ def test_tracks_sequences_and_exports(tmp_path, clip, body):
     # one export per track and format, each readable
     for tid in ids[0]:
         amass = np.load(out / "walk_tracks" / f"track_{tid:03d}.npz")
-        assert amass["poses"].shape == (FRAMES, 72)
+        assert amass["poses"].shape == (FRAMES, 156) and amass["poses_smpl"].shape == (FRAMES, 72)
         gltf = pygltflib.GLTF2().load(str(out / "walk_tracks" / f"track_{tid:03d}.glb"))
         assert gltf.accessors[gltf.animations[0].samplers[0].input].count == FRAMES
         doc = Bvh((out / "walk_tracks" / f"track_{tid:03d}.bvh").read_text())
         assert doc.nframes == FRAMES and abs(doc.frame_time - 1 / 30) < 1e-6
     rec = read_manifest(out / MANIFEST_NAME)["walk"]
-    assert "walk_tracks.npz" in rec.outputs and len([o for o in rec.outputs if o.startswith("walk_tracks/")]) == 6
+    exports = sorted(o for o in rec.outputs if o.startswith("walk_tracks/"))
+    assert "walk_tracks.npz" in rec.outputs and len(exports) == 7 and "walk_tracks/scene.glb" in exports
 
-    # a re-run with only another export set skips nothing of the frames but remakes the sequence files
+    # a re-run with another export set keeps the frames and every earlier export, untouched
     before = {t: (out / "walk" / f"frame_{t:06d}.npz").stat().st_mtime_ns for t in range(FRAMES)}
+    files = {p.name: p.stat().st_mtime_ns for p in (out / "walk_tracks").iterdir()}
     _run(clip, out, export=("bvh",))
     assert {t: (out / "walk" / f"frame_{t:06d}.npz").stat().st_mtime_ns for t in range(FRAMES)} == before
-    assert sorted(p.suffix for p in (out / "walk_tracks").iterdir()) == [".bvh", ".bvh"]
+    assert {p.name: p.stat().st_mtime_ns for p in (out / "walk_tracks").iterdir()} == files
+    rec = read_manifest(out / MANIFEST_NAME)["walk"]
+    assert rec.status == "skipped" and sorted(o for o in rec.outputs if o.startswith("walk_tracks/")) == exports
+    # and a formats' file that went missing is made again from the frames, the others kept
+    (out / "walk_tracks" / f"track_{ids[0][0]:03d}.glb").unlink()
+    _run(clip, out, export=("bvh",))
+    assert (out / "walk_tracks" / f"track_{ids[0][0]:03d}.glb").is_file()
+    assert {p.name: p.stat().st_mtime_ns for p in (out / "walk_tracks").iterdir()
+            if p.name != f"track_{ids[0][0]:03d}.glb"} == {k: v for k, v in files.items()
+                                                           if k != f"track_{ids[0][0]:03d}.glb"}
 
     # resume: the last frames and the sequence files are lost; the next run redoes only those frames and the
     # tracks keep their ids
@@ -150,6 +161,8 @@ def test_tracks_sequences_and_exports(tmp_path, clip, body):
     _run(clip, out, export=("bvh",))
     assert {t: (out / "walk" / f"frame_{t:06d}.npz").stat().st_mtime_ns for t in range(6)} == \
         {t: before[t] for t in range(6)}
+    # the earlier formats are remade for the new frames, not dropped
+    assert sorted(p.suffix for p in (out / "walk_tracks").iterdir()) == [".bvh"] * 2 + [".glb"] * 3 + [".npz"] * 2
     again = _frames(out)
     for t in range(FRAMES):
         assert again[t]["track_id"].tolist() == frames[t]["track_id"].tolist()

@@ -214,3 +214,41 @@ def test_glb_of_a_standing_person_is_upright_and_faces_plus_z(tmp_path, standin_
     assert nose[2] > neck[2] + 0.02
     # and the person is 4 m in front of the camera, i.e. at z = -4 in the file
     assert v[:, 2].mean() == pytest.approx(-4.0, abs=0.2)
+
+
+def test_glb_mesh_has_smooth_normals_and_a_material(tmp_path, standin_body):
+    """Without normals Blender shades the body faceted; the GLB carries per-vertex normals (close to the area-weighted
+    mean of the adjacent face normals, computed here independently; trimesh weighs by angle) and a material in the
+    person's colour."""
+    import pygltflib
+    import torch
+
+    out = standin_body(torch.eye(3).repeat(1, 24, 1, 1), torch.zeros(1, 10), torch.tensor([[0.0, 0.0, 4.0]]))
+    verts = out.vertices[0].numpy().astype(np.float64)
+    (path,) = write_person_meshes(tmp_path / "p", verts[None], standin_body.faces, "glb", colors=[(0.2, 0.4, 0.6)])
+    gltf = pygltflib.GLTF2().load(str(path))
+    prim = gltf.meshes[0].primitives[0]
+    assert prim.attributes.NORMAL is not None and prim.material is not None
+    assert gltf.materials[prim.material].pbrMetallicRoughness.baseColorFactor[:3] == pytest.approx([0.2, 0.4, 0.6])
+    blob = gltf.binary_blob()
+
+    def accessor(i):
+        acc = gltf.accessors[i]
+        view = gltf.bufferViews[acc.bufferView]
+        return np.frombuffer(blob, np.float32, acc.count * 3, view.byteOffset + (acc.byteOffset or 0)).reshape(-1, 3)
+
+    pos, nrm = accessor(prim.attributes.POSITION), accessor(prim.attributes.NORMAL)
+    v = verts * [1, -1, -1]
+    f = np.asarray(standin_body.faces)
+    fn = np.cross(v[f[:, 1]] - v[f[:, 0]], v[f[:, 2]] - v[f[:, 0]])
+    expect = np.zeros_like(v)
+    for k in range(3):
+        np.add.at(expect, f[:, k], fn)
+    expect /= np.linalg.norm(expect, axis=1, keepdims=True)
+    np.testing.assert_allclose(pos, v, atol=1e-5)  # same vertex order
+    cos = np.sum(nrm * expect, axis=1)
+    assert cos.min() > 0.95 and np.median(cos) > 0.999
+    ply = write_mesh(tmp_path / "p.ply", verts, standin_body.faces)
+    assert b"property float nx" in ply.read_bytes()[:400]
+    obj = write_mesh(tmp_path / "p.obj", verts, standin_body.faces)
+    assert "\nvn " in obj.read_text()

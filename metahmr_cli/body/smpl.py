@@ -336,7 +336,12 @@ def _vertex_ids_for(data: Mapping[str, np.ndarray], body_dir: Path, num_vertices
 
 
 def find_model_file(body_dir: str | os.PathLike[str], gender: str = "neutral") -> Path:
-    """Return the model file of ``gender`` in ``body_dir`` (lookup order of :func:`model_file_candidates`)."""
+    """Return the model file of ``gender`` in ``body_dir`` (lookup order of :func:`model_file_candidates`).
+
+    SMPL v1.1.0 files (300 shape components), told apart by name or by content (a renamed ``SMPL_NEUTRAL.pkl`` or
+    a converted ``.npz``), come after every v1.0.0 file: SPIN, CLIFF and Meta-HMR used SMPLify's neutral v1.0.0,
+    and the released evaluation the gendered models of SMPL v1.0.0.
+    """
     d = Path(body_dir).expanduser()
     names = model_file_candidates(gender)
     if not d.is_dir():
@@ -344,8 +349,7 @@ def find_model_file(body_dir: str | os.PathLike[str], gender: str = "neutral") -
     found = [d / name for name in names if (d / name).is_file()]
     if not found:
         raise AssetNotFoundError(f"No {gender} body model in {d}. Looked for: {', '.join(names)}. {_HOWTO}")
-    if _check_gender(gender) == "neutral" and len(found) > 1 and _is_v110(found[0]):
-        # a converted v1.1.0 neutral must not shadow the SMPLify neutral the released networks were trained with
+    if len(found) > 1 and _is_v110(found[0]):
         others = [p for p in found[1:] if not _is_v110(p)]
         if others:
             return others[0]
@@ -353,17 +357,22 @@ def find_model_file(body_dir: str | os.PathLike[str], gender: str = "neutral") -
 
 
 def _is_v110(path: Path) -> bool:
-    """Whether a model file is SMPL v1.1.0 by name or, for converted ``.npz`` files, by content."""
+    """Whether a model file is SMPL v1.1.0, by name or by content (``smpl_release`` of a converted ``.npz``, else
+    300 shape components; official ``.pkl`` files are read with the safe unpickler)."""
     if "v1.1.0" in path.name:
         return True
-    if path.suffix != ".npz":
+    if "v1.0.0" in path.name or path.name.startswith(("OPEN_", "STANDIN_")):
         return False
     try:
+        if path.suffix == ".pkl":
+            from metahmr_cli.body.pkl import load_smpl_pkl, smpl_release
+
+            return smpl_release(load_smpl_pkl(path)) == "v1.1.0"
         with np.load(path, allow_pickle=False) as data:
             if "smpl_release" in data.files:
                 return str(data["smpl_release"]) == "v1.1.0"
             return "shapedirs" in data.files and data["shapedirs"].shape[-1] == 300
-    except (OSError, ValueError, zipfile.BadZipFile):  # unreadable: the loader reports it properly later
+    except (OSError, ValueError, zipfile.BadZipFile, BodyModelError):  # unreadable: the loader reports it later
         return False
 
 

@@ -64,6 +64,26 @@ def _root(
     )
 
 
+def _hide_flag_placeholders() -> None:
+    """typer (>= 0.2x, with its own copy of click) shows a ``<bool>`` value placeholder beside on/off flags such as
+    ``--overwrite`` or ``--render/--no-render``, which take no value: show none."""
+    from typer.core import TyperOption
+
+    shown = getattr(TyperOption, "display_type_rich", None)
+    if shown is None or getattr(shown, "_metahmr_flags", False):
+        return
+
+    def display_type_rich(self: TyperOption, ctx: typer.Context) -> str | None:
+        if getattr(self, "is_flag", False) and not getattr(self, "count", False):
+            return None
+        return shown(self, ctx)
+
+    display_type_rich._metahmr_flags = True  # type: ignore[attr-defined]
+    TyperOption.display_type_rich = display_type_rich  # type: ignore[method-assign]
+
+
+_hide_flag_placeholders()
+
 for _name in COMMAND_MODULES:
     _module = importlib.import_module(f"metahmr_cli.cli.{_name}")
     _module.register(app)

@@ -39,7 +39,8 @@ HELP = {
     "checkpoint": "Meta-HMR release, official CLIFF, SPIN or metahmr checkpoint (default: the HRNet release "
                   "for the dataset, cliff_hrnet_h36m.pt or cliff_hrnet_3dpw.pt, from the weights folder).",
     "tto": "Comma-separated methods: none, eft, metahmr, reference, paper (default: none,eft,metahmr,reference).",
-    "steps": "Most TTO updates per method (default 14).",
+    "steps": "Most TTO updates per method (default: each method's own, printed with its numbers: 20 for eft, EFT's "
+             "maximum; 14 for metahmr, reference and paper).",
     "scope": "Adapted weights: head | last_stage | all (default: each schedule's own).",
     "grouping": "person | batch (one weight copy per loader batch); default: each schedule's own (batch of 20 "
                 "for reference, person for the others).",

@@ -22,6 +22,8 @@ Examples:
 
   metahmr process clip.mp4 --export glb,bvh --smooth 2          # tracked people as animations, smoother
 
+  metahmr process ./photos --save-mesh glb,obj                  # again with meshes: written from the results
+
   metahmr process "shots/**/*.jpg" --tto reference --steps 14   # the released evaluation schedule
 
   metahmr process ./photos --tto none --no-render               # plain regression, result files only
@@ -45,9 +47,10 @@ console = Console(stderr=True)
 def register(app: typer.Typer) -> None:
     """Add the ``process`` command to the root app."""
 
-    @app.command("process", epilog=EPILOG, no_args_is_help=True)
+    @app.command("process", epilog=EPILOG)
     def process(
-        inputs: list[str] = typer.Argument(..., help="Images, videos, folders or quoted glob patterns."),
+        inputs: list[str] | None = typer.Argument(None, help="Images, videos, folders or quoted glob patterns "
+                                                            "(or `inputs` in --config)."),
         out: Path | None = typer.Option(None, "--out", "-o", help="Output folder (default: results)."),
         config: Path | None = typer.Option(None, "--config", help="TOML/JSON file with any process setting."),
         recursive: bool = typer.Option(False, "--recursive", "-r", help="Scan sub-folders of folders."),
@@ -97,7 +100,9 @@ def register(app: typer.Typer) -> None:
         dtype: str | None = typer.Option(None, "--dtype", help="float32 | float64 (default: float32)."),
         render: bool | None = typer.Option(None, "--render/--no-render", help="Write overlays (default: on)."),
         side_view: bool = typer.Option(False, "--side-view", help="Also render a side view."),
-        save_mesh: str | None = typer.Option(None, "--save-mesh", help="none | obj | ply | glb (default: none)."),
+        save_mesh: str | None = typer.Option(None, "--save-mesh", help="Per-person meshes, comma-separated: obj, "
+                                                                       "ply, glb (e.g. glb,obj) or none (default). A "
+                                                                       "re-run adds formats from the stored results."),
         save_vertices: bool | None = typer.Option(
             None, "--save-vertices/--no-save-vertices", help="Store vertices in the .npz (default: on)."),
         overwrite: bool = typer.Option(False, "--overwrite", help="Redo inputs that are already done."),
@@ -111,7 +116,11 @@ def register(app: typer.Typer) -> None:
                                                help="Video TTO starts from the person's previous frame "
                                                     "(default: on where the schedule allows it)."),
         export: str | None = typer.Option(None, "--export", help="Per-track video exports, comma-separated: amass, "
-                                                                "glb, bvh or none (default: amass)."),
+                                                                "glb, bvh or none (default: amass). A re-run adds "
+                                                                "formats and keeps earlier ones."),
+        world: str | None = typer.Option(None, "--world", help="Axes of the video exports: ground (floor and gravity "
+                                                              "from the people's foot contacts, static camera; "
+                                                              "default) or camera."),
         progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
         max_pixels: int | None = typer.Option(None, "--max-pixels", help="Largest image decoded, width x height "
                                                                           "(default 100000000)."),
@@ -132,8 +141,14 @@ def register(app: typer.Typer) -> None:
         """
         from metahmr_cli.io.sources import expand_inputs
 
+        inputs = list(inputs or [])
+        if not inputs and config is None:  # one line, not the whole help
+            print_error(console, "missing INPUTS: give images, videos, folders or glob patterns, e.g. `metahmr "
+                                 "process ./photos --out results/` (`metahmr process --help` lists every option)")
+            raise typer.Exit(code=2)
         try:  # a missing input or an unusable --out is reported at once, before torch and the models load
-            expand_inputs(list(inputs), recursive=recursive, report_problems=True)
+            if inputs:
+                expand_inputs(inputs, recursive=recursive, report_problems=True)
             if out is not None:
                 from metahmr_cli.io.outdir import check_output_folder
 
@@ -147,18 +162,20 @@ def register(app: typer.Typer) -> None:
         from metahmr_cli.pipeline import Pipeline, ProcessConfig
 
         overrides: dict[str, Any] = {
-            "inputs": list(inputs), "out": out, "recursive": recursive or None, "weights": weights,
+            "inputs": inputs or None, "out": out, "recursive": recursive or None, "weights": weights,
             "model": model, "checkpoint": checkpoint, "body": body, "gender": gender, "detector": detector,
             "det_conf": det_conf,
             "det_iou": det_iou, "max_people": max_people, "min_box": min_box, "keypoints": keypoints,
             "keypoints_model": keypoints_model, "boxes_json": boxes_json, "keypoints_json": keypoints_json,
             "focal": focal, "fov": fov, "batch_size": batch_size, "device": device, "dtype": dtype,
-            "render": render, "side_view": side_view or None, "save_mesh": save_mesh, "save_vertices": save_vertices,
+            "render": render, "side_view": side_view or None,
+            "save_mesh": None if save_mesh is None else tuple(m.strip() for m in save_mesh.split(",")),
+            "save_vertices": save_vertices,
             "overwrite": overwrite or None, "video_stride": video_stride, "max_frames": max_frames,
             "tto.schedule": tto, "tto.max_steps": steps, "tto.scope": scope, "tto.grouping": grouping,
             "tto.lr": lr, "tto.optimizer": optimizer, "self_aux": self_aux or None, "max_pixels": max_pixels,
             "wait": wait or None, "prefetch": prefetch, "video.tracker": tracker, "video.smooth": smooth,
-            "video.warm_start": warm_start,
+            "video.warm_start": warm_start, "video.world": world,
             "video.export": None if export is None else tuple(e.strip() for e in export.split(",")
                                                             if e.strip() and e.strip() != "none"),
         }

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -32,15 +33,30 @@ _HOWTO = (
 
 
 def set_ultralytics_offline(config_dir: str | os.PathLike[str] | None = None) -> None:
-    """Make ultralytics work offline: no downloads, no auto-installs, settings kept in ``config_dir``.
+    """Make ultralytics work offline and quietly: no downloads, no auto-installs, no settings sync, and its
+    ``settings.json`` kept in ``config_dir`` (default: ``ultralytics/`` in metahmr's per-user data folder, not
+    ``~/.config/Ultralytics``) without the three lines it prints when it creates the file.
 
-    Must run before ``ultralytics`` is imported for the first time to take full effect. Existing
-    environment values are kept.
+    Must run before ``ultralytics`` is imported for the first time to take full effect (every metahmr module that
+    imports it calls this first). Values already in the environment are kept.
     """
     os.environ.setdefault("YOLO_OFFLINE", "1")
     os.environ.setdefault("YOLO_AUTOINSTALL", "False")
+    if config_dir is None and "YOLO_CONFIG_DIR" not in os.environ:
+        from metahmr_cli.assets import user_data_dir
+
+        config_dir = user_data_dir() / "ultralytics"
     if config_dir is not None:
         os.environ.setdefault("YOLO_CONFIG_DIR", os.fspath(config_dir))
+    if "ultralytics" not in sys.modules:
+        # its logger prints at INFO when the settings file is made (and on every prediction): warnings only
+        os.environ.setdefault("YOLO_VERBOSE", "False")
+    try:
+        from ultralytics.utils import SETTINGS
+    except ImportError:
+        return
+    if SETTINGS.get("sync"):
+        SETTINGS.update(sync=False)  # no usage analytics from a metahmr run
 
 
 def _import_yolo():

@@ -205,7 +205,10 @@ def table_rows(report: EvalReport) -> tuple[list[str], list[list[str]]]:
 
 def _tto_settings(config: dict[str, Any]) -> str:
     keys = ("steps", "scope", "grouping", "batch_size", "baseline_net")
-    return ", ".join(f"{k}={config[k]}" for k in keys if k in config) or "-"
+    shown = {k: config[k] for k in keys if k in config}
+    if "steps" in shown and shown["steps"] is None:
+        shown["steps"] = "each method's own"  # 20 for eft, 14 for the others: each protocol line says which
+    return ", ".join(f"{k}={v}" for k, v in shown.items()) or "-"
 
 
 def render_markdown(report: EvalReport) -> str:

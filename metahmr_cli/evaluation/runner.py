@@ -39,7 +39,6 @@ from metahmr_cli.evaluation import protocols as P
 from metahmr_cli.evaluation.paper_numbers import match_paper_result
 from metahmr_cli.evaluation.reports import EvalReport, MethodResult, write_reports
 from metahmr_cli.io.writers import atomic_path
-from metahmr_cli.tto.schedules import RELEASED_PROCEDURE
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +70,9 @@ class EvalConfig:
         body: "smpl", "standin" or a body-model folder.
         methods: any of "none", "eft", "metahmr", "reference", "paper", in report order (see
             :mod:`metahmr_cli.tto.schedules`).
-        steps: most TTO updates per method (for "metahmr"/"reference": Adam updates after the step-0 update).
+        steps: most TTO updates per method (for "metahmr"/"reference"/"paper": Adam/SGD updates after the step-0
+            update); None = each schedule's own maximum, as in ``process``: 14 for metahmr/reference/paper, 20 for
+            eft (EFT's own maximum).
         scope: adapted weights ("head" | "last_stage" | "all"); None = each schedule's default.
         grouping: "person" (one weight copy per person, the paper) or "batch" (one copy per loader batch,
             the released evaluation when batch_size = 20); None = each schedule's own ("batch" for
@@ -108,7 +109,7 @@ class EvalConfig:
     checkpoint: str | None = None
     body: str = "smpl"
     methods: tuple[str, ...] = ("none", "eft", "metahmr", "reference")
-    steps: int = 14
+    steps: int | None = None
     scope: Literal["head", "last_stage", "all"] | None = None
     grouping: Literal["person", "batch"] | None = None
     optimizer: Literal["sgd", "adam"] | None = None
@@ -160,7 +161,7 @@ class EvalConfig:
             raise ConfigError(f"scope = {self.scope!r} is not valid; choose head, last_stage or all")
         if self.gt_source is not None and self.gt_source not in ("mesh", "S"):
             raise ConfigError(f"gt_source = {self.gt_source!r} is not valid; choose mesh or S")
-        if self.steps < 0:
+        if self.steps is not None and self.steps < 0:
             raise ConfigError(f"steps must be >= 0, got {self.steps}")
         if self.batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
@@ -410,7 +411,7 @@ class _Evaluator:
             "checkpoint": self.checkpoint_id,
             "dataset": self.dataset_id,
             "body": body,
-            "steps": c.steps if method != "none" else 0,
+            "steps": self.steps_of(method),
             "scope": c.scope if method != "none" else None,
             "grouping": self.grouping_of(method) if method != "none" else None,
             "optimizer": c.optimizer if method != "none" else None,
@@ -499,6 +500,14 @@ class _Evaluator:
             camera=getattr(net, "arch", "cliff"),
         ), net
 
+    def steps_of(self, method: str) -> int:
+        """The step budget a method runs with (``steps`` of the config, else the schedule's own: 20 for eft, 14 for
+        the others; for metahmr/reference the Adam steps after the step-0 update)."""
+        from metahmr_cli.tto import resolve_schedule
+
+        phases = resolve_schedule(self.tto_config(method)[0]).phases
+        return phases[-1].steps if phases else 0
+
     def grouping_of(self, method: str) -> str:
         """The grouping a method runs with (the explicit setting, else the schedule's own)."""
         from metahmr_cli.tto import resolve_schedule
@@ -511,7 +520,7 @@ class _Evaluator:
             return "regression"
         grouping = self.grouping_of(method)
         group = f"batch of {self.config.batch_size}" if grouping == "batch" else "per person"
-        return f"{method}: {group}, <= {self.config.steps} steps, {self.config.keypoints} keypoints"
+        return f"{method}: {group}, <= {self.steps_of(method)} steps, {self.config.keypoints} keypoints"
 
     def run_method(self, method: str, inputs: Any, prepared: P.PreparedGT) -> dict[str, np.ndarray]:
         from metahmr_cli.tto import run_tto
@@ -530,9 +539,9 @@ class _Evaluator:
             )
         body = self.bodies.neutral
         B = len(inputs)
-        n_cols = (self.config.steps + 2) if method in RELEASED_PROCEDURE else (self.config.steps + 1)
-        if method == "none":
-            n_cols = 1
+        from metahmr_cli.tto import resolve_schedule
+
+        n_cols = resolve_schedule(cfg).max_steps + 1  # the value before any update, then one per update
         step_vals = {m: np.full((B, n_cols), np.nan) for m in P.METRICS}
 
         def callback(step: int, decoded: Any, active: Tensor) -> None:
@@ -575,8 +584,14 @@ def run_evaluation(config: EvalConfig) -> EvalReport:
     Raises:
         ConfigError, DatasetError, AssetNotFoundError, CheckpointError with a message naming the fix.
     """
+    from rich.console import Console
     from torch.utils.data import DataLoader
 
+    from metahmr_cli.progress import WorkProgress
+
+    progress = WorkProgress(label="eval", unit="samples x methods", enabled=config.progress,
+                            console=Console(stderr=True))
+    progress.note(f"preparing {config.dataset} (data, body model, networks)")
     ev = _Evaluator(config)
     methods = list(config.methods)
     batches = _batches(ev.n, config.batch_size)
@@ -607,11 +622,11 @@ def run_evaluation(config: EvalConfig) -> EvalReport:
     if todo:
         loader = DataLoader(ev.dataset, batch_sampler=[list(range(*batches[b])) for b in todo],
                             num_workers=config.num_workers, shuffle=False)
-        progress = _make_progress(config.progress)
+        for m in methods:  # the ETA prices each method by its own samples per second
+            progress.add_work(m, sum(batches[b][1] - batches[b][0] for b in todo if (m, b) not in cached), m)
+        started: set[str] = set()
         with progress:
-            task = progress.add_task(f"eval {config.dataset}", total=sum(batches[b][1] - batches[b][0]
-                                                                          for b in todo), rate="")
-            for b, batch in zip(todo, loader, strict=True):
+            for i, (b, batch) in enumerate(zip(todo, loader, strict=True)):
                 s, e = batches[b]
                 gt = ev.ground_truth(batch)
                 prepared = P.prepare_ground_truth(gt, ev.protocol, ev.bodies)
@@ -619,6 +634,12 @@ def run_evaluation(config: EvalConfig) -> EvalReport:
                 for m in methods:
                     if (m, b) in cached:
                         continue
+                    if m not in started:  # one line per method (without a terminal): what runs, and its budget
+                        started.add(m)
+                        what = ev.protocol_of(m)
+                        what = what if what.startswith(f"{m}:") else f"{m}: {what}"
+                        progress.note(f"{what} on {progress.work[m].units:.0f} samples")
+                    progress.current(f"{m}, batch {i + 1}/{len(todo)}")
                     if inputs is None:
                         inputs = ev.tto_inputs(batch)
                     torch.manual_seed(config.seed + b)
@@ -628,9 +649,8 @@ def run_evaluation(config: EvalConfig) -> EvalReport:
                     res["sample_index"] = np.arange(s, e, dtype=np.int64)
                     _atomic_savez(ev.cache_path(m, s, e), res)
                     cached[(m, b)] = res
+                    progress.advance(m, e - s, name=f"{m}, batch {i + 1}/{len(todo)}")
                 computed_samples += e - s
-                elapsed = max(time.perf_counter() - t_start, 1e-9)
-                progress.update(task, advance=e - s, rate=f"{computed_samples / elapsed:.2f} samples/s")
     elapsed = time.perf_counter() - t_start
 
     results: dict[str, MethodResult] = {}
@@ -668,37 +688,6 @@ def run_evaluation(config: EvalConfig) -> EvalReport:
     )
     write_reports(report, ev.out, plots=config.plots)
     return report
-
-
-class _NullProgress:
-    def __enter__(self) -> _NullProgress:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        return None
-
-    def add_task(self, *args: Any, **kwargs: Any) -> int:
-        return 0
-
-    def update(self, *args: Any, **kwargs: Any) -> None:
-        return None
-
-
-def _make_progress(enabled: bool):
-    if not enabled:
-        return _NullProgress()
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    return Progress(
-        TextColumn("[progress.description]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[rate]}"),
-        TimeRemainingColumn(),
-        console=Console(stderr=True),
-        transient=False,
-    )
 
 
 def config_from_dict(values: dict[str, Any]) -> EvalConfig:

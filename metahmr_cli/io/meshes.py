@@ -20,6 +20,8 @@ MeshFormat = Literal["obj", "ply", "glb"]
 MESH_FORMATS: tuple[str, ...] = ("obj", "ply", "glb")
 MeshFrame = Literal["gltf", "opencv"]
 MESH_FRAMES: tuple[str, ...] = ("gltf", "opencv")
+MESH_GREY = (0.75, 0.75, 0.8)
+"""Colour of a mesh written without one (that of the animated track exports)."""
 OPENCV_TO_GLTF = np.diag([1.0, -1.0, -1.0])
 """Rotation (half a turn about x) from the OpenCV camera frame to the glTF / Blender frame (y up)."""
 
@@ -37,8 +39,9 @@ def write_mesh(path: str | Path, vertices: np.ndarray, faces: np.ndarray,
     """Write one triangle mesh; the format comes from the suffix of ``path`` (.obj, .ply or .glb).
 
     vertices: (V, 3) float in the camera frame of the results (OpenCV axes); faces: (F, 3) int; color_rgb:
-    optional uniform colour in [0, 1] (PLY and GLB keep it); frame: axes of the file (see the module docstring).
-    A rotation keeps the winding, so faces stay outward.
+    optional uniform colour in [0, 1] (PLY keeps it per vertex, GLB as its material; grey without one); frame: axes
+    of the file (see the module docstring). Every format gets smooth vertex normals. A rotation keeps the winding,
+    so faces stay outward.
     """
     import trimesh
 
@@ -57,11 +60,25 @@ def write_mesh(path: str | Path, vertices: np.ndarray, faces: np.ndarray,
     if faces.size and (faces.min() < 0 or faces.max() >= len(vertices)):
         raise ValueError(f"faces index outside 0..{len(vertices) - 1}")
     mesh = trimesh.Trimesh(vertices=vertices, faces=faces, process=False)
-    if color_rgb is not None and fmt != "obj":
-        rgba = np.array([*(np.clip(color_rgb, 0, 1) * 255), 255], dtype=np.uint8)
-        mesh.visual.vertex_colors = np.tile(rgba, (len(vertices), 1))
+    # smooth vertex normals in every format (without them Blender and most viewers shade the body faceted)
+    options: dict[str, object] = {"include_normals": True}
+    if fmt == "glb":
+        # a material (the person's colour, else grey) rather than vertex colours: glTF viewers and Blender then
+        # light the body as a surface
+        from trimesh.visual import TextureVisuals
+        from trimesh.visual.material import PBRMaterial
+
+        rgb = np.clip(color_rgb if color_rgb is not None else MESH_GREY, 0, 1)
+        mesh.visual = TextureVisuals(material=PBRMaterial(
+            name="body", baseColorFactor=[*(float(c) for c in rgb), 1.0], metallicFactor=0.1, roughnessFactor=0.7))
+    elif fmt == "ply":
+        options = {"vertex_normal": True}
+        if color_rgb is not None:
+            rgba = np.array([*(np.clip(color_rgb, 0, 1) * 255), 255], dtype=np.uint8)
+            mesh.visual.vertex_colors = np.tile(rgba, (len(vertices), 1))
+    _ = mesh.vertex_normals  # computed before export (area-weighted face normals; a rotation keeps them outward)
     with atomic_path(path) as tmp:
-        mesh.export(str(tmp), file_type=fmt)
+        mesh.export(str(tmp), file_type=fmt, **options)
     return path
 
 

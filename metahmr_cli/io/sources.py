@@ -479,18 +479,30 @@ def _open_video(path: Path):
         raise InputError(f"Video {path} does not exist or is not a file.")
     if path.stat().st_size == 0:
         raise InputError(f"Video {path} is an empty (zero-byte) file.")
-    gen = imageio_ffmpeg.read_frames(str(path))
-    try:
-        meta = next(gen)
-    except (OSError, RuntimeError, StopIteration) as exc:
-        gen.close()
-        text = str(exc)
+    error: BaseException | None = None
+    for attempt in range(3):
+        gen = imageio_ffmpeg.read_frames(str(path))
+        try:
+            meta = next(gen)
+        except (OSError, RuntimeError, StopIteration) as exc:
+            gen.close()
+            error = exc
+            # imageio-ffmpeg gives ffmpeg 10 s to print the stream header; on a machine busy with other work that is
+            # not always enough for a readable file: ask again before calling the file unreadable
+            if "Could not load meta information" in str(exc) and attempt < 2:
+                logger.info("ffmpeg was slow to open %s; trying again", path)
+                continue
+            break
+        error = None
+        break
+    if error is not None:
+        text = str(error)
         if "does not contain any stream" in text or "Stream #" not in text:
             raise InputError(
                 f"Video {path} contains no frames (no decodable video stream). Re-export or re-copy it."
-            ) from exc
+            ) from error
         last = [ln.strip() for ln in text.splitlines() if ln.strip()][-1:]
-        raise InputError(f"Cannot read video {path}: ffmpeg could not decode it ({' '.join(last)}).") from exc
+        raise InputError(f"Cannot read video {path}: ffmpeg could not decode it ({' '.join(last)}).") from error
     size = meta.get("size")
     if not size or min(size) <= 0:
         gen.close()

@@ -259,7 +259,8 @@ class MeshRenderer:
     def render_side_view(self, image_hw: tuple[int, int], vertices: np.ndarray, faces: np.ndarray,
                          K: np.ndarray, colors: list[tuple[float, float, float]] | None = None) -> np.ndarray:
         """Render the people seen from their right: vertices turned +90 degrees about the vertical axis through
-        the group's centre (mean vertex with x = y = 0, as in the CLIFF demo), on a plain background.
+        the group's centre (mean vertex with x = y = 0, as in the CLIFF demo), on a plain background, moved away
+        from the camera as far as needed for everyone to stay in the frame, feet included.
 
         Returns (h, w, 3) uint8 RGB.
         """
@@ -275,9 +276,25 @@ class MeshRenderer:
         c, s = np.cos(np.pi / 2), np.sin(np.pi / 2)
         rot_y = np.array([[c, 0.0, s], [0.0, 1.0, 0.0], [-s, 0.0, c]])
         turned = (vertices - center) @ rot_y + center
+        turned[..., 2] += _fit_depth(turned.reshape(-1, 3), Ks, h, w)
         color, mask = self._render_rgba(turned, faces, Ks, h, w, _colors(colors, len(vertices)))
         out[mask] = color[mask]
         return out
+
+
+def _fit_depth(points: np.ndarray, K: np.ndarray, height: int, width: int, margin: float = 0.04) -> float:
+    """How far (m, >= 0) to push points (N, 3) away from the camera so that all of them project inside the image,
+    ``margin`` of its size from every edge.
+
+    Turned to the side, a person who stood near the camera's axis can come closer to it than before, and their
+    feet (or a neighbour) would leave the frame: ``u = fx x / (z + dz) + cx`` stays within the limits once
+    ``z + dz >= fx |x| / (room on that side)``."""
+    x, y, z = points[:, 0], points[:, 1], points[:, 2]
+    fx, fy, cx, cy = K[0, 0], K[1, 1], K[0, 2], K[1, 2]
+    room_x = np.where(x < 0, cx - margin * width, width * (1 - margin) - cx)
+    room_y = np.where(y < 0, cy - margin * height, height * (1 - margin) - cy)
+    need = np.maximum(fx * np.abs(x) / np.maximum(room_x, 1.0), fy * np.abs(y) / np.maximum(room_y, 1.0))
+    return float(max(0.0, np.max(need - z)))
 
 
 def _resize(image: np.ndarray, width: int, height: int) -> np.ndarray:

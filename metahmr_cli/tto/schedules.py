@@ -94,6 +94,17 @@ class ResolvedSchedule:
         """Upper bound on the number of updates of one person."""
         return sum(p.steps for p in self.phases)
 
+    def describe(self) -> str:
+        """One line for the user: the phases with their step budgets, e.g. ``eft: up to 20 adam steps on all
+        weights (eft loss), per person``."""
+        if not self.phases:
+            return f"{self.name}: the regression alone (no test-time optimisation)"
+        parts = [f"{'1' if p.steps == 1 else f'up to {p.steps}'} {p.optimizer} step{'s' if p.steps != 1 else ''} on "
+                 f"{'all weights' if p.scope == 'all' else f'the {p.scope}'.replace('_', ' ')} ({p.loss} loss)"
+                 for p in self.phases]
+        who = "per person" if self.grouping == "person" else f"one weight copy per batch of {self.group_size}"
+        return f"{self.name}: {', then '.join(parts)}, {who}"
+
     @property
     def released_procedure(self) -> bool:
         """The two-phase released procedure (``metahmr`` and ``reference``): step 0 SGD, then Adam."""

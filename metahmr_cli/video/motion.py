@@ -59,7 +59,10 @@ class VideoSettings:
             pretrained weights (a jump: a wrong match or a cut).
         max_gap: frames a track may be missed (not detected) and still warm-start / keep its filter state.
         export: per-track files written once a video is complete, besides ``<stem>_tracks.npz``: "amass"
-            (AMASS-layout ``.npz``), "glb" (animated skinned glTF), "bvh"; empty = none.
+            (AMASS-layout ``.npz``), "glb" (animated skinned glTF, and one scene GLB of every track and the camera),
+            "bvh"; empty = none. A re-run adds formats and keeps those an earlier run wrote.
+        world: the frame of the exports: "ground" (the floor and gravity estimated from the people's foot contacts
+            over the clip, for a static camera: z up / y up, floor at 0) or "camera" (the camera's axes).
     """
 
     tracker: str = "auto"
@@ -69,6 +72,7 @@ class VideoSettings:
     reset_iou: float = 0.3
     max_gap: int = 1
     export: tuple[str, ...] = ("amass",)
+    world: str = "ground"
 
     def validate(self) -> None:
         from metahmr_cli.errors import ConfigError
@@ -86,6 +90,9 @@ class VideoSettings:
         bad = [e for e in self.export if e not in EXPORT_FORMATS]
         if bad:
             raise ConfigError(f"--export {','.join(bad)}: choose from {', '.join(EXPORT_FORMATS)} (or none)")
+        if self.world not in ("ground", "camera"):
+            raise ConfigError(f"--world {self.world!r}: choose ground (floor and gravity from the people's feet, "
+                              "for a static camera) or camera (the camera's axes)")
 
 
 @dataclass

@@ -12,12 +12,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-__all__ = ["TrackSequence", "collect_tracks", "contiguous", "to_world", "write_amass", "write_tracks_npz",
-           "Y_UP", "Z_UP"]
+if TYPE_CHECKING:
+    from metahmr_cli.video.world import WorldFrame
+
+__all__ = ["AMASS_NUM_BETAS", "AMASS_NUM_DMPLS", "AMASS_POSE_SIZE", "TrackSequence", "collect_tracks", "contiguous",
+           "to_world", "write_amass", "write_tracks_npz", "Y_UP", "Z_UP"]
 
 Y_UP = np.diag([1.0, -1.0, -1.0])
 """Camera frame (OpenCV: x right, y down, z forward) -> y-up world (glTF, BVH, Blender's glTF import): x right,
@@ -115,16 +118,18 @@ def contiguous(seq: TrackSequence, stride: int = 1) -> tuple[np.ndarray, np.ndar
 
 
 def to_world(rot_root: np.ndarray, trans: np.ndarray, root_joint: np.ndarray,
-             world_from_camera: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Express a SMPL root rotation (N, 3, 3) and translation (N, 3) in another frame (``world_from_camera``).
+             world_from_camera: np.ndarray, offset: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Express a SMPL root rotation (N, 3, 3) and translation (N, 3) in another frame: ``x' = R x + offset``
+    (``world_from_camera`` = R (3, 3), ``offset`` (3,), default 0).
 
     SMPL turns the body about its root joint ``J0`` (the rest pelvis of the track's betas) and then adds ``trans``,
-    so the pelvis lands at ``J0 + trans``; in the new frame it must land at ``R (J0 + trans)``:
-    ``rot' = R rot``, ``trans' = R (J0 + trans) - J0``.
+    so the pelvis lands at ``J0 + trans``; in the new frame it must land at ``R (J0 + trans) + offset``:
+    ``rot' = R rot``, ``trans' = R (J0 + trans) + offset - J0``.
     """
     R = np.asarray(world_from_camera, np.float64)
     j0 = np.asarray(root_joint, np.float64).reshape(3)
-    return R @ np.asarray(rot_root, np.float64), (np.asarray(trans, np.float64) + j0) @ R.T - j0
+    t = np.zeros(3) if offset is None else np.asarray(offset, np.float64).reshape(3)
+    return R @ np.asarray(rot_root, np.float64), (np.asarray(trans, np.float64) + j0) @ R.T + t - j0
 
 
 def rest_root(body: Any, betas: np.ndarray) -> np.ndarray:
@@ -146,13 +151,23 @@ def _atomic_npz(path: Path, arrays: dict[str, Any]) -> Path:
 
 
 def write_tracks_npz(path: str | Path, tracks: list[TrackSequence], *, fps: float, stride: int, K: np.ndarray,
-                     image_size: tuple[int, int], meta: dict[str, Any]) -> Path:
-    """All tracks of a video in one file: ``track_ids`` and, per track id N, keys ``track_N/<name>``."""
+                     image_size: tuple[int, int], meta: dict[str, Any], world: WorldFrame | None = None,
+                     depth_scale: dict[int, float] | None = None) -> Path:
+    """All tracks of a video in one file: ``track_ids`` and, per track id N, keys ``track_N/<name>`` (camera frame),
+    plus the world frame of the exports (``world_from_camera``, the floor and how sure its estimate is) and each
+    track's ``depth_scale`` (the factor along the camera's rays that put it on the floor in the exports)."""
+    import json
+
     arrays: dict[str, Any] = {
         "track_ids": np.array([t.track_id for t in tracks], np.int64),
         "fps": np.float64(fps), "stride": np.int64(stride), "K": np.asarray(K, np.float64),
         "image_size": np.asarray(image_size, np.int64), "frame": np.array("camera_opencv"),
     }
+    if world is not None:
+        arrays.update({"world_from_camera": world.matrix(), "world_source": np.array(world.source),
+                       "camera_height": np.float64(world.camera_height),
+                       "floor_in_camera": np.array([*world.up_in_camera, world.camera_height]),
+                       "world_quality": np.array(json.dumps(world.quality, sort_keys=True))})
     for k, v in meta.items():
         arrays[k] = np.asarray(v)
     for t in tracks:
@@ -161,24 +176,55 @@ def write_tracks_npz(path: str | Path, tracks: list[TrackSequence], *, fps: floa
                        p + "trans": t.trans.astype(np.float32), p + "betas": t.betas.astype(np.float32),
                        p + "bbox": t.bbox, p + "det_score": t.det_score, p + "keypoints2d": t.keypoints2d})
         arrays.update({p + k: v for k, v in t.report.items()})
+        if depth_scale is not None:
+            arrays[p + "depth_scale"] = np.float64(depth_scale.get(t.track_id, 1.0))
     return _atomic_npz(Path(path), arrays)
 
 
-def write_amass(path: str | Path, seq: TrackSequence, body: Any, *, fps: float, stride: int,
-                gender: str) -> Path:
-    """One track in AMASS's layout (z-up world, one pose per frame): ``poses`` (N, 72), ``trans`` (N, 3),
-    ``betas`` (10,), ``gender``, ``mocap_framerate`` (+ ``frames``, ``interpolated``)."""
+AMASS_NUM_BETAS = 16
+"""AMASS's shape vector length (SMPL+H); metahmr's bodies have 10, the rest are zeros."""
+AMASS_NUM_DMPLS = 8
+"""AMASS's soft-tissue (DMPL) coefficients per frame; unknown here, so zeros."""
+AMASS_POSE_SIZE = 156
+"""AMASS's pose vector (SMPL+H): root + 21 body joints + 2 x 15 finger joints, axis-angle."""
+
+
+def write_amass(path: str | Path, seq: TrackSequence, body: Any, *, fps: float, stride: int, gender: str,
+                world: WorldFrame | None = None, body_model: str | None = None) -> Path:
+    """One track in AMASS's layout, in the world frame (z up, gravity along -z, the floor at z = 0 when the world
+    was estimated; :func:`metahmr_cli.video.world.camera_world` otherwise), one pose per processed frame.
+
+    Keys as AMASS's SMPL+H files and its loading code expect: ``poses`` (F, 156) (root, 21 body joints, then 30
+    finger joints: zeros), ``trans`` (F, 3), ``betas`` (16,) (the body's 10, then zeros), ``dmpls`` (F, 8) zeros,
+    ``gender``, ``mocap_framerate`` (and ``mocap_frame_rate``, ``mocap_time_length``); ``surface_model_type`` and
+    ``body_model`` name the body the numbers belong to (``smpl``, ``open-anny-v1``, ...), ``num_betas`` = 10 the
+    meaningful shape values. Beside them: ``poses_smpl`` (F, 72) the full SMPL pose (with SMPL's hand joints 22 and
+    23, which SMPL+H's layout has no place for), ``frames`` / ``interpolated`` / ``start_time`` (the first frame's
+    time in the video, s), ``track_id`` and ``world_from_camera`` (4, 4).
+    """
     from scipy.spatial.transform import Rotation
 
+    from metahmr_cli.video.world import camera_world
+
+    world = world if world is not None else camera_world()
     frames, rot, trans, interp = contiguous(seq, stride)
-    root, trans_w = to_world(rot[:, 0], trans, rest_root(body, seq.betas), Z_UP)
+    root, trans_w = to_world(rot[:, 0], trans, rest_root(body, seq.betas), world.rotation, world.translation)
     rot = rot.copy()
     rot[:, 0] = root
-    poses = Rotation.from_matrix(rot.reshape(-1, 3, 3)).as_rotvec().reshape(len(frames), 72)
+    n = len(frames)
+    smpl = Rotation.from_matrix(rot.reshape(-1, 3, 3)).as_rotvec().reshape(n, 72)
+    poses = np.zeros((n, AMASS_POSE_SIZE))
+    poses[:, :66] = smpl[:, :66]  # root + SMPL joints 1..21 = SMPL+H's body joints; 22, 23 (hands) have no slot
+    betas = np.zeros(AMASS_NUM_BETAS)
+    betas[: len(seq.betas)] = seq.betas
     rate = float(fps) / max(int(stride), 1)
-    arrays = {"poses": poses.astype(np.float64), "trans": trans_w.astype(np.float64),
-              "betas": seq.betas.astype(np.float64), "gender": np.array(gender),
+    name = body_model or str(getattr(body, "name", "smpl"))
+    arrays = {"poses": poses, "trans": trans_w.astype(np.float64), "betas": betas,
+              "dmpls": np.zeros((n, AMASS_NUM_DMPLS)), "gender": np.array(gender),
               "mocap_framerate": np.float64(rate), "mocap_frame_rate": np.float64(rate),
-              "surface_model_type": np.array("smpl"), "frames": frames, "interpolated": interp,
-              "track_id": np.int64(seq.track_id)}
+              "mocap_time_length": np.float64(n / rate), "surface_model_type": np.array(name),
+              "body_model": np.array(name), "num_betas": np.int64(len(seq.betas)), "poses_smpl": smpl,
+              "frames": frames, "interpolated": interp, "start_time": np.float64(frames[0] / float(fps)),
+              "track_id": np.int64(seq.track_id), "world_from_camera": world.matrix(),
+              "world_source": np.array(world.source)}
     return _atomic_npz(Path(path), arrays)

@@ -12,18 +12,19 @@ and the box around the projected vertices.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from scipy.spatial.transform import Rotation
 
 from metahmr_cli.data.poses import CameraView, camera_orientation, gait_params, params_to_axis_angle
 
 __all__ = ["WalkingScene", "make_walking_scene", "render_walking_video", "scene_ground_truth"]
 
 CAMERA_HEIGHT = 1.1
-"""Height of the camera above the floor (m); the camera looks horizontally."""
+"""Height of the camera above the floor (m) by default; the camera looks horizontally unless pitched."""
 
 
 @dataclass
@@ -36,6 +37,11 @@ class WalkingScene:
     K: np.ndarray           # (3, 3)
     size: tuple[int, int]   # (W, H)
     fps: float
+    floor: np.ndarray = field(default_factory=lambda: np.array([0.0, -1.0, 0.0, CAMERA_HEIGHT]))
+    """(4,) the floor in the camera frame: unit normal ``n`` (up, against gravity) and ``d``, ``n . x + d = 0`` on
+    the floor (``d`` = the camera's height above it)."""
+    pitch: float = 0.0
+    """Downward pitch of the camera (degrees)."""
 
     @property
     def num_people(self) -> int:
@@ -58,7 +64,8 @@ def _path(t: np.ndarray, start: tuple[float, float], heading0: float, turn: floa
 
 
 def make_walking_scene(body: Any, *, frames: int = 60, fps: float = 30.0, size: tuple[int, int] = (960, 540),
-                       seed: int = 0) -> WalkingScene:
+                       seed: int = 0, camera_height: float = CAMERA_HEIGHT, pitch: float = 0.0,
+                       feet_on_floor: bool = False) -> WalkingScene:
     """Two people walking across the view in opposite directions, both turning, their paths crossing mid-clip (the
     nearer one occludes the other when they cross).
 
@@ -66,6 +73,12 @@ def make_walking_scene(body: Any, *, frames: int = 60, fps: float = 30.0, size: 
         body: a :class:`~metahmr_cli.body.smpl.BodyModel` (for the leg length, so that the feet touch the floor).
         frames, fps, size: length, frame rate and (W, H) of the video.
         seed: varies the shapes, the walking phases and the paths slightly.
+        camera_height: the camera's height above the floor (m).
+        pitch: the camera looks down by this many degrees (0: horizontally); the people walk on the floor, whose
+            plane in the camera frame is ``WalkingScene.floor``.
+        feet_on_floor: lift or lower each person in every frame so that their lowest vertex touches the floor
+            exactly (otherwise the pelvis follows a fixed height with a small bob, and the feet of the swinging
+            gait dip into the floor or float by a few centimetres).
     """
     import torch
 
@@ -105,9 +118,35 @@ def make_walking_scene(body: Any, *, frames: int = 60, fps: float = 30.0, size: 
             q[0] = camera_orientation(CameraView(yaw=float(yaw), elevation=0.0, roll=0.0))
             poses[p, i] = q
             bob = 0.02 * np.cos(2 * phase)
-            pelvis = np.array([xz[i, 0], CAMERA_HEIGHT - 0.97 * leg[p] + bob, xz[i, 1]])
+            pelvis = np.array([xz[i, 0], camera_height - 0.97 * leg[p] + bob, xz[i, 1]])
             transl[p, i] = pelvis - root[p]
-    return WalkingScene(poses=poses, betas=betas, transl=transl, K=K, size=(W, H), fps=fps)
+    if feet_on_floor:
+        from metahmr_cli.geometry.rotation import axis_angle_to_rotmat
+
+        with torch.no_grad():
+            rot = axis_angle_to_rotmat(torch.as_tensor(poses.reshape(-1, 24, 3), dtype=body.dtype, device=body.device))
+            b = torch.as_tensor(np.repeat(betas, frames, axis=0), dtype=body.dtype, device=body.device)
+            v = body(rot, b, torch.as_tensor(transl.reshape(-1, 3), dtype=body.dtype, device=body.device)).vertices
+        lowest = v[..., 1].max(dim=1).values.cpu().double().numpy().reshape(2, frames)  # y points down
+        transl[..., 1] += camera_height - lowest
+    # the scene was laid out for a level camera; a pitched camera sees it turned about its x axis
+    R = _pitch_rotation(pitch)
+    if pitch:
+        from metahmr_cli.video.sequences import to_world
+
+        for p in range(2):
+            rot = Rotation.from_rotvec(poses[p, :, 0]).as_matrix()
+            root_rot, transl[p] = to_world(rot, transl[p], root[p], R)
+            poses[p, :, 0] = Rotation.from_matrix(root_rot).as_rotvec()
+    floor = np.array([*(R @ [0.0, -1.0, 0.0]), camera_height])
+    return WalkingScene(poses=poses, betas=betas, transl=transl, K=K, size=(W, H), fps=fps, floor=floor,
+                        pitch=float(pitch))
+
+
+def _pitch_rotation(pitch: float) -> np.ndarray:
+    """camera_from_level (3, 3) of a camera looking ``pitch`` degrees down (OpenCV axes: y down, z forward)."""
+    a = np.deg2rad(pitch)
+    return np.array([[1.0, 0.0, 0.0], [0.0, np.cos(a), -np.sin(a)], [0.0, np.sin(a), np.cos(a)]])
 
 
 def scene_ground_truth(scene: WalkingScene, body: Any) -> dict[str, np.ndarray]:
@@ -135,13 +174,15 @@ def _background(scene: WalkingScene) -> np.ndarray:
     W, H = scene.size
     K = scene.K
     v, u = np.mgrid[0:H, 0:W].astype(np.float64)
-    ray_y = (v - K[1, 2]) / K[1, 1]
-    ray_x = (u - K[0, 2]) / K[0, 0]
+    # rays in the level frame of the layout (the camera's rays turned back by its pitch)
+    rays = np.stack([(u - K[0, 2]) / K[0, 0], (v - K[1, 2]) / K[1, 1], np.ones_like(u)], axis=-1)
+    rays = rays @ _pitch_rotation(scene.pitch)  # level = R^T cam, row vectors
+    ray_x, ray_y = rays[..., 0] / rays[..., 2], rays[..., 1] / rays[..., 2]
     img = np.empty((H, W, 3), np.float64)
     wall = np.array([196, 188, 170.0]) * (0.85 + 0.15 * (v / H))[..., None]
     img[:] = wall
-    floor = ray_y > 1e-3
-    depth = CAMERA_HEIGHT / np.where(floor, ray_y, 1.0)
+    floor = (ray_y > 1e-3) & (rays[..., 2] > 0)
+    depth = float(scene.floor[3]) / np.where(floor, ray_y, 1.0)
     fx, fz = ray_x * depth, depth
     wall_hit = fz > 12.0  # the wall stands 12 m away
     tiles = ((np.floor(fx / 0.8) + np.floor(fz / 0.8)) % 2).astype(np.float64)

@@ -90,6 +90,9 @@ class ByteTrackTracker:
     def __init__(self, settings: TrackerSettings | None = None) -> None:
         from types import SimpleNamespace
 
+        from metahmr_cli.detect.yolo import set_ultralytics_offline
+
+        set_ultralytics_offline()  # before the first import: settings in metahmr's data folder, quiet
         from ultralytics.trackers.byte_tracker import BYTETracker
 
         s = settings or TrackerSettings()
