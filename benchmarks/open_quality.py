@@ -810,7 +810,7 @@ def markdown(report: dict[str, Any]) -> str:
     lines = [f"# Open tier on real photos ({report['settings']['set']} set)", "",
              f"Checkpoint `{report['settings']['checkpoint']}`, code `{report['settings'].get('code')}`, device "
              f"{report['settings']['device']}; "
-             f"TTO `none` (before) and the default schedule (after). Labels and sources: "
+             f"TTO `none` (before) and `{report['settings'].get('tto', 'metahmr')}` (after). Labels and sources: "
              f"`benchmarks/open_quality_set/`.", "",
              "| subset | found / counted | false boxes | facing correct / labelled (before → after) | "
              "2D error % box h (before → after) | PA-MPJPE vs BlazePose mm (before → after, people) | "
@@ -866,17 +866,19 @@ class Evaluation:
     records: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
 
 
-def evaluate(images: list[SetImage], work: Path, *, checkpoint: Path | None, device: str, set_name: str
-             ) -> Evaluation:
-    """Run the open tier before/after TTO on ``images`` (their evaluated subset) and measure it."""
+def evaluate(images: list[SetImage], work: Path, *, checkpoint: Path | None, device: str, set_name: str,
+             schedule: str | None = None) -> Evaluation:
+    """Run the open tier before/after TTO (``schedule``, None: the default) on ``images`` (their evaluated subset)
+    and measure it."""
     t0 = time.perf_counter()
     evaluated = [im for im in images if im.evaluate]
     before, run_before = run_open_tier(evaluated, work, "before", schedule="none", checkpoint=checkpoint,
                                        device=device, render=False)
-    after, run_after = run_open_tier(evaluated, work, "after", schedule=None, checkpoint=checkpoint, device=device,
-                                     render=True)
+    after, run_after = run_open_tier(evaluated, work, "after", schedule=schedule, checkpoint=checkpoint,
+                                     device=device, render=True)
     ckpt = "the shipped open model" if checkpoint is None else str(checkpoint)
-    settings = {"set": set_name, "checkpoint": ckpt, "device": device, "code": _code_version()}
+    settings = {"set": set_name, "checkpoint": ckpt, "device": device, "code": _code_version(),
+                "tto": run_after["tto"]}
     ev = measure(evaluated, before, after, settings, {"before": run_before, "after": run_after})
     ev.report["settings"]["wall_s"] = round(time.perf_counter() - t0, 1)
     return ev
@@ -968,6 +970,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--checkpoint", type=Path, default=None,
                         help="an open Meta-HMR checkpoint to evaluate (default: the one shipped with metahmr)")
     parser.add_argument("--device", default="cpu", help="cpu (default), cuda, auto")
+    parser.add_argument("--tto", default=None, help="TTO schedule of the 'after' run (default: the default one)")
     parser.add_argument("--opencv-data", type=Path, default=None,
                         help="folder with vtest.avi and basketball2.png (usr/share/doc/opencv-doc/examples/data)")
     parser.add_argument("--no-download", action="store_true", help="never run apt-get download for opencv-doc")
@@ -996,7 +999,8 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="open_quality_"))
     try:
         set_name = "quick" if args.quick else ("selected" if args.images else args.set_name)
-        ev = evaluate(images, work, checkpoint=args.checkpoint, device=args.device, set_name=set_name)
+        ev = evaluate(images, work, checkpoint=args.checkpoint, device=args.device, set_name=set_name,
+                      schedule=args.tto)
         paths = write_outputs(ev, work, args.out, args.name)
     finally:
         if args.keep:
