@@ -1,6 +1,14 @@
 """Evaluation: metrics, dataset protocols, the runner behind ``metahmr eval``, and reports."""
 
-from metahmr_cli.evaluation.metrics import joint_errors, mpjpe, pa_joint_errors, pa_mpjpe, pve, summarize
+from metahmr_cli.evaluation.metrics import (
+    joint_errors,
+    mpjpe,
+    pa_joint_errors,
+    pa_mpjpe,
+    paired_difference,
+    pve,
+    summarize,
+)
 from metahmr_cli.evaluation.paper_numbers import PAPER_RESULTS, PaperResult, match_paper_result
 from metahmr_cli.evaluation.protocols import EvalProtocol, make_protocol
 from metahmr_cli.evaluation.reports import EvalReport, MethodResult, write_reports
@@ -20,6 +28,7 @@ __all__ = [
     "mpjpe",
     "pa_joint_errors",
     "pa_mpjpe",
+    "paired_difference",
     "pve",
     "run_evaluation",
     "summarize",
