@@ -19,6 +19,7 @@ from metahmr_cli.losses import LossTargets, pseudo_targets
 from metahmr_cli.models import build_regressor
 from metahmr_cli.predictions import decode
 from metahmr_cli.training.meta_step import MetaStep, MetaStepConfig, TrainBatch, adapt
+from metahmr_cli.training.probe import probe_inner_loop
 from metahmr_cli.tto import InnerLoop, batched_forward
 
 DT = torch.float64
@@ -265,3 +266,38 @@ def test_inner_loop_matches_torch_optim(setup, grouping, optimizer, steps, lr):
     grads = torch.autograd.grad(probe, [dict(main.named_parameters())[k] for k in HEAD])
     for k_i, g in enumerate(grads):
         torch.testing.assert_close(g, torch.full_like(g, (k_i + 1.0) * len(units)))
+
+
+def test_probe_measures_the_inner_step_by_hand(setup):
+    """probe_inner_loop against hand computations: ‖w′ − w‖/‖w‖ over the head (mean over units), 60·L_train at w
+    and at the per-sample w′_i (the batch mean), and the cosine of the two gradients over all weights."""
+    body, main0, aux0, batch, pseudo = setup
+    step = MetaStep(copy.deepcopy(main0), copy.deepcopy(aux0), body, cfg_for("sample"))
+    rep = probe_inner_loop(step, batch)
+    theta0 = dict(main0.named_parameters())
+    ref = reference_adapted(main0, body, batch, pseudo, LR, per_sample=True)
+    w = torch.cat([theta0[k].detach().flatten() for k in HEAD])
+    rel = sum(float(torch.cat([(r[k] - theta0[k].detach()).flatten() for k in HEAD]).norm() / w.norm())
+              for r in ref) / B
+    assert rep.rel_weight_change == [pytest.approx(rel, rel=1e-6)]
+
+    net = copy.deepcopy(main0)
+    plain = 60.0 * hand_loss(decode(net(batch.images, batch.crop.bbox_info()), body, batch.crop), batch.gt)
+    g_plain = torch.autograd.grad(plain, list(net.parameters()))
+    outer, g_meta = 0.0, [torch.zeros_like(p) for p in net.parameters()]
+    for i, theta in enumerate(ref):
+        net = copy.deepcopy(main0)
+        with torch.no_grad():
+            for k, v in theta.items():
+                net.get_parameter(k).copy_(v)
+        sl = slice(i, i + 1)
+        li = 60.0 * hand_loss(decode(net(batch.images[sl], batch.crop[sl].bbox_info()), body, batch.crop[sl]),
+                              take(batch.gt, sl)) / B
+        outer += float(li.detach())
+        for acc, g in zip(g_meta, torch.autograd.grad(li, list(net.parameters())), strict=True):
+            acc += g
+    a, b = torch.cat([g.flatten() for g in g_plain]), torch.cat([g.flatten() for g in g_meta])
+    assert rep.outer == [pytest.approx(float(plain), rel=1e-9), pytest.approx(outer, rel=1e-9)]
+    assert rep.rel_outer_change == [pytest.approx((outer - float(plain)) / float(plain), rel=1e-6)]
+    assert rep.grad_cosine == pytest.approx(float(a @ b / (a.norm() * b.norm())), rel=1e-9)
+    assert rep.grad_cosine < 1.0 - 1e-6 and rel > 1e-6  # the step moved something
