@@ -147,3 +147,12 @@ def test_2d_inner_loop_runs_without_the_auxiliary_net(nets64):
     res = run_tto(main, None, body, inputs, TTOConfig(inner_loop=InnerLoop(loss="2d", lr=1e-3), max_steps=2))
     assert (res.steps >= 1).all()
     assert bool((res.reproj_after < res.reproj_before).all())  # the 2D-only updates pull towards the keypoints
+
+
+def test_an_eval_config_file_can_set_the_inner_loop():
+    from metahmr_cli.evaluation.runner import config_from_dict
+
+    cfg = config_from_dict({"inner_loop": {"optimizer": "adam", "lr": 1e-4}})
+    assert cfg.inner_loop == InnerLoop(optimizer="adam", lr=1e-4)
+    with pytest.raises(ConfigError, match="inner_loop.optimizer"):
+        config_from_dict({"inner_loop": {"optimiser": "adam"}})
