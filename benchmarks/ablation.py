@@ -276,14 +276,17 @@ def write_markdown(result: dict[str, Any], path: Path) -> None:
         lines.append(f"| {c['text']} | {_ci(c['mpjpe'])} | {_ci(c['pa_mpjpe'])} |")
     lines += ["", "Curves (MPJPE after each step; monotone = no step raises the mean by more than "
               f"{RISE_TOL_MM} mm):", "",
-              "| model | method | step 0 | best (step) | last | monotone | rise after best |",
-              "|---|---|---|---|---|---|---|"]
+              "| model | method | step 0 | step 1 | best (step) | last | monotone | rise after best |",
+              "|---|---|---|---|---|---|---|---|"]
     for name, label in VARIANTS.items():
         for m in ("eft", "metahmr"):
             s = a["curve_shapes"][name][m]
             c = a["curves"][name][m]["mpjpe"]
-            lines.append(f"| {label} | {m} | {c[0]:.1f} | {s['best_mm']:.1f} ({s['best_step']}) | {c[-1]:.1f} | "
-                         f"{'yes' if s['monotone'] else 'no'} | {s['rise_after_best_mm']:.2f} |")
+            lines.append(f"| {label} | {m} | {c[0]:.1f} | {c[min(1, len(c) - 1)]:.1f} | {s['best_mm']:.1f} "
+                         f"({s['best_step']}) | {c[-1]:.1f} | {'yes' if s['monotone'] else 'no'} | "
+                         f"{s['rise_after_best_mm']:.2f} |")
+    lines += ["", "(For metahmr, step 1 is the inner-loop update the model was trained for; steps 2+ the Adam "
+              "refinement.)"]
     lines += ["", "Inner loop on training batches (relative weight change ‖w′−w‖/‖w‖ and outer-loss change per "
               "inner update; cosine of the plain and the meta gradient):", "",
               "| where | model | weight change | outer-loss change | gradient cosine |", "|---|---|---|---|---|"]
@@ -381,6 +384,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     settings = {**(QUICK["set"] if args.quick else {}), **parse_set(args.set)}
     run_settings = {"progress": False, "export": None, "eval_every": 0, "device": args.device}
     base, source = recipe_config(args.recipe, overrides={**settings, **run_settings})
+    if Path(source).is_file() and Path(source).resolve().is_relative_to(REPO):
+        source = str(Path(source).resolve().relative_to(REPO))  # the same text on every checkout
     if base.data != SYNTHETIC_KEYPOINTS:
         raise SystemExit(f"recipe {source} trains on {base.data!r}; the ablation evaluates on the held-out synthetic "
                          "people and needs a keypoint model (data = 'synthetic-keypoints').")
