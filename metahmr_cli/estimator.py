@@ -415,6 +415,10 @@ class Estimator:
         self.checkpoint_id = str(getattr(self.networks, "identifier", "") or "")
         self.network_input = str(getattr(self.networks.main, "input_kind", "image"))
         self.uses_evidence = bool(getattr(getattr(self.networks.main, "backbone", None), "evidence", False))
+        inner = getattr(self.networks, "inner_loop", None)
+        if inner is not None and cfg.tto.inner_loop is None:
+            # TTO starts with the inner loop the networks were meta-trained with (their checkpoint's record)
+            cfg.tto = dataclasses.replace(cfg.tto, inner_loop=inner)
         self._check_auxiliary()
         # The camera of the TTO losses must fit the network: an HMR-architecture checkpoint predicts the SPIN crop
         # camera (focal 5000, 256 px box), CLIFF the one of the full image (the written transl is full-image in both).

@@ -129,3 +129,19 @@ def test_id_switches_counts_changes_of_a_persons_track():
     assert id_switches([{0: 1, 1: 2}, {0: 1, 1: 2}, {1: 2}, {0: 1, 1: 2}]) == 0   # a miss is no switch
     assert id_switches([{0: 1, 1: 2}, {0: 2, 1: 1}, {0: 2, 1: 1}]) == 2
     assert id_switches([{0: 1}, {0: 3}, {0: 1}]) == 2
+
+
+def test_paired_difference_against_a_t_table():
+    """Mean of a − b ± t_{0.975, n−1} · sd / √n with the t quantile read from a table (4 degrees of freedom:
+    2.776445), samples with a NaN on either side left out."""
+    a = np.array([1.0, 2.0, 3.0, 4.0, 5.0, np.nan, 7.0])
+    b = np.array([0.0, 1.0, 1.0, 2.0, 6.0, 3.0, np.inf])
+    got = M.paired_difference(a, b)
+    d = np.array([1.0, 1.0, 2.0, 2.0, -1.0])  # by hand
+    half = 2.776445105 * np.sqrt(((d - 1.0) ** 2).sum() / 4) / np.sqrt(5)
+    assert got["count"] == 5 and got["mean"] == pytest.approx(1.0)
+    assert (got["lo"], got["hi"]) == (pytest.approx(1.0 - half, rel=1e-8), pytest.approx(1.0 + half, rel=1e-8))
+    one = M.paired_difference(np.array([2.0]), np.array([1.0]))
+    assert one["mean"] == 1.0 and np.isnan(one["lo"]) and one["count"] == 1
+    with pytest.raises(ValueError, match="one length"):
+        M.paired_difference(np.zeros(3), np.zeros(4))

@@ -19,7 +19,8 @@ from metahmr_cli.losses import LossTargets, pseudo_targets
 from metahmr_cli.models import build_regressor
 from metahmr_cli.predictions import decode
 from metahmr_cli.training.meta_step import MetaStep, MetaStepConfig, TrainBatch, adapt
-from metahmr_cli.tto import batched_forward
+from metahmr_cli.training.probe import probe_inner_loop
+from metahmr_cli.tto import InnerLoop, batched_forward
 
 DT = torch.float64
 B = 3
@@ -27,12 +28,13 @@ LR = 2e-4
 HEAD = [f"{m}.{p}" for m in ("fc1", "fc2", "decpose", "decshape", "deccam") for p in ("weight", "bias")]
 
 
-def hand_loss(dec, tgt: LossTargets, *, pseudo: bool = True, camera: bool = True) -> torch.Tensor:
+def hand_loss(dec, tgt: LossTargets, *, pseudo: bool = True, camera: bool = True,
+              keypoint_weight: float = 5.0) -> torch.Tensor:
     """Released L_train / L_expl written out: 5 L2D + 5 L3D + 0.5 Lv + Lpose + 0.001 Lbeta + Lcam (means)."""
     conf = tgt.keypoints2d[..., 2:].clone()
     conf[:, :25] = 0.0  # openpose weight 0, GT weight 1
     l2d = (conf * (dec.keypoints2d - tgt.keypoints2d[..., :2]) ** 2).mean()
-    total = 5.0 * l2d
+    total = keypoint_weight * l2d
     if pseudo:
         pj = dec.joints[:, 25:49]
         pj = pj - 0.5 * (pj[:, 2:3] + pj[:, 3:4])
@@ -83,20 +85,21 @@ def setup(standin_dir):
 
 
 def reference_adapted(main, body, batch, targets, lr, *, per_sample: bool, pseudo: bool = True):
-    """θ' by autograd of ``hand_loss`` on plain module forwards: one per sample, or one for the batch."""
+    """θ' by autograd of ``hand_loss`` on plain module forwards: one per sample, or one for the batch. Without
+    pseudo terms the loss is test-time optimisation's unweighted L_2D."""
     theta = dict(main.named_parameters())
     units = [slice(i, i + 1) for i in range(B)] if per_sample else [slice(0, B)]
     result = []
     for sl in units:
         dec = decode(main(batch.images[sl], batch.crop[sl].bbox_info()), body, batch.crop[sl])
-        loss = hand_loss(dec, take(targets, sl), pseudo=pseudo, camera=pseudo)
+        loss = hand_loss(dec, take(targets, sl), pseudo=pseudo, camera=pseudo, keypoint_weight=5.0 if pseudo else 1.0)
         grads = torch.autograd.grad(loss, [theta[k] for k in HEAD])
         result.append({k: (theta[k] - lr * g).detach() for k, g in zip(HEAD, grads, strict=True)})
     return result
 
 
-def cfg_for(grouping: str, **kw) -> MetaStepConfig:
-    return MetaStepConfig(grouping=grouping, inner_lr=LR, **kw)
+def cfg_for(grouping: str, *, scope: str = "head", loss: str = "expl", **kw) -> MetaStepConfig:
+    return MetaStepConfig(grouping=grouping, inner=InnerLoop(lr=LR, scope=scope, loss=loss), **kw)
 
 
 @pytest.mark.parametrize("grouping", ["sample", "batch"])
@@ -131,7 +134,7 @@ def test_inner_update_without_pseudo_terms_uses_2d_only(setup):
     body, main, _, batch, _ = setup
     feats = main.backbone(batch.images)
     targets = LossTargets(keypoints2d=batch.keypoints2d)
-    adapted, _ = adapt(main, body, batch, targets, cfg_for("sample", pseudo=False), feats)
+    adapted, _ = adapt(main, body, batch, targets, cfg_for("sample", loss="2d"), feats)
     ref = reference_adapted(main, body, batch, targets, LR, per_sample=True, pseudo=False)
     for k in HEAD:
         for u, r in enumerate(ref):
@@ -229,3 +232,72 @@ def test_backbone_scope_in_train_mode(setup, grouping):
         out = batched_forward(main, {k: v[u : u + 1] for k, v in adapted.items()}, batch.images[sl],
                               batch.crop[sl].bbox_info(), group_size=sl.stop - sl.start)
         torch.testing.assert_close(out["rotmat"].detach(), want["rotmat"], rtol=1e-9, atol=1e-10)
+
+
+@pytest.mark.parametrize(("optimizer", "steps", "lr"), [("adam", 1, 1e-3), ("adam", 3, 1e-3), ("sgd", 2, LR)])
+@pytest.mark.parametrize("grouping", ["sample", "batch"])
+def test_inner_loop_matches_torch_optim(setup, grouping, optimizer, steps, lr):
+    """Several inner updates and Adam: per unit, ``steps`` updates of ``torch.optim.SGD``/``Adam`` on a copy of the
+    network with the hand-written loss; the adapted weights are those, and the outer gradient still reaches w
+    unchanged (first order: d w'/d w = identity)."""
+    body, main, _, batch, pseudo = setup
+    feats = main.backbone(batch.images)
+    cfg = MetaStepConfig(grouping=grouping, inner=InnerLoop(optimizer=optimizer, lr=lr, steps=steps))
+    adapted, _ = adapt(main, body, batch, pseudo, cfg, feats)
+    units = [slice(i, i + 1) for i in range(B)] if grouping == "sample" else [slice(0, B)]
+    for u, sl in enumerate(units):
+        net = copy.deepcopy(main)
+        theta = dict(net.named_parameters())
+        opt_cls = torch.optim.Adam if optimizer == "adam" else torch.optim.SGD
+        opt = opt_cls([theta[k] for k in HEAD], lr=lr)
+        for _ in range(steps):
+            opt.zero_grad()
+            dec = decode(net(batch.images[sl], batch.crop[sl].bbox_info()), body, batch.crop[sl])
+            hand_loss(dec, take(pseudo, sl)).backward()
+            opt.step()
+        for k in HEAD:
+            torch.testing.assert_close(adapted[k][u].detach(), theta[k].detach(), rtol=1e-9, atol=1e-12)
+    # Adam's first update moves every weight with a gradient by about lr, whatever the loss scale
+    if optimizer == "adam" and steps == 1:
+        moved = (adapted["fc1.weight"][0] - main.fc1.weight).detach().abs()
+        assert float(moved.max()) == pytest.approx(lr, rel=1e-6)
+    # first order: the gradient of a function of w' w.r.t. w is the gradient w.r.t. w'
+    probe = sum((adapted[k] * (k_i + 1.0)).sum() for k_i, k in enumerate(HEAD))
+    grads = torch.autograd.grad(probe, [dict(main.named_parameters())[k] for k in HEAD])
+    for k_i, g in enumerate(grads):
+        torch.testing.assert_close(g, torch.full_like(g, (k_i + 1.0) * len(units)))
+
+
+def test_probe_measures_the_inner_step_by_hand(setup):
+    """probe_inner_loop against hand computations: ‖w′ − w‖/‖w‖ over the head (mean over units), 60·L_train at w
+    and at the per-sample w′_i (the batch mean), and the cosine of the two gradients over all weights."""
+    body, main0, aux0, batch, pseudo = setup
+    step = MetaStep(copy.deepcopy(main0), copy.deepcopy(aux0), body, cfg_for("sample"))
+    rep = probe_inner_loop(step, batch)
+    theta0 = dict(main0.named_parameters())
+    ref = reference_adapted(main0, body, batch, pseudo, LR, per_sample=True)
+    w = torch.cat([theta0[k].detach().flatten() for k in HEAD])
+    rel = sum(float(torch.cat([(r[k] - theta0[k].detach()).flatten() for k in HEAD]).norm() / w.norm())
+              for r in ref) / B
+    assert rep.rel_weight_change == [pytest.approx(rel, rel=1e-6)]
+
+    net = copy.deepcopy(main0)
+    plain = 60.0 * hand_loss(decode(net(batch.images, batch.crop.bbox_info()), body, batch.crop), batch.gt)
+    g_plain = torch.autograd.grad(plain, list(net.parameters()))
+    outer, g_meta = 0.0, [torch.zeros_like(p) for p in net.parameters()]
+    for i, theta in enumerate(ref):
+        net = copy.deepcopy(main0)
+        with torch.no_grad():
+            for k, v in theta.items():
+                net.get_parameter(k).copy_(v)
+        sl = slice(i, i + 1)
+        li = 60.0 * hand_loss(decode(net(batch.images[sl], batch.crop[sl].bbox_info()), body, batch.crop[sl]),
+                              take(batch.gt, sl)) / B
+        outer += float(li.detach())
+        for acc, g in zip(g_meta, torch.autograd.grad(li, list(net.parameters())), strict=True):
+            acc += g
+    a, b = torch.cat([g.flatten() for g in g_plain]), torch.cat([g.flatten() for g in g_meta])
+    assert rep.outer == [pytest.approx(float(plain), rel=1e-9), pytest.approx(outer, rel=1e-9)]
+    assert rep.rel_outer_change == [pytest.approx((outer - float(plain)) / float(plain), rel=1e-6)]
+    assert rep.grad_cosine == pytest.approx(float(a @ b / (a.norm() * b.norm())), rel=1e-9)
+    assert rep.grad_cosine < 1.0 - 1e-6 and rel > 1e-6  # the step moved something

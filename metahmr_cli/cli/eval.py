@@ -29,6 +29,10 @@ Datasets: 3dpw (= 3dpw-test), h36m (= h36m-p2), h36m-p1, mpi-inf-3dhp (= mpi-inf
 datasets config (--datasets-config), a path to a SPIN-format .npz, or synthetic-keypoints (the open model's \
 held-out synthetic people; --max-samples of them, default 1000).
 
+The Meta-HMR methods start with the inner loop the checkpoint records (the update the networks were \
+meta-trained for; the released one, SGD 1e-5 on the head, for files without a record). A config file can set \
+another one: [inner_loop] optimizer = "adam", lr = 1e-4 (--config FILE).
+
 Writes report.json, report.md, per_sample.csv, stepwise.csv/.png (metrics after every TTO step) and \
 per_joint.csv/.png into --out. Results are cached per batch under OUT/cache: an interrupted run resumes.
 """

@@ -86,7 +86,8 @@ def register(app: typer.Typer) -> None:
                                                                "(default: sqrt(W^2 + H^2), as CLIFF/Meta-HMR were "
                                                                "trained) or 'exif' (the photo's EXIF focal)."),
         fov: float | None = typer.Option(None, "--fov", help="Horizontal field of view in degrees."),
-        tto: str | None = typer.Option(None, "--tto", help="metahmr (default: the released refinement, per person) "
+        tto: str | None = typer.Option(None, "--tto", help="metahmr (default: the released refinement, per person, "
+                                                           "starting with the inner loop the checkpoint records) "
                                                            "| reference (one copy per batch of 20) | paper (Eq. 9) "
                                                            "| eft | none."),
         steps: int | None = typer.Option(None, "--steps", help="Most TTO steps (default: schedule default, 14)."),

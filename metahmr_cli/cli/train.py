@@ -26,7 +26,8 @@ EPILOG = (
 )
 
 
-def _parse_set(items: list[str] | None) -> dict[str, Any]:
+def parse_set(items: list[str] | None) -> dict[str, Any]:
+    """``KEY=VALUE`` settings (values parsed as TOML when they parse, else kept as strings) -> overrides."""
     out: dict[str, Any] = {}
     for item in items or []:
         if "=" not in item:
@@ -101,7 +102,7 @@ def train_command(
 
         file_values = load_config_file(config)
         overrides = {**file_values, **{k: v for k, v in overrides.items() if v is not None}}
-    overrides.update(_parse_set(set_))
+    overrides.update(parse_set(set_))
     if resume:
         if recipe or backbone:
             console.print("[yellow]--resume uses the configuration stored in the checkpoint; --recipe/--backbone "

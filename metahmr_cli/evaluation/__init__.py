@@ -1,7 +1,15 @@
 """Evaluation: metrics, dataset protocols, the runner behind ``metahmr eval``, and reports."""
 
 from metahmr_cli.evaluation.facing import facing_angle, facing_class
-from metahmr_cli.evaluation.metrics import joint_errors, mpjpe, pa_joint_errors, pa_mpjpe, pve, summarize
+from metahmr_cli.evaluation.metrics import (
+    joint_errors,
+    mpjpe,
+    pa_joint_errors,
+    pa_mpjpe,
+    paired_difference,
+    pve,
+    summarize,
+)
 from metahmr_cli.evaluation.paper_numbers import PAPER_RESULTS, PaperResult, match_paper_result
 from metahmr_cli.evaluation.people import PeopleMatch, match_people
 from metahmr_cli.evaluation.protocols import EvalProtocol, make_protocol
@@ -26,6 +34,7 @@ __all__ = [
     "mpjpe",
     "pa_joint_errors",
     "pa_mpjpe",
+    "paired_difference",
     "pve",
     "run_evaluation",
     "summarize",

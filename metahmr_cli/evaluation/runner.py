@@ -39,6 +39,7 @@ from metahmr_cli.evaluation import protocols as P
 from metahmr_cli.evaluation.paper_numbers import match_paper_result
 from metahmr_cli.evaluation.reports import EvalReport, MethodResult, write_reports
 from metahmr_cli.io.writers import atomic_path
+from metahmr_cli.tto.config import InnerLoop
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +64,8 @@ class EvalConfig:
         dataset: "3dpw", "h36m" (= h36m-p2), "h36m-p1", "mpi-inf-3dhp", any name of the datasets config, a
             path to a SPIN-format ``.npz`` (images relative to its folder unless ``image_root`` is given), or
             "synthetic-keypoints": the held-out synthetic people of the open keypoint model (``max_samples``
-            of them, default 1000; ``keypoints`` "detected" = the simulated detector, "gt" = exact projections).
+            of them, default 1000; ``keypoints`` "detected" = the simulated detector, "gt" = exact projections;
+            either way the 2D loss weighs the GT slots, as ``process`` and training do).
         datasets_config: datasets config file (TOML/JSON); None = $METAHMR_DATASETS_CONFIG or built-ins.
         image_root: override of the dataset's image folder.
         checkpoint: network checkpoint (Meta-HMR release, official CLIFF, SPIN, or ours).
@@ -79,6 +81,8 @@ class EvalConfig:
             "reference", "person" for the others). Applies to every TTO method.
         optimizer, lr: optimiser and learning rate of the adapted phase (None = each schedule's default),
             as ``process --optimizer/--lr``.
+        inner_loop: the :class:`metahmr_cli.tto.InnerLoop` the Meta-HMR schedules start with (None = the one the
+            checkpoint records, else the released one); set it to evaluate networks under another inner loop.
         batch_size: loader batch (and group size with grouping "batch"); released 20.
         keypoints: 2D keypoints driving TTO: "gt", "openpose" or "detected" (see the module docstring).
         baseline_net: network used by "none" and "eft": "main" or "aux" (the auxiliary net; with a Meta-HMR
@@ -114,6 +118,7 @@ class EvalConfig:
     grouping: Literal["person", "batch"] | None = None
     optimizer: Literal["sgd", "adam"] | None = None
     lr: float | None = None
+    inner_loop: InnerLoop | None = None
     batch_size: int = 20
     keypoints: Literal["gt", "openpose", "detected"] = "gt"
     baseline_net: Literal["main", "aux"] = "main"
@@ -149,6 +154,8 @@ class EvalConfig:
             raise ConfigError(f"optimizer = {self.optimizer!r} is not valid; choose sgd or adam")
         if self.lr is not None and not self.lr >= 0:
             raise ConfigError(f"lr must be >= 0, got {self.lr}")
+        if self.inner_loop is not None:
+            self.inner_loop.validate("inner_loop")
         checks = [("keypoints", self.keypoints, KEYPOINT_SOURCES),
                   ("baseline_net", self.baseline_net, ("main", "aux")), ("h36m_gt", self.h36m_gt, ("mesh", "S")),
                   ("pve_alignment", self.pve_alignment, ("none", "pelvis")),
@@ -416,6 +423,7 @@ class _Evaluator:
             "grouping": self.grouping_of(method) if method != "none" else None,
             "optimizer": c.optimizer if method != "none" else None,
             "lr": c.lr if method != "none" else None,
+            "inner_loop": self.inner_loop_record(method),
             "batch_size": c.batch_size,
             "keypoints": c.keypoints if method != "none" else None,
             "baseline_net": c.baseline_net if method in ("none", "eft") else None,
@@ -426,6 +434,17 @@ class _Evaluator:
             "extra": c.extra,
         }
         return f"{method}-{_hash(key)}"
+
+    def inner_loop_of(self, method: str) -> InnerLoop | None:
+        """The inner loop a method starts with: the setting, else the checkpoint's record (None: released)."""
+        if method in ("none", "eft"):
+            return None
+        return self.config.inner_loop if self.config.inner_loop is not None else self.nets.inner_loop
+
+    def inner_loop_record(self, method: str) -> dict[str, Any] | None:
+        """The inner loop of a method as plain values (cache key, report); None for the released one."""
+        inner = self.inner_loop_of(method)
+        return None if inner is None else inner.to_record()
 
     def cache_path(self, method: str, start: int, end: int) -> Path:
         return self.cache_root / self.method_key(method) / f"b{start:07d}-{end:07d}.npz"
@@ -478,7 +497,9 @@ class _Evaluator:
         from metahmr_cli.tto import TTOConfig
 
         c = self.config
-        if c.keypoints == "gt":
+        if c.keypoints == "gt" or self.synthetic:
+            # the synthetic detector fills both slot groups from the same keypoints (as process's estimators do):
+            # the GT slots carry all of them, weighted as in process and in training's inner loop
             weights = LossWeights()
         elif c.keypoints == "openpose":
             weights = LossWeights(openpose_2d=1.0, gt_2d=0.0)
@@ -498,6 +519,7 @@ class _Evaluator:
             loss_weights=weights,
             chunk_size=max(64, c.batch_size),
             camera=getattr(net, "arch", "cliff"),
+            inner_loop=self.inner_loop_of(method),
         ), net
 
     def steps_of(self, method: str) -> int:
@@ -520,19 +542,26 @@ class _Evaluator:
             return "regression"
         grouping = self.grouping_of(method)
         group = f"batch of {self.config.batch_size}" if grouping == "batch" else "per person"
-        return f"{method}: {group}, <= {self.steps_of(method)} steps, {self.config.keypoints} keypoints"
+        text = f"{method}: {group}, <= {self.steps_of(method)} steps, {self.config.keypoints} keypoints"
+        inner = self.inner_loop_of(method)
+        if inner is not None:
+            text += (f", inner loop {inner.steps} x {inner.optimizer} lr {inner.lr:g} on the {inner.scope} "
+                     f"({inner.loss})")
+        return text
 
     def run_method(self, method: str, inputs: Any, prepared: P.PreparedGT) -> dict[str, np.ndarray]:
-        from metahmr_cli.tto import run_tto
+        from metahmr_cli.tto import resolve_schedule, run_tto
 
         cfg, main = self.tto_config(method)
-        aux = self.nets.aux if method in AUX_METHODS else None
-        if method in AUX_METHODS and self.nets.kind != "metahmr":
+        # a network meta-trained without the auxiliary net starts its Meta-HMR schedules with a 2D-only inner loop
+        needs_aux = method in AUX_METHODS and resolve_schedule(cfg).needs_aux
+        aux = self.nets.aux if needs_aux else None
+        if needs_aux and self.nets.kind != "metahmr":
             raise ConfigError(
                 f"method {method!r} needs Meta-HMR's auxiliary network, but checkpoint {self.checkpoint.name} holds "
                 f"a single network ({self.nets.kind}); with it only 'none' and 'eft' are meaningful (--tto none,eft)"
             )
-        if method in AUX_METHODS and aux is None:
+        if needs_aux and aux is None:
             raise ConfigError(
                 f"method {method!r} needs an auxiliary network but checkpoint {self.checkpoint.name} has none; "
                 "use a Meta-HMR checkpoint or choose --tto none,eft"

@@ -25,7 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from ..constants import IMG_H, IMG_W
-from ..errors import AssetNotFoundError, CheckpointError
+from ..errors import AssetNotFoundError, CheckpointError, ConfigError
 from ..io.writers import atomic_path
 from .builders import LAYOUTS, build_regressor, layout_for
 from .regressor import HEAD_DROPOUT, HEAD_MODULES, HEAD_WIDTH, NCAM, NPOSE, NSHAPE, Regressor
@@ -425,7 +425,9 @@ class LoadedNetworks:
     kind: "metahmr" (release or our training checkpoint), "cliff_res50", "cliff_hr48", "spin_hmr" or
     "state_dict" (a bare state dict of one network). For single-network files ``aux`` is a separate copy of
     ``main``. ``messages`` lists tolerated deviations (e.g. keys absent from SPIN's hmr.pt); ``metadata``
-    holds the file's scalar entries (epoch, total_step_count ...).
+    holds the file's scalar entries (epoch, total_step_count ...). ``inner_loop``: the
+    :class:`metahmr_cli.tto.InnerLoop` the networks were meta-trained with, from the file's ``inner_loop`` record
+    (written by ``metahmr train``); None for files without one (the releases: the released inner loop applies).
     """
 
     main: Regressor
@@ -437,6 +439,19 @@ class LoadedNetworks:
     path: Path
     messages: list[str] = field(default_factory=list)
     metadata: dict[str, Any] = field(default_factory=dict)
+    inner_loop: Any = None  # InnerLoop | None (imported lazily: the TTO package imports this one)
+
+
+def _inner_loop_record(obj: Mapping[str, Any], source: str) -> Any:
+    """The InnerLoop of a checkpoint's ``inner_loop`` entry, None without one."""
+    if obj.get("inner_loop") is None:
+        return None
+    from metahmr_cli.tto.config import InnerLoop
+
+    try:
+        return InnerLoop.from_record(obj["inner_loop"], source)
+    except ConfigError as exc:
+        raise CheckpointError(f"{exc} The file was not written by metahmr train, or is damaged.") from None
 
 
 def _build_and_load(plan: NetworkPlan, sd: Mapping[str, Tensor], mean_params: Mapping[str, Any] | None,
@@ -503,6 +518,7 @@ def load_networks(path: str | Path, *, device: torch.device | str | None = None,
             layout_aux = plan_aux.layout_name
         layout_main = plan_main.layout_name
         metadata = {k: v for k, v in obj.items() if isinstance(k, str) and isinstance(v, (int, float, str, bool))}
+        inner_loop = _inner_loop_record(obj, source)
     else:
         if isinstance(obj, Mapping) and "model" in obj:
             sd = _require_state_dict(obj["model"], f"{source}['model']")
@@ -535,11 +551,13 @@ def load_networks(path: str | Path, *, device: torch.device | str | None = None,
             main, _ = _build_and_load(plan, sd, mean_params, entry)
         aux = copy.deepcopy(main)
         layout_main = layout_aux = plan.layout_name
+        inner_loop = None
     main = main.to(device=device, dtype=dtype).eval()
     if aux is not None:
         aux = aux.to(device=device, dtype=dtype).eval()
     info = LoadedNetworks(main=main, aux=aux, kind=kind, layout_main=layout_main, layout_aux=layout_aux,
-                          identifier=file_identifier(path), path=path, messages=messages, metadata=metadata)
+                          identifier=file_identifier(path), path=path, messages=messages, metadata=metadata,
+                          inner_loop=inner_loop)
     logger.info("loaded %s (%s: main %s, aux %s)", info.identifier, kind, layout_main, layout_aux)
     return info
 

@@ -14,6 +14,7 @@ from .checkpointing import (
 from .config import TrainConfig
 from .distributed import DistInfo, GlobalBatchSampler, epoch_permutation, launch
 from .meta_step import MetaStep, MetaStepConfig, TrainBatch, adapt, prepare_batch
+from .probe import InnerLoopProbe, probe_inner_loop
 from .recipes import BUILTIN_RECIPES, find_recipe, load_recipe, recipe_config
 from .run_log import CSV_COLUMNS, RunLogger, read_log
 from .trainer import (
@@ -22,8 +23,11 @@ from .trainer import (
     build_networks,
     config_for_resume,
     initialise_networks,
+    meta_step,
     network_layouts,
     train,
+    training_body,
+    training_dataset,
 )
 
 __all__ = [
@@ -32,6 +36,7 @@ __all__ = [
     "CSV_COLUMNS",
     "DistInfo",
     "GlobalBatchSampler",
+    "InnerLoopProbe",
     "MetaStep",
     "MetaStepConfig",
     "RunLogger",
@@ -49,13 +54,17 @@ __all__ = [
     "launch",
     "load_recipe",
     "load_training_checkpoint",
+    "meta_step",
     "network_layouts",
     "prepare_batch",
+    "probe_inner_loop",
     "read_log",
     "recipe_config",
     "resolve_resume_path",
     "restore_rng_state",
     "save_training_checkpoint",
     "train",
+    "training_body",
+    "training_dataset",
     "unique_run_dir",
 ]

@@ -10,7 +10,9 @@ A checkpoint is the Meta-HMR release form (``model`` and ``model_aux`` in the re
 - ``sampler``: {"seed", "epoch", "position"}: the data order is a function of (seed, epoch) and the position a
   batch index, so resuming needs no replay;
 - ``rng``: python / numpy / torch / cuda generator states;
-- ``config``: the :class:`TrainConfig` as a dict; ``format``: "metahmr-train/1".
+- ``config``: the :class:`TrainConfig` as a dict; ``format``: "metahmr-train/1";
+- ``inner_loop``: the run's :class:`metahmr_cli.tto.InnerLoop` (what ``process`` and ``eval`` start test-time
+  optimisation with).
 
 Files are written to a temporary name and renamed (atomic); ``last.pt`` is a hard link to the newest one.
 """
@@ -34,6 +36,7 @@ from ..errors import CheckpointError
 from ..io.writers import TEMP_MARKER, atomic_path
 from ..models import Regressor, load_layout_state_dict, load_torch_file, save_networks
 from ..models.checkpoints import detect_network
+from ..tto.config import InnerLoop
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -125,11 +128,12 @@ def clean_stale_temp_files(folder: str | Path) -> list[Path]:
 def save_training_checkpoint(run_dir: str | Path, main: Regressor, aux: Regressor | None,
                              optimizer: torch.optim.Optimizer, *, step: int, epoch: int, batch_idx: int,
                              batch_size: int, world_size: int, seed: int, config: Mapping[str, Any],
-                             name: str | None = None) -> Path:
+                             name: str | None = None, inner_loop: InnerLoop | None = None) -> Path:
     """Write ``<run>/checkpoints/step_XXXXXXXX.pt`` atomically and point ``last.pt`` at it.
 
     Args:
         step: optimiser steps done; epoch / batch_idx: where the next step's batch comes from.
+        inner_loop: the run's inner loop, recorded for test-time optimisation (None: not recorded).
     Returns:
         the written file.
     """
@@ -147,6 +151,8 @@ def save_training_checkpoint(run_dir: str | Path, main: Regressor, aux: Regresso
         "rng": capture_rng_state(),
         "config": dict(config),
     }
+    if inner_loop is not None:
+        extra["inner_loop"] = inner_loop.to_record()
     save_networks(path, main, aux, extra=extra)
     with atomic_path(folder / LAST_NAME) as tmp:
         try:

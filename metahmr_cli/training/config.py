@@ -21,6 +21,7 @@ from typing import Literal
 
 from ..errors import ConfigError
 from ..losses import LossWeights
+from ..tto.config import PAPER_TTO_LR, InnerLoop
 
 __all__ = ["BACKBONES", "SYNTHETIC_KEYPOINTS", "TrainConfig"]
 
@@ -61,12 +62,18 @@ class TrainConfig:
             single huge gradient (a person projected through the camera plane while the weights are still
             far off) otherwise fills Adam's moment estimates and stalls a run trained from scratch.
         outer_lr: learning rate of the main net (1e-4); inner_lr: α of the inner step (1e-5);
+        inner_optimizer: optimiser of the inner loop, "sgd" (released) or "adam" (a fresh state per unit);
+        inner_steps: updates of the inner loop per unit (released: 1). ``inner_optimizer``, ``inner_lr``,
+            ``inner_steps``, ``scope`` and ``pseudo`` make the :class:`metahmr_cli.tto.InnerLoop` of the run
+            (:meth:`inner_loop`): the training inner loop, recorded in every checkpoint, and the first updates of
+            the test-time optimisation that ``process`` and ``eval`` run with the trained networks.
         aux_lr: learning rate of the aux net (None = 1e-6 with aux_mode "released", outer_lr with "paper").
         meta: False = plain CLIFF/HMR training of the main net (no inner step; ablation row 1).
         meta_warmup_steps: the first N steps are plain steps (no inner step; with aux_mode "paper" the aux net is
             trained as well), then meta steps follow: networks trained from scratch first learn to regress, at a
             third of the cost of a meta step (the released runs start from pretrained networks instead; 0).
-        pseudo: False = inner loss from the 2D keypoints only (no auxiliary pseudo terms; ablation row 2).
+        pseudo: False = inner loss from the 2D keypoints only (the unweighted L_2D of test-time optimisation; no
+            auxiliary net; ablation row 2).
         aux_mode: "released" or "paper" (see the module docstring).
         aux_net_mode: "train" (released: dropout on, BN statistics drift) or "eval" for the aux forward.
         net_mode: "train" (released) or "eval" for the main net: "eval" runs BatchNorm on running statistics
@@ -116,7 +123,9 @@ class TrainConfig:
     optimizer: Literal["adam", "sgd"] = "adam"
     clip_grad: float | None = None
     outer_lr: float = 1e-4
-    inner_lr: float = 1e-5
+    inner_lr: float = PAPER_TTO_LR
+    inner_optimizer: Literal["sgd", "adam"] = "sgd"
+    inner_steps: int = 1
     aux_lr: float | None = None
     meta: bool = True
     meta_warmup_steps: int = 0
@@ -157,6 +166,11 @@ class TrainConfig:
         """Camera model of the decoder: CLIFF's full-image camera or HMR's crop camera."""
         return "cliff" if self.arch == "cliff" else "hmr"
 
+    def inner_loop(self) -> InnerLoop:
+        """The inner loop of the run's meta steps, which test-time optimisation of the trained networks repeats."""
+        return InnerLoop(optimizer=self.inner_optimizer, lr=float(self.inner_lr), steps=int(self.inner_steps),
+                         scope=self.scope, loss="expl" if self.pseudo else "2d")
+
     def resolved_aux_lr(self) -> float:
         """The aux net's learning rate (released 1e-6; paper mode defaults to ``outer_lr``)."""
         if self.aux_lr is not None:
@@ -174,6 +188,7 @@ class TrainConfig:
             ("net_mode", self.net_mode, ("train", "eval")),
             ("grouping", self.grouping, ("batch", "sample")),
             ("scope", self.scope, ("head", "last_stage", "all")),
+            ("inner_optimizer", self.inner_optimizer, ("sgd", "adam")),
         ]
         for name, value, valid in choices:
             if value not in valid:
@@ -202,6 +217,8 @@ class TrainConfig:
         for name, value in positive:
             if int(value) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {value}.")
+        if int(self.inner_steps) < 1:
+            raise ConfigError(f"inner_steps must be >= 1, got {self.inner_steps}.")
         for name, value in (("epochs", self.epochs), ("max_steps", self.max_steps), ("group_size", self.group_size),
                             ("main_iters", self.main_iters), ("aux_iters", self.aux_iters)):
             if value is not None and int(value) < 1:

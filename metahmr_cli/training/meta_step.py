@@ -5,18 +5,20 @@ For a batch of B samples (paper Algorithm 1, Eq. 5-9; released ``trainer_one_sta
 1. backbone features of the main net f_w (computed once; the released inner step adapts only the head);
 2. pseudo targets Θ^u from the auxiliary net f_u (vertices, rotations, betas, GT-set 3D joints), gated by the
    samples' ground-truth flags as released;
-3. inner step through the TTO engine (:func:`metahmr_cli.tto.inner_update`, the one implementation):
-   w'_g = w − α ∇_w L_expl(f_w, Θ^u, J_2D) for every unit g: each sample (grouping "sample", the paper) or
+3. inner loop through the TTO engine (:func:`metahmr_cli.tto.inner_update`, the one implementation), as the
+   config's :class:`metahmr_cli.tto.InnerLoop` says (released: one SGD step,
+   w'_g = w − α ∇_w L_expl(f_w, Θ^u, J_2D)), for every unit g: each sample (grouping "sample", the paper) or
    each group of ``group_size`` samples with the group's batch-mean loss (grouping "batch", released);
-   the inner gradient is detached (first order);
+   the inner gradients are detached (first order). The same InnerLoop object starts test-time optimisation;
 4. outer loss: the released batch-mean L_train of the predictions of f_{w'_g} against the ground truth, × 60;
 5. the outer gradient reaches w through w'_g = w − α·(constant), i.e. the gradient at w' is applied to w.
    Because the outer loss is a mean over the batch, w receives (1/B) Σ_i ∇_{w'} L_i(w'_{g(i)}).
 
-With ``aux_mode="paper"`` the aux net also receives L_train(f_u) × 60 (Eq. 5/8); with "released" it has no
-loss (first-order MAML leaves it untouched; only its BatchNorm statistics move when it runs in train mode).
-``meta=False`` is plain training (no inner step); ``pseudo=False`` uses the 2D keypoint loss alone in the inner
-step (no auxiliary net).
+With ``aux_mode="paper"`` the aux net also receives L_train(f_u) × 60 (Eq. 5/8), whenever it is present (also in
+plain steps and with a 2D-only inner loop); with "released" it has no loss (first-order MAML leaves it untouched;
+only its BatchNorm statistics move when it runs in train mode).
+``meta=False`` is plain training (no inner step); an inner loop with ``loss="2d"`` uses the 2D keypoint loss
+alone, the unweighted L_2D of test-time optimisation (no auxiliary net).
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ from ..geometry.rotation import axis_angle_to_rotmat
 from ..losses import LOSS_TERMS, LossTargets, LossWeights, combined_loss, pseudo_targets
 from ..models import Regressor
 from ..predictions import Decoded, decode
-from ..tto import TTOInputs, batched_forward, inner_update
+from ..tto import InnerLoop, TTOInputs, batched_forward, inner_update
 
 __all__ = ["MetaStep", "MetaStepConfig", "TrainBatch", "adapt", "prepare_batch"]
 
@@ -48,20 +50,23 @@ class MetaStepConfig:
     """What one step does (see the module docstring; the fields mirror :class:`TrainConfig`)."""
 
     meta: bool = True
-    pseudo: bool = True
     aux_mode: Literal["released", "paper"] = "released"
     grouping: Literal["batch", "sample"] = "batch"
     group_size: int | None = None
-    scope: Literal["head", "last_stage", "all"] = "head"
-    inner_lr: float = 1e-5
+    inner: InnerLoop = dataclasses.field(default_factory=InnerLoop)
     weights: LossWeights = dataclasses.field(default_factory=LossWeights)
     camera: Literal["cliff", "hmr"] = "cliff"
     amp_dtype: torch.dtype | None = None  # autocast dtype of the backbones (CUDA only), None = off
 
     @property
+    def scope(self) -> str:
+        """The weights the inner loop adapts."""
+        return self.inner.scope
+
+    @property
     def uses_aux(self) -> bool:
-        """The auxiliary net is run (pseudo targets) only by the meta step with pseudo terms."""
-        return self.meta and self.pseudo
+        """The auxiliary net is run (pseudo targets) only by the meta step whose inner loss has pseudo terms."""
+        return self.meta and self.inner.loss == "expl"
 
 
 @dataclass
@@ -143,7 +148,7 @@ def _bbox(net: Regressor, crop: CropInfo) -> Tensor | None:
 
 def adapt(main: Regressor, body: BodyModel, batch: TrainBatch, targets: LossTargets, cfg: MetaStepConfig,
           features: Tensor | None = None) -> tuple[dict[str, Tensor], int]:
-    """The inner step: adapted weights w' of every unit, through the TTO engine's ``inner_update``.
+    """The inner loop (``cfg.inner``): adapted weights w' of every unit, through the TTO engine's ``inner_update``.
 
     Args:
         targets: inner-loss targets of the B samples (pseudo targets, or 2D-only targets).
@@ -153,16 +158,17 @@ def adapt(main: Regressor, body: BodyModel, batch: TrainBatch, targets: LossTarg
     """
     b = len(batch)
     n = 1 if cfg.grouping == "sample" else min(int(cfg.group_size or b), b)
-    inner_weights = cfg.weights if cfg.pseudo else dataclasses.replace(cfg.weights, camera=0.0)
-    names = set(main.scope_parameter_names(cfg.scope))
+    inner = cfg.inner
+    names = set(main.scope_parameter_names(inner.scope))
     theta = {k: p for k, p in main.named_parameters() if k in names}
     inputs = TTOInputs(images=batch.images, crop=batch.crop, keypoints2d=batch.keypoints2d,
                        has_smpl=batch.gt.has_smpl, has_pose_3d=batch.gt.has_pose_3d)
     adapted = inner_update(
-        main, theta, inputs, targets, cfg.inner_lr, cfg.scope,
+        main, theta, inputs, targets, inner.lr, inner.scope,
         "person" if n == 1 else "batch",
-        body=body, weights=inner_weights, camera=cfg.camera, group_size=n,
-        features=features if cfg.scope == "head" else None,
+        body=body, weights=cfg.weights, camera=cfg.camera, group_size=n,
+        features=features if inner.scope == "head" else None,
+        optimizer=inner.optimizer, steps=inner.steps, loss=inner.loss,
     )
     return adapted, n
 
@@ -188,13 +194,44 @@ class MetaStep(nn.Module):
         self.cfg = cfg
         object.__setattr__(self, "body", body)
         if aux is not None:
-            aux.requires_grad_(cfg.aux_mode == "paper" and cfg.uses_aux)
+            aux.requires_grad_(cfg.aux_mode == "paper")
 
     def _decode(self, out: dict[str, Tensor], crop: CropInfo) -> Decoded:
         return decode(out, self.body, crop, camera=self.cfg.camera)
 
     def _outer(self, dec: Decoded, batch: TrainBatch) -> tuple[Tensor, dict[str, Tensor]]:
         return combined_loss(dec, batch.gt, self.cfg.weights, outer=True)
+
+    def _aux_loss(self, batch: TrainBatch) -> Tensor | None:
+        """60·L_train(f_u) on the ground truth when the aux net is trained (paper mode, grad enabled), else None."""
+        cfg = self.cfg
+        if self.aux is None or cfg.aux_mode != "paper" or not torch.is_grad_enabled():
+            return None
+        crop = batch.crop
+        aux_feats = _features(self.aux, batch.images, cfg.amp_dtype)
+        aux_dec = self._decode(self.aux(features=aux_feats, bbox_info=_bbox(self.aux, crop)), crop)
+        return combined_loss(aux_dec, batch.gt, cfg.weights, outer=True)[0]
+
+    def inner_targets(self, batch: TrainBatch) -> tuple[LossTargets, Tensor | None]:
+        """Targets of the inner loss and the aux net's loss (paper mode with grad enabled, else None).
+
+        With pseudo terms: the aux net's pseudo targets (its forward runs with grad only when it is trained);
+        without: the inner keypoints alone.
+        """
+        cfg = self.cfg
+        if not cfg.uses_aux:
+            return LossTargets(keypoints2d=batch.keypoints2d, has_smpl=batch.gt.has_smpl,
+                               has_pose_3d=batch.gt.has_pose_3d), None
+        assert self.aux is not None
+        aux, crop = self.aux, batch.crop
+        aux_loss: Tensor | None = None
+        train_aux = cfg.aux_mode == "paper"
+        with torch.set_grad_enabled(train_aux and torch.is_grad_enabled()):
+            aux_feats = _features(aux, batch.images, cfg.amp_dtype)
+            aux_dec = self._decode(aux(features=aux_feats, bbox_info=_bbox(aux, crop)), crop)
+            if train_aux:
+                aux_loss, _ = combined_loss(aux_dec, batch.gt, cfg.weights, outer=True)
+        return pseudo_targets(aux_dec, batch.keypoints2d, batch.gt.has_smpl, batch.gt.has_pose_3d), aux_loss
 
     def forward(self, batch: TrainBatch) -> tuple[Tensor, dict[str, Tensor]]:
         cfg = self.cfg
@@ -210,26 +247,14 @@ class MetaStep(nn.Module):
             dec = self._decode(main(features=feats, bbox_info=bbox), crop)
             outer, terms = self._outer(dec, batch)
             loss = outer
-            if self.aux is not None and cfg.aux_mode == "paper" and torch.is_grad_enabled():
-                # plain warm-up steps of a meta run: the aux net learns from the ground truth as in the meta steps
-                aux_feats = _features(self.aux, batch.images, cfg.amp_dtype)
-                aux_dec = self._decode(self.aux(features=aux_feats, bbox_info=_bbox(self.aux, crop)), crop)
-                aux_loss, _ = combined_loss(aux_dec, batch.gt, cfg.weights, outer=True)
+            # plain warm-up steps of a meta run: the aux net learns from the ground truth as in the meta steps
+            aux_loss = self._aux_loss(batch)
+            if aux_loss is not None:
                 loss = outer + aux_loss
         else:
-            if cfg.uses_aux:
-                assert self.aux is not None
-                aux = self.aux
-                train_aux = cfg.aux_mode == "paper"
-                with torch.set_grad_enabled(train_aux and torch.is_grad_enabled()):
-                    aux_feats = _features(aux, batch.images, cfg.amp_dtype)
-                    aux_dec = self._decode(aux(features=aux_feats, bbox_info=_bbox(aux, crop)), crop)
-                    if train_aux:
-                        aux_loss, _ = combined_loss(aux_dec, batch.gt, cfg.weights, outer=True)
-                targets = pseudo_targets(aux_dec, batch.keypoints2d, batch.gt.has_smpl, batch.gt.has_pose_3d)
-            else:
-                targets = LossTargets(keypoints2d=batch.keypoints2d, has_smpl=batch.gt.has_smpl,
-                                      has_pose_3d=batch.gt.has_pose_3d)
+            targets, aux_loss = self.inner_targets(batch)
+            if aux_loss is None:  # a 2D-only inner loop: the aux net (paper mode) still learns from the ground truth
+                aux_loss = self._aux_loss(batch)
             adapted, n = adapt(main, self.body, batch, targets, cfg, feats)
             out = batched_forward(main, adapted, None if head else batch.images, bbox,
                                   features=feats if head else None, group_size=n)

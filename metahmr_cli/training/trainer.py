@@ -64,10 +64,13 @@ __all__ = [
     "build_networks",
     "config_for_resume",
     "initialise_networks",
+    "meta_step",
     "needs_aux",
     "network_layouts",
     "resolve_init_path",
     "train",
+    "training_body",
+    "training_dataset",
 ]
 
 log = logging.getLogger(__name__)
@@ -104,8 +107,11 @@ def network_layouts(cfg: TrainConfig) -> tuple[str | None, str | None]:
 
 
 def needs_aux(cfg: TrainConfig) -> bool:
-    """The auxiliary network is built, trained/used and saved only by the meta step with pseudo terms."""
-    return cfg.meta and cfg.pseudo
+    """The auxiliary network is built, trained/used and saved by the meta step with pseudo terms, and in "paper" aux
+    mode (where it learns from the ground truth, Eq. 5) by a meta run without them too: its inner loop then uses
+    the 2D keypoints alone, and the run keeps the same networks and optimiser groups as one with pseudo terms
+    (an ablation can fork both from one checkpoint)."""
+    return cfg.meta and (cfg.pseudo or cfg.aux_mode == "paper")
 
 
 def build_networks(cfg: TrainConfig, mean_params: dict[str, np.ndarray] | None = None,
@@ -134,6 +140,43 @@ def build_networks(cfg: TrainConfig, mean_params: dict[str, np.ndarray] | None =
         if aux is not None and cfg.aux_iters:
             aux.n_iter = int(cfg.aux_iters)
     return main, (aux if needs_aux(cfg) else None)
+
+
+def training_body(cfg: TrainConfig, device: torch.device | str = "cpu") -> BodyModel:
+    """The neutral body of a run (posed at its joints and ``train_vertices`` surface vertices when set)."""
+    body = load_body_model(body_dir(cfg.body), "neutral", device=device, dtype=torch.float32, with_h36m=False)
+    if cfg.train_vertices is not None:
+        from ..body.fast_joints import SubsetBody
+
+        body = SubsetBody(body, num_surface=int(cfg.train_vertices)).to(device)
+    return body
+
+
+def training_dataset(cfg: TrainConfig) -> Any:
+    """The training data of a run (a map-style dataset with ``set_epoch``); dataset files are validated first."""
+    if cfg.data == SYNTHETIC_KEYPOINTS:
+        from ..data.keypoint_synth import KeypointSynthConfig, SyntheticKeypointDataset
+
+        return SyntheticKeypointDataset(body_dir(cfg.body), KeypointSynthConfig(
+            length=cfg.synth_length, seed=cfg.seed, split="train"))
+    from ..data import AugmentConfig, DataConfig, build_train_dataset
+    from ..data.check import require_valid
+    from .plan import dataset_specs
+
+    require_valid(dataset_specs(cfg))  # before the run folder exists
+    aug = AugmentConfig(enabled=cfg.augment, occlusion=cfg.syn_occ, occluders=cfg.occluders)
+    return build_train_dataset(DataConfig(datasets_config=cfg.datasets_config, train=cfg.data, augment=aug,
+                                          seed=cfg.seed))
+
+
+def meta_step(cfg: TrainConfig, main: Regressor, aux: Regressor | None, body: BodyModel,
+              device: torch.device | str = "cpu") -> MetaStep:
+    """The training step of a run's settings (plain or meta, its inner loop, bf16 backbones on CUDA with amp)."""
+    amp = torch.bfloat16 if (cfg.amp and torch.device(device).type == "cuda") else None
+    step_cfg = MetaStepConfig(meta=cfg.meta, aux_mode=cfg.aux_mode, grouping=cfg.grouping,
+                              group_size=cfg.group_size, inner=cfg.inner_loop(), weights=cfg.loss_weights,
+                              camera=cfg.camera, amp_dtype=amp)
+    return MetaStep(main, aux, body, step_cfg)
 
 
 def resolve_init_path(value: str, what: str) -> Path:
@@ -269,14 +312,8 @@ class Trainer:
         np.random.seed(cfg.seed % (2**32))
         torch.manual_seed(cfg.seed + self.dist.rank)
 
-        bdir = body_dir(cfg.body)
-        self.body: BodyModel = load_body_model(bdir, "neutral", device=self.device, dtype=torch.float32,
-                                               with_h36m=False)
-        if cfg.train_vertices is not None:
-            from ..body.fast_joints import SubsetBody
-
-            self.body = SubsetBody(self.body, num_surface=int(cfg.train_vertices)).to(self.device)
-        self.mean_params = load_mean_params(bdir)
+        self.body: BodyModel = training_body(cfg, self.device)
+        self.mean_params = load_mean_params(body_dir(cfg.body))
 
         self.main, self.aux = build_networks(cfg, self.mean_params)
         resume_obj = None
@@ -291,11 +328,9 @@ class Trainer:
         if self.aux is not None:
             self.aux.to(self.device)
 
-        amp = torch.bfloat16 if (cfg.amp and self.device.type == "cuda") else None
-        step_cfg = MetaStepConfig(meta=cfg.meta, pseudo=cfg.pseudo, aux_mode=cfg.aux_mode, grouping=cfg.grouping,
-                                  group_size=cfg.group_size, scope=cfg.scope, inner_lr=cfg.inner_lr,
-                                  weights=cfg.loss_weights, camera=cfg.camera, amp_dtype=amp)
-        self.step_module = MetaStep(self.main, self.aux, self.body, step_cfg)
+        self.step_module = meta_step(cfg, self.main, self.aux, self.body, self.device)
+        # one object: the inner loop of the meta steps and the record that test-time optimisation starts from
+        self.inner_loop = self.step_module.cfg.inner
         self.model: nn.Module = self.step_module
         if self.dist.enabled:
             from torch.nn.parallel import DistributedDataParallel as DDP
@@ -340,22 +375,8 @@ class Trainer:
     def _build_data(self) -> None:
         from torch.utils.data import DataLoader
 
-        from ..data import AugmentConfig, DataConfig, build_train_dataset
-
         cfg = self.cfg
-        if cfg.data == SYNTHETIC_KEYPOINTS:
-            from ..data.keypoint_synth import KeypointSynthConfig, SyntheticKeypointDataset
-
-            self.dataset = SyntheticKeypointDataset(body_dir(cfg.body), KeypointSynthConfig(
-                length=cfg.synth_length, seed=cfg.seed, split="train"))
-        else:
-            from ..data.check import require_valid
-            from .plan import dataset_specs
-
-            require_valid(dataset_specs(cfg))  # before the run folder exists
-            aug = AugmentConfig(enabled=cfg.augment, occlusion=cfg.syn_occ, occluders=cfg.occluders)
-            self.dataset = build_train_dataset(DataConfig(datasets_config=cfg.datasets_config, train=cfg.data,
-                                                          augment=aug, seed=cfg.seed))
+        self.dataset = training_dataset(cfg)
         self.sampler = GlobalBatchSampler(len(self.dataset), cfg.batch_size, seed=cfg.seed, rank=self.dist.rank,
                                           world_size=self.dist.world_size, shuffle=True)
         if self.sampler.batches_per_epoch < 1:
@@ -393,7 +414,7 @@ class Trainer:
             path = save_training_checkpoint(
                 self.run_dir, self.main, self.aux, self.optimizer, step=self.step, epoch=self.epoch,
                 batch_idx=self.position, batch_size=self.cfg.batch_size, world_size=self.dist.world_size,
-                seed=self.cfg.seed, config=config_to_dict(self.cfg))
+                seed=self.cfg.seed, config=config_to_dict(self.cfg), inner_loop=self.inner_loop)
         barrier(self.dist)
         return path
 
@@ -477,7 +498,8 @@ class Trainer:
 
                 path = save_networks(Path(cfg.export).expanduser(), self.main, self.aux,
                                      extra={"total_step_count": self.step, "epoch": self.epoch,
-                                            "config": config_to_dict(self.cfg)})
+                                            "config": config_to_dict(self.cfg),
+                                            "inner_loop": self.inner_loop.to_record()})
                 log.info("networks exported to %s", path)
         finally:
             logger.close()

@@ -681,7 +681,9 @@ def _optimise_chunk(
                         ok &= torch.isfinite(proposal[n].reshape(g, -1).sum(dim=1))
                 upd = active & ok
                 bad = active & ~ok
-                if sched.stop_rule == "delta":
+                if not phase.stop_test:
+                    conv = torch.zeros_like(upd)
+                elif sched.stop_rule == "delta":
                     conv = upd & ((loss_prev - total).abs() < sched.tol)
                 elif sched.stop_rule == "threshold":
                     conv = upd & (stop_value < sched.tol)
@@ -1244,25 +1246,38 @@ def inner_update(
     camera: Literal["cliff", "hmr"] = "cliff",
     group_size: int | None = None,
     features: Tensor | None = None,
+    optimizer: Literal["sgd", "adam"] = "sgd",
+    steps: int = 1,
+    loss: Literal["expl", "2d"] = "expl",
 ) -> dict[str, Tensor]:
-    """One first-order inner step of meta-training: θ'_u = θ − lr·∇_θ L_expl(unit u) (gradient detached).
+    """The first-order inner loop of meta-training: ``steps`` updates of θ per unit u, then θ'_u = θ − Δ_u with
+    Δ_u detached (FOMAML: the outer gradient at θ'_u reaches θ unchanged).
+
+    With one SGD step (the released inner step) θ'_u = θ − lr·∇_θ L(unit u). Several steps or Adam run the same
+    per-unit optimiser formulas as test-time optimisation (:mod:`metahmr_cli.tto.optim`, a fresh state per unit),
+    so the inner loop of training is the start of the test-time schedule (:class:`metahmr_cli.tto.InnerLoop`).
 
     The network runs in its current mode (the released trainer uses train mode: dropout is sampled
-    independently per unit). Pass ``features`` (P, F) for ``scope="head"`` to avoid running the backbone
-    again (a second backbone pass in train mode would update BatchNorm statistics twice).
+    independently per unit and per step). Pass ``features`` (P, F) for ``scope="head"`` to avoid running the
+    backbone again (a second backbone pass in train mode would update BatchNorm statistics twice).
 
     Args:
         params: name -> θ for at least the scope's names (may require grad; others come from ``main``).
         inputs: P people (images, crop, keypoints2d; gates are in ``targets``).
-        targets: the pseudo targets (e.g. :func:`metahmr_cli.losses.pseudo_targets` of the aux net) of the P people.
+        targets: the pseudo targets (e.g. :func:`metahmr_cli.losses.pseudo_targets` of the aux net) of the P people
+            (only ``keypoints2d`` is read with ``loss="2d"``).
         lr: inner learning rate α.
         scope: which weights adapt; grouping: "person" (G = P, the paper) or "batch" (consecutive groups of
             ``group_size`` people, None = the whole batch as one group, the released trainer).
         body, weights (default :class:`LossWeights`), camera: as in :func:`run_tto`.
+        optimizer: "sgd" or "adam"; steps: updates per unit (>= 1); loss: "expl" (L_expl against ``targets``)
+            or "2d" (the unweighted L_2D of test-time optimisation).
     Returns:
         name -> (G, ...) adapted weights θ' for the scope's names, differentiable w.r.t. ``params`` (the
-        inner gradient is detached: FOMAML). Feed them to :func:`batched_forward` with the same group size.
+        inner gradients are detached: FOMAML). Feed them to :func:`batched_forward` with the same group size.
     """
+    if steps < 1:
+        raise ConfigError(f"inner_update: steps must be >= 1, got {steps}.")
     weights = weights or LossWeights()
     p_total = inputs.images.shape[0] if features is None else features.shape[0]
     n = 1 if grouping == "person" else (group_size or p_total)
@@ -1280,14 +1295,30 @@ def inner_update(
     adapted: dict[str, list[Tensor]] = {k: [] for k in names}
     for start, g, size in unit_buckets(p_total, n):
         sl = slice(start, start + g * size)
-        leaves = {k: v.detach().unsqueeze(0).expand(g, *v.shape).requires_grad_() for k, v in theta.items()}
-        with torch.enable_grad():
-            total, _, _ = unit_objective(
-                main, body, leaves, x[sl], inputs.crop[sl], inputs.keypoints2d[sl], _take(targets, sl),
-                kind="expl", weights=weights, num_units=g, head_only=head_only, camera=camera,
-            )
-            grads = torch.autograd.grad(total.sum(), [leaves[k] for k in names], allow_unused=True)
-        for k, gr in zip(names, grads, strict=True):
-            step = torch.zeros_like(leaves[k]) if gr is None else gr.detach()
-            adapted[k].append(theta[k].unsqueeze(0) - lr * step)
+        crop, kp, tgt = inputs.crop[sl], inputs.keypoints2d[sl], _take(targets, sl)
+        current = {k: v.detach().unsqueeze(0).expand(g, *v.shape) for k, v in theta.items()}
+        opt = make_optimizer(optimizer, lr)
+        everyone = torch.ones(g, dtype=torch.bool, device=x.device)
+        delta: dict[str, Tensor] | None = None
+        for _ in range(steps):
+            leaves = {k: v.detach().requires_grad_() for k, v in current.items()}
+            with torch.enable_grad():
+                total, _, _ = unit_objective(
+                    main, body, leaves, x[sl], crop, kp, tgt,
+                    kind=loss, weights=weights, num_units=g, head_only=head_only, camera=camera,
+                )
+                grads = torch.autograd.grad(total.sum(), [leaves[k] for k in names], allow_unused=True)
+            grad_of = {k: (torch.zeros_like(leaves[k]) if gr is None else gr.detach())
+                       for k, gr in zip(names, grads, strict=True)}
+            if optimizer == "sgd" and steps == 1:
+                # the released inner step, θ − lr·g, to the last bit
+                delta = {k: lr * grad_of[k] for k in names}
+                break
+            proposal, state = opt.step(current, grad_of, everyone)
+            opt.commit(state, everyone, everyone=True)
+            current = proposal
+        if delta is None:
+            delta = {k: (theta[k].detach().unsqueeze(0) - current[k]) for k in names}
+        for k in names:
+            adapted[k].append(theta[k].unsqueeze(0) - delta[k])
     return {k: torch.cat(v) for k, v in adapted.items()}

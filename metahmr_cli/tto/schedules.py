@@ -8,7 +8,9 @@ parameters after k updates, applies update k + 1 and then runs the convergence t
     The refinement that produced the paper's numbers (notes 4.4), with one weight copy per person, so a
     person's result does not depend on who else shares the batch. Iteration 0: SGD lr 1e-5 on the head
     (fc1, fc2, decpose, decshape, deccam) with the full pseudo loss L_expl (2D keypoints plus the frozen
-    auxiliary net's pseudo mesh), exactly the update meta-training prepares the weights for. Iterations 1..14:
+    auxiliary net's pseudo mesh), exactly the update meta-training prepares the weights for: the network's
+    :class:`InnerLoop` (recorded in checkpoints metahmr trains; the released one otherwise), whose optimiser,
+    learning rate, number of updates, scope and loss the training inner loop used. Iterations 1..14:
     Adam (betas 0.9/0.999, eps 1e-8) lr 1e-5 on ALL weights with the unweighted L_2D. Convergence test after
     each Adam update: |L_prev - L| < 2e-5, where at iteration 1 L_prev is the iteration-0 pseudo loss (the
     released quirk). At most 1 + 14 updates. ``optimizer``, ``lr``, ``scope`` and ``max_steps`` set the Adam
@@ -22,7 +24,9 @@ parameters after k updates, applies update k + 1 and then runs the convergence t
     stopping when two consecutive losses are within ``early_stop_tol`` (2e-5, the released threshold) or
     after at most M = 14 updates. Eq. 9 is a plain gradient step with the paper's test-time learning rate
     1e-5, so the default optimiser is SGD with lr 1e-5 on the head (the parameter set the released
-    meta-training adapts); ``optimizer`` and ``lr`` change them, ``scope="all"`` gives all of w. Choices the
+    meta-training adapts; a network trained with another :class:`InnerLoop` repeats its own inner update: its
+    optimiser, learning rate, scope and loss); ``optimizer`` and ``lr`` change them, ``scope="all"`` gives all of
+    w. Choices the
     paper leaves open, taken from the released code: the loss weights, the camera term and the
     has_smpl/has_pose_3d gates of L_expl (all ones at inference); the stop test is made after the update of
     iteration k on the losses of iterations k-1 and k (both computed before their own update), so a stopped
@@ -44,12 +48,10 @@ from typing import Literal
 
 from metahmr_cli.errors import ConfigError
 from metahmr_cli.losses import LossWeights
-from metahmr_cli.tto.config import TTOConfig
+from metahmr_cli.tto.config import PAPER_TTO_LR, InnerLoop, TTOConfig
 
 LossKind = Literal["expl", "2d", "eft", "eft_hips"]
 
-PAPER_TTO_LR = 1e-5
-"""Test-time learning rate of the paper (Sec. 3.5) and of the released step-0 update (inner_lr)."""
 REFERENCE_ADAM_LR = 1e-5
 """Released ``--after_innerlr`` of the README run."""
 REFERENCE_MAX_ADAM_STEPS = 14
@@ -74,6 +76,17 @@ class Phase:
     steps: int
     freeze_norm: bool = False
     """Leave the affine parameters of BatchNorm layers out of the scope (EFT)."""
+    stop_test: bool = True
+    """Run the convergence test after this phase's updates (off for the inner-loop updates, which training
+    always takes in full)."""
+
+
+def inner_phase(inner: InnerLoop, steps: int | None = None) -> Phase:
+    """The phase of the test-time schedules that repeats meta-training's inner loop: ``inner.steps`` updates (or
+    ``steps``) of the same optimiser, learning rate, scope and loss (``"expl"``: L_expl, ``"2d"``: L_2D)."""
+    inner.validate()
+    return Phase(scope=inner.scope, optimizer=inner.optimizer, lr=float(inner.lr), loss=inner.loss,
+                 steps=inner.steps if steps is None else int(steps), stop_test=False)
 
 
 @dataclass(frozen=True)
@@ -134,22 +147,23 @@ def resolve_schedule(config: TTOConfig) -> ResolvedSchedule:
     stop_rule: Literal["delta", "threshold", "none"]
     if name == "none":
         return ResolvedSchedule(name, (), "person", config.group_size, "none", 0.0, weights, False)
+    inner = config.inner_loop if config.inner_loop is not None else InnerLoop(lr=PAPER_TTO_LR)
     if name == "paper":
         steps = 14 if config.max_steps is None else config.max_steps
         phases = (
             Phase(
-                scope=config.scope or "head",
-                optimizer=config.optimizer or "sgd",
-                lr=PAPER_TTO_LR if config.lr is None else config.lr,
-                loss="expl",
+                scope=config.scope or inner.scope,
+                optimizer=config.optimizer or inner.optimizer,
+                lr=float(inner.lr) if config.lr is None else config.lr,
+                loss=inner.loss,
                 steps=steps,
             ),
         )
-        stop_rule, tol, grouping, needs_aux = "delta", EARLY_STOP_TOL, config.grouping or "person", True
+        stop_rule, tol, grouping = "delta", EARLY_STOP_TOL, config.grouping or "person"
     elif name in RELEASED_PROCEDURE:
         steps = REFERENCE_MAX_ADAM_STEPS if config.max_steps is None else config.max_steps
         phases = (
-            Phase(scope="head", optimizer="sgd", lr=PAPER_TTO_LR, loss="expl", steps=1),
+            inner_phase(inner),
             Phase(
                 scope=config.scope or "all",
                 optimizer=config.optimizer or "adam",
@@ -159,7 +173,7 @@ def resolve_schedule(config: TTOConfig) -> ResolvedSchedule:
             ),
         )
         default_grouping = "batch" if name == "reference" else "person"
-        stop_rule, tol, grouping, needs_aux = "delta", EARLY_STOP_TOL, config.grouping or default_grouping, True
+        stop_rule, tol, grouping = "delta", EARLY_STOP_TOL, config.grouping or default_grouping
     elif name == "eft":
         steps = EFT_MAX_STEPS if config.max_steps is None else config.max_steps
         phases = (
@@ -172,12 +186,15 @@ def resolve_schedule(config: TTOConfig) -> ResolvedSchedule:
                 freeze_norm=True,
             ),
         )
-        stop_rule, tol, grouping, needs_aux = "threshold", EFT_THRESH_2D, config.grouping or "person", False
+        stop_rule, tol, grouping = "threshold", EFT_THRESH_2D, config.grouping or "person"
     else:  # pragma: no cover - validate() rejects it
         raise ConfigError(f"unknown TTO schedule {name!r}")
     if config.early_stop_tol is not None:
         tol = config.early_stop_tol
     if not config.early_stop:
         stop_rule = "none"
+    # the pseudo mesh is needed by the phases that minimise L_expl (a network meta-trained without the auxiliary
+    # net repeats its 2D-only inner loop and needs none)
+    needs_aux = any(p.loss == "expl" for p in phases)
     phases = tuple(p for p in phases if p.steps > 0)
     return ResolvedSchedule(name, phases, grouping, config.group_size, stop_rule, tol, weights, needs_aux)
