@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -101,19 +102,31 @@ def _numpy_globals_if_safe(path: Path) -> list[Any] | None:
         names = torch.serialization.get_unsafe_globals_in_checkpoint(str(path))
     except Exception:  # legacy (non-zip) format or unreadable: do not retry
         return None
-    if not names or not all(n in _NUMPY_SAFE_GLOBALS or n.startswith("numpy.dtypes.") for n in names):
+    dtype_classes = _numpy_dtype_classes()
+    allowed = _NUMPY_SAFE_GLOBALS | {f"numpy.dtypes.{n}" for n in dtype_classes}
+    if not names or not all(n in allowed for n in names):
         return None
     try:
         found = [_resolve_global(n) for n in names]
     except (ImportError, AttributeError):
         return None
     # numpy dtypes are rebuilt through their DType classes, which the scan above does not list
+    return found + list(dtype_classes.values())
+
+
+def _numpy_dtype_classes() -> dict[str, type]:
+    """The DType classes of ``numpy.dtypes`` by name (exact names only: the module also holds private helpers,
+    e.g. one that rebinds its attributes, which a file must never be allowed to call)."""
     try:
         dtypes = importlib.import_module("numpy.dtypes")
-        found += [getattr(dtypes, n) for n in dir(dtypes) if n.endswith("DType")]
     except ImportError:
-        pass
-    return found
+        return {}
+    out = {}
+    for n in dir(dtypes):
+        obj = getattr(dtypes, n)
+        if not n.startswith("_") and n.endswith("DType") and isinstance(obj, type) and issubclass(obj, np.dtype):
+            out[n] = obj
+    return out
 
 
 def load_torch_file(path: str | Path) -> Any:
