@@ -304,7 +304,8 @@ def _unique_stems(entries: list[tuple[Path, Path]]) -> list[str]:
 _PIL_LIMIT_LOCK = threading.Lock()
 
 
-def _to_uint8(arr: np.ndarray, mode: str) -> np.ndarray:
+def image_to_uint8(arr: np.ndarray, mode: str) -> np.ndarray:
+    """8-bit pixels from a decoded image array of PIL ``mode`` ("I;16": 16 bits, scaled by 255 / 65535)."""
     if arr.dtype == np.uint8:
         return arr
     if arr.dtype == bool:
@@ -417,7 +418,7 @@ def _pil_to_rgb(im, background: tuple[int, int, int]) -> np.ndarray:
         return np.repeat(gray[:, :, None], 3, axis=2)
     if mode.startswith("I") or mode == "F":
         arr = np.asarray(im)
-        gray = _to_uint8(arr, mode)
+        gray = image_to_uint8(arr, mode)
         if gray.ndim == 2:
             gray = np.repeat(gray[:, :, None], 3, axis=2)
         return np.ascontiguousarray(gray[:, :, :3])

@@ -71,7 +71,10 @@ class VideoSettings:
     export: tuple[str, ...] = ("amass",)
 
     def validate(self) -> None:
+        from metahmr_cli.config import check_types
         from metahmr_cli.errors import ConfigError
+
+        check_types(self, prefix="video.")
 
         if self.tracker not in ("auto", "bytetrack", "iou", "none"):
             raise ConfigError(f"--tracker {self.tracker!r}: choose auto, bytetrack, iou or none")
