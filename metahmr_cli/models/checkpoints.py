@@ -44,6 +44,7 @@ __all__ = [
     "load_networks",
     "load_torch_file",
     "network_spec",
+    "recorded_body",
     "save_networks",
     "write_random_checkpoint",
 ]
@@ -462,6 +463,19 @@ def _build_and_load(plan: NetworkPlan, sd: Mapping[str, Tensor], mean_params: Ma
     notes = load_layout_state_dict(model, sd, plan.layout, prefix=plan.prefix, strict=strict,
                                    allow_missing=allow_missing, source=source, assign=fast)
     return model, notes
+
+
+def recorded_body(path: str | Path) -> str | None:
+    """The body model a checkpoint of ours was trained with (its stored ``config["body"]``: "open", "smpl", a
+    folder ...), or None when it records none (a release, an official file) or cannot be read here (loading it
+    later reports why). The file is memory-mapped, weights-only: its tensors are not read."""
+    try:
+        obj = torch.load(Path(path), map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # noqa: BLE001 - legacy format, damaged or refused: the real load says why
+        return None
+    config = obj.get("config") if isinstance(obj, Mapping) else None
+    body = config.get("body") if isinstance(config, Mapping) else None
+    return body if isinstance(body, str) and body else None
 
 
 def load_networks(path: str | Path, *, device: torch.device | str | None = None,
