@@ -53,6 +53,52 @@ def test_changed_settings_redo_an_input_and_unchanged_ones_skip_it(tmp_path, sta
     assert m["messi5"].status == "skipped"
 
 
+def test_a_replaced_input_is_redone_and_the_log_says_why(tmp_path, standin_dir, tiny_checkpoint, caplog):
+    """Resume matches inputs by content, not by name: another photo under the same name is processed again (even
+    with the same size and modification time), the same photo with a new time is not."""
+    import logging
+    import os
+
+    from PIL import Image
+
+    image = np.asarray(Image.open(EXAMPLES / "messi5.jpg").convert("RGB"))
+    photo = tmp_path / "in" / "photo.bmp"  # uncompressed: two pictures of one size give files of one size
+    photo.parent.mkdir()
+    Image.fromarray(image).save(photo)
+    out = tmp_path / "out"
+    kw = dict(tto=TTOConfig(schedule="none"))
+    _, m = _run([photo], out, standin_dir, tiny_checkpoint, **kw)
+    assert m["photo"].status == "ok" and m["photo"].identity["hashed"] == "all"
+
+    # another picture, smaller: a new image size in the results
+    Image.fromarray(image[:300, :400]).save(photo)
+    with caplog.at_level(logging.WARNING, logger="metahmr_cli.pipeline"):
+        _, m = _run([photo], out, standin_dir, tiny_checkpoint, **kw)
+    assert m["photo"].status == "ok"
+    assert load_result_npz(out / "photo.npz")["image_size"].tolist() == [300, 400]
+    assert any("photo.bmp: the input file changed since the earlier run (its size changed" in r.getMessage()
+               for r in caplog.records)
+
+    # same size, same modification time, other pixels: the content hash tells them apart
+    Image.fromarray(image[:300, :400]).save(photo)
+    _, m = _run([photo], out, standin_dir, tiny_checkpoint, **kw)
+    assert m["photo"].status == "skipped"
+    st = photo.stat()
+    Image.fromarray(np.ascontiguousarray(image[:300, 400:0:-1])).save(photo)
+    os.utime(photo, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert photo.stat().st_size == st.st_size and photo.stat().st_mtime_ns == st.st_mtime_ns
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="metahmr_cli.pipeline"):
+        _, m = _run([photo], out, standin_dir, tiny_checkpoint, **kw)
+    assert m["photo"].status == "ok"  # redone (the stand-in stages see only the image size, so do not compare)
+    assert any("its content changed" in r.getMessage() for r in caplog.records)
+
+    # the same file with a new modification time only (copied back, touched): nothing to redo
+    os.utime(photo)
+    _, m = _run([photo], out, standin_dir, tiny_checkpoint, **kw)
+    assert m["photo"].status == "skipped"
+
+
 class _StopAfter(TemplateKeypoints):
     """Keypoints that raise KeyboardInterrupt at the n-th image (an interrupt in the middle of a video)."""
 
