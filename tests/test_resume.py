@@ -153,3 +153,38 @@ def test_video_frames_get_meshes_and_joint_names(tmp_path, standin_dir, tiny_che
     assert d["joint_names"].tolist() == JOINT_NAMES
     cfg = __import__("json").loads(str(d["tto_config"]))
     assert "resolved" in cfg and isinstance(cfg["resolved"]["phases"], list)
+
+
+def test_another_detector_threshold_redoes_an_image(tmp_path, standin_dir, tiny_checkpoint):
+    """The detector's score threshold changes which people are found: it is part of the settings an image is
+    skipped by."""
+    photo = tmp_path / "messi5.jpg"
+    shutil.copy(EXAMPLES / "messi5.jpg", photo)
+    out = tmp_path / "out"
+    kw = dict(tto=TTOConfig(schedule="none"))
+    _, m = _run([photo], out, standin_dir, tiny_checkpoint, det_conf=0.5, **kw)
+    assert m["messi5"].status == "ok"
+    _, m = _run([photo], out, standin_dir, tiny_checkpoint, det_conf=0.5, **kw)
+    assert m["messi5"].status == "skipped"
+    _, m = _run([photo], out, standin_dir, tiny_checkpoint, det_conf=0.6, **kw)
+    assert m["messi5"].status == "ok"
+
+
+def test_a_schedule_sharing_weights_per_batch_runs_videos_without_warm_starts(tmp_path, standin_dir,
+                                                                             tiny_checkpoint):
+    """The released schedule adapts one weight copy per batch of people, so a tracked person has no weights of their
+    own to carry to the next frame: the video runs cold (no tto_warm_start), whatever --warm-start says."""
+    from metahmr_cli.video.motion import VideoSettings
+
+    video = write_synthetic_video(tmp_path / "clip.mp4", n_frames=4)
+    out = tmp_path / "out"
+    report, m = _run([video], out, standin_dir, tiny_checkpoint, tto=TTOConfig(schedule="reference", max_steps=1),
+                     video=VideoSettings(tracker="iou", warm_start=True))
+    assert report.exit_code == 0 and m["clip"].status == "ok", m["clip"].reason
+    for t in range(4):
+        d = load_result_npz(out / "clip" / f"frame_{t:06d}.npz")
+        assert d["track_id"].tolist() == [1] and "tto_warm_start" not in d
+    # the per-person schedule of the same run carries the weights
+    _, m = _run([video], tmp_path / "out2", standin_dir, tiny_checkpoint, tto=TTOConfig(schedule="metahmr",
+                max_steps=1), video=VideoSettings(tracker="iou", warm_start=True))
+    assert load_result_npz(tmp_path / "out2" / "clip" / "frame_000003.npz")["tto_warm_start"].tolist() == [True]

@@ -256,3 +256,33 @@ def test_a_resumed_video_equals_the_uninterrupted_run(tmp_path, tmp_path_factory
                 np.testing.assert_allclose(a[key], b[key], rtol=0, atol=1e-5, err_msg=key)
             else:
                 np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+
+
+def test_every_second_frame_tracks_exports_and_redoes_with_another_stride(tmp_path, clip):
+    """--video-stride 2: frames 0, 2, 4, 6, 8 are processed; consecutive processed frames keep their warm starts
+    (even with max_gap 0: no frame of the stride is missed); the exports run at 15 fps (BVH frame time 2/30, AMASS
+    frame rate 15); a later run with stride 1 redoes the video instead of taking its frames."""
+    from bvh import Bvh
+
+    out = tmp_path / "out"
+    kw = dict(max_gap=0, export=("amass", "bvh"))
+    cfg = ProcessConfig(inputs=[str(clip["video"])], out=out, model="open", device="cpu", render=False,
+                        boxes_json=clip["boxes"], tto=TTOConfig(max_steps=3), video=VideoSettings(**kw),
+                        video_stride=2)
+    assert Pipeline(cfg, keypoints=GroundTruthKeypoints(clip), progress=False).run().exit_code == 0
+    frames = sorted(p.name for p in (out / "walk").glob("frame_*.npz"))
+    assert frames == [f"frame_{t:06d}.npz" for t in range(0, FRAMES, 2)]
+    warm = [load_result_npz(out / "walk" / f)["tto_warm_start"].tolist() for f in frames]
+    assert warm == [[False, False]] + [[True, True]] * (len(frames) - 1)
+    tids = [int(t) for t in np.load(out / "walk_tracks.npz")["track_ids"]]
+    for tid in tids:
+        doc = Bvh((out / "walk_tracks" / f"track_{tid:03d}.bvh").read_text())
+        assert doc.nframes == 5 and abs(doc.frame_time - 2 / 30) < 1e-7
+        amass = np.load(out / "walk_tracks" / f"track_{tid:03d}.npz")
+        assert float(amass["mocap_framerate"]) == 15.0 and amass["frames"].tolist() == [0, 2, 4, 6, 8]
+    first = (out / "walk" / "frame_000000.npz").stat().st_ino
+    _run(clip, out, **kw)  # stride 1: other frames, so another settings fingerprint
+    assert (out / "walk" / "frame_000000.npz").stat().st_ino != first  # redone, not taken from the stride-2 run
+    assert len(list((out / "walk").glob("frame_*.npz"))) == FRAMES
+    doc = Bvh((out / "walk_tracks" / f"track_{tids[0]:03d}.bvh").read_text())
+    assert doc.nframes == FRAMES and abs(doc.frame_time - 1 / 30) < 1e-7
