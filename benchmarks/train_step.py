@@ -83,15 +83,15 @@ def main() -> None:
     backbone = args.backbone or ("hrnet" if device.type == "cuda" else "resnet")
     recipe_batch = {"hrnet": 30, "resnet": 40, "resnet_tiny": 8}[backbone]
     b = args.batch_size or (recipe_batch if device.type == "cuda" else 4)
-    if args.body is None:
-        body_dir = Path(tempfile.mkdtemp()) / "standin"
-        write_standin_assets(body_dir)
-    else:
-        body_dir = Path(args.body)
-    body = load_body_model(body_dir, "neutral", device=device, with_h36m=False)
+    with tempfile.TemporaryDirectory(prefix="metahmr-bench-standin-") as tmp:  # removed once the body is loaded
+        body_dir = Path(args.body) if args.body is not None else Path(tmp) / "standin"
+        if args.body is None:
+            write_standin_assets(body_dir)
+        body = load_body_model(body_dir, "neutral", device=device, with_h36m=False)
+        mean_params = load_mean_params(body_dir)
     torch.manual_seed(0)
     cfg = TrainConfig(backbone=backbone)
-    main_net, aux = build_networks(cfg, load_mean_params(body_dir))
+    main_net, aux = build_networks(cfg, mean_params)
     main_net.to(device).train()
     aux.to(device).train()
     amp = None if (args.no_amp or device.type != "cuda") else torch.bfloat16

@@ -8,7 +8,10 @@ fast for the command line:
 - :class:`Pipeline` with :class:`ProcessConfig` — the batch runner behind ``metahmr process`` (files, folders,
   videos, resume, manifest, renders);
 - :class:`TTOConfig`, :func:`run_tto` — test-time optimisation; :func:`load_body_model`, :func:`load_networks`;
-- :func:`read_image`, :func:`load_result_npz` — reading inputs and result files.
+- :func:`read_image`, :func:`load_result_npz` — reading inputs and result files;
+- the errors metahmr raises: :class:`MetaHMRError` and its kinds :class:`InputError` (an input that cannot be used:
+  image, boxes, keypoints, focal length, a file), :class:`ConfigError` (a setting), :class:`AssetNotFoundError`,
+  :class:`CheckpointError`, :class:`BodyModelError`, :class:`DatasetError`.
 
 See ``docs/api.md``.
 """
@@ -31,6 +34,13 @@ _LAZY: dict[str, str] = {
     "load_networks": "metahmr_cli.models",
     "read_image": "metahmr_cli.io.sources",
     "load_result_npz": "metahmr_cli.io.writers",
+    "MetaHMRError": "metahmr_cli.errors",
+    "InputError": "metahmr_cli.errors",
+    "ConfigError": "metahmr_cli.errors",
+    "AssetNotFoundError": "metahmr_cli.errors",
+    "CheckpointError": "metahmr_cli.errors",
+    "BodyModelError": "metahmr_cli.errors",
+    "DatasetError": "metahmr_cli.errors",
 }
 
 __all__ = ["__version__", *_LAZY]

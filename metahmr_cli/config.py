@@ -1,7 +1,11 @@
 """The one configuration system: dataclasses, filled from defaults, an optional config file and CLI flags.
 
 Precedence: command-line flag > config file (``--config FILE``, TOML or JSON) > dataclass default.
-Unknown keys are rejected with the closest valid name, so a typo never passes silently.
+Unknown keys are rejected with the closest valid name, so a typo never passes silently, and every value is checked
+against the type of its field (``batch_size = "abc"``, ``render = "no"``, ``tto = 5``, ``video_stride = 1.5`` are
+errors that name the setting). Files are bounded: at most :data:`MAX_FILE_BYTES`, nested at most
+:data:`MAX_DEPTH` levels, text values of at most :data:`MAX_TEXT_CHARS` characters; messages quote at most
+:data:`QUOTE_CHARS` characters of a bad value.
 
 Example config file for ``metahmr process --config run.toml``::
 
@@ -16,7 +20,10 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import json
+import math
+import os
 import tomllib
 import types
 import typing
@@ -28,30 +35,103 @@ from metahmr_cli.errors import ConfigError
 T = TypeVar("T")
 
 
+MAX_FILE_BYTES = 16 * 1024 * 1024
+"""Largest config (or imported JSON) file read."""
+MAX_DEPTH = 32
+"""Deepest nesting of tables / arrays accepted in a config or JSON file (settings nest 3 levels)."""
+MAX_TEXT_CHARS = 10_000
+"""Longest text value of a setting (paths included)."""
+MAX_ITEMS = 1_000_000
+"""Most items of a list setting (e.g. inputs)."""
+QUOTE_CHARS = 100
+"""Characters of a bad value quoted in a message."""
+
+
+def quote(value: Any, limit: int = QUOTE_CHARS) -> str:
+    """``repr(value)`` cut to ``limit`` characters, saying how long the value was when cut (for messages)."""
+    if isinstance(value, str | bytes) and len(value) > limit:
+        return f"{value[:limit]!r}... ({len(value):,} characters)"
+    text = repr(value) if not isinstance(value, list | tuple | dict) or len(value) <= limit else \
+        f"<{type(value).__name__} of {len(value):,} items>"
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _depth_exceeds(data: Any, limit: int) -> bool:
+    """Whether containers nest deeper than ``limit`` (iterative: a deep file cannot exhaust the stack here)."""
+    stack = [(data, 1)]
+    while stack:
+        obj, depth = stack.pop()
+        if isinstance(obj, dict | list | tuple):
+            if depth > limit:
+                return True
+            stack.extend((v, depth + 1) for v in (obj.values() if isinstance(obj, dict) else obj))
+    return False
+
+
+def parse_json_text(text: str | bytes, source: str, error: type[Exception] = ConfigError,
+                    invalid: str = "is not valid JSON") -> Any:
+    """``json.loads`` with the bounds of this module: a file nested deeper than :data:`MAX_DEPTH` levels is an
+    ``error`` naming ``source`` (never a RecursionError); text that does not parse is ``f"{source} {invalid}: ..."``.
+    """
+    try:
+        data = json.loads(text)
+    except RecursionError:
+        data = None
+        deep = True
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise error(f"{source} {invalid}: {exc}") from None
+    else:
+        deep = _depth_exceeds(data, MAX_DEPTH)
+    if deep:
+        raise error(f"{source} nests tables/arrays more than {MAX_DEPTH} levels deep; no valid file does. "
+                    "Check that it is the right file.")
+    return data
+
+
+def read_bounded(path: Path, what: str, error: type[Exception] = ConfigError) -> bytes:
+    """The bytes of a user file of at most :data:`MAX_FILE_BYTES` (larger: an ``error`` naming it)."""
+    try:
+        size = path.stat().st_size
+    except OSError as exc:
+        raise error(f"{what} {path} cannot be read ({exc.strerror or exc}).") from None
+    if size > MAX_FILE_BYTES:
+        raise error(f"{what} {path} is {size / 2**20:.1f} MB; at most {MAX_FILE_BYTES // 2**20} MB are read. "
+                    "Check that it is the right file.")
+    return path.read_bytes()
+
+
 def load_config_file(path: str | Path) -> dict[str, Any]:
     """Read a TOML (``.toml``) or JSON (``.json``) config file into a dict.
 
     Raises:
-        ConfigError: the file is missing, of another type, or does not parse.
+        ConfigError: the file is missing, of another type, too large, nested too deep, or does not parse.
     """
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"Config file {path} does not exist.")
-    text = path.read_bytes()
-    try:
-        if path.suffix.lower() == ".json":
-            data = json.loads(text)
-        elif path.suffix.lower() == ".toml":
+    suffix = path.suffix.lower()
+    if suffix not in (".json", ".toml"):
+        raise ConfigError(f"Config file {path}: use a .toml or .json file (got {path.suffix or 'no suffix'}).")
+    text = read_bounded(path, "Config file")
+    if suffix == ".json":
+        data = parse_json_text(text, f"Config file {path}", invalid="does not parse")
+    else:
+        try:
             data = tomllib.loads(text.decode("utf-8"))
-        else:
-            raise ConfigError(f"Config file {path}: use a .toml or .json file (got {path.suffix or 'no suffix'}).")
-    except (json.JSONDecodeError, tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"Config file {path} does not parse: {exc}") from exc
+        except RecursionError:
+            raise ConfigError(f"Config file {path} nests tables/arrays more than {MAX_DEPTH} levels deep; no valid "
+                              "file does. Check that it is the right file.") from None
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"Config file {path} does not parse: {exc}") from None
+        if _depth_exceeds(data, MAX_DEPTH):
+            raise ConfigError(f"Config file {path} nests tables/arrays more than {MAX_DEPTH} levels deep; no valid "
+                              "file does. Check that it is the right file.")
     if not isinstance(data, dict):
         raise ConfigError(f"Config file {path} must hold a table/object at the top level.")
     return data
 
 
+@functools.cache
 def _field_types(cls: type) -> dict[str, Any]:
     try:
         return typing.get_type_hints(cls)
@@ -72,26 +152,157 @@ def _unwrap_optional(tp: Any) -> Any:
     return tp
 
 
-def _coerce(value: Any, tp: Any, key: str) -> Any:
-    """Convert simple file/CLI values to the field's type (paths, tuples, numbers); validate Literals."""
+def _describe(value: Any) -> str:
+    """A bad value for a message: quoted (cut), with its kind."""
+    kind = {bool: "true/false", int: "a whole number", float: "a number", str: "text", list: "a list",
+            tuple: "a list", dict: "a table"}.get(type(value), type(value).__name__)
+    return f"{quote(value)} ({kind})"
+
+
+def _type_name(tp: Any) -> str:
+    """What a field type accepts, in words."""
     tp = _unwrap_optional(tp)
-    if value is None:
-        return None
     origin = typing.get_origin(tp)
     if origin is typing.Literal:
-        allowed = typing.get_args(tp)
-        if value not in allowed:
-            raise ConfigError(f"{key}: {value!r} is not one of {', '.join(map(repr, allowed))}.")
-        return value
-    if tp is Path:
-        return Path(value)
-    if tp is float and isinstance(value, int | float) and not isinstance(value, bool):
-        return float(value)
-    if tp is int and isinstance(value, float) and value.is_integer():
-        return int(value)
-    if origin is tuple and isinstance(value, list):
-        return tuple(value)
+        return "one of " + ", ".join(map(repr, typing.get_args(tp)))
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(tp) if a is not type(None))
+    if origin in (list, tuple):
+        return "a list"
+    if origin is dict:
+        return "a table"
+    if _is_dataclass_type(tp):
+        return "a table of settings"
+    return {bool: "true or false", int: "a whole number", float: "a number", str: "text", Path: "a path"}.get(
+        tp, getattr(tp, "__name__", str(tp)))
+
+
+class _Mismatch(Exception):
+    """A value does not fit a field type (turned into a ConfigError naming the field)."""
+
+
+def _check_text(value: str, key: str) -> str:
+    if len(value) > MAX_TEXT_CHARS:
+        raise ConfigError(f"Setting {key}: the value is {len(value):,} characters long; at most {MAX_TEXT_CHARS:,} "
+                          f"are allowed (got {quote(value)}).")
     return value
+
+
+def _coerce_to(value: Any, tp: Any, key: str) -> Any:
+    """``value`` converted to the field type ``tp`` (int -> float, list -> tuple, str -> Path ...); raises
+    :class:`_Mismatch` when it does not fit."""
+    if tp is Any or tp is typing.Any:
+        return value
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        for alt in typing.get_args(tp):
+            if alt is type(None):
+                if value is None:
+                    return None
+                continue
+            try:
+                return _coerce_to(value, alt, key)
+            except _Mismatch:
+                continue
+        raise _Mismatch
+    if origin is typing.Literal:
+        allowed = typing.get_args(tp)
+        if not any(value == a and type(value) is type(a) for a in allowed):
+            raise _Mismatch
+        return value
+    if _is_dataclass_type(tp):
+        if isinstance(value, tp):
+            return value
+        raise _Mismatch
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise _Mismatch
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise _Mismatch
+    if tp is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            if not math.isfinite(value):
+                raise ConfigError(f"Setting {key}: must be a finite number, got {quote(value)}.")
+            return float(value)
+        raise _Mismatch
+    if tp is str:
+        if isinstance(value, os.PathLike):
+            value = os.fspath(value)
+        if isinstance(value, str):
+            return _check_text(value, key)
+        raise _Mismatch
+    if tp is Path:
+        if isinstance(value, str | os.PathLike):
+            return Path(_check_text(os.fspath(value), key))
+        raise _Mismatch
+    if origin in (list, tuple):
+        args = typing.get_args(tp)
+        if origin is tuple and isinstance(value, str) and args[-1:] == (Ellipsis,) and args[0] is str:
+            return _check_text(value, key)  # "a,b": the config's own validation splits it
+        if not isinstance(value, list | tuple):
+            raise _Mismatch
+        if len(value) > MAX_ITEMS:
+            raise ConfigError(f"Setting {key}: {len(value):,} items; at most {MAX_ITEMS:,} are allowed.")
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            if len(value) != len(args):
+                raise ConfigError(f"Setting {key}: expected {len(args)} values, got {len(value)} ({quote(value)}).")
+            items = [_coerce_item(v, a, f"{key}[{i}]") for i, (v, a) in enumerate(zip(value, args, strict=True))]
+        else:
+            item_tp = args[0] if args else Any
+            items = [_coerce_item(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value)]
+        return tuple(items) if origin is tuple else list(items)
+    if origin is dict:
+        if isinstance(value, dict):
+            return value
+        raise _Mismatch
+    if isinstance(tp, type):
+        if isinstance(value, tp):
+            return value
+        raise _Mismatch
+    return value
+
+
+def _coerce_item(value: Any, tp: Any, key: str) -> Any:
+    try:
+        return _coerce_to(value, tp, key)
+    except _Mismatch:
+        raise ConfigError(f"Setting {key}: expected {_type_name(tp)}, got {_describe(value)}.") from None
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """``value`` checked against (and converted to) the type ``tp`` of the field ``key``.
+
+    Raises:
+        ConfigError: one line naming the field, what it accepts and (at most :data:`QUOTE_CHARS` characters of)
+            the value.
+    """
+    if value is None or tp is None:
+        return value
+    return _coerce_item(value, tp, key)
+
+
+def check_types(cfg: Any, prefix: str = "") -> None:
+    """Check every field of the dataclass ``cfg`` (and of nested ones) against its type, converting in place
+    where :func:`apply_overrides` would (int -> float, list -> tuple ...): the check of configs built in Python.
+
+    Raises:
+        ConfigError: naming the first field whose value does not fit.
+    """
+    types_ = _field_types(type(cfg))
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        key = f"{prefix}{f.name}"
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            check_types(value, prefix=f"{key}.")
+            continue
+        coerced = _coerce(value, types_.get(f.name), key)
+        if coerced is not value:
+            object.__setattr__(cfg, f.name, coerced)
 
 
 def apply_overrides(cfg: T, overrides: dict[str, Any], *, prefix: str = "") -> T:
@@ -123,9 +334,10 @@ def apply_overrides(cfg: T, overrides: dict[str, Any], *, prefix: str = "") -> T
     changes: dict[str, Any] = {}
     for key, value in nested.items():
         if key not in names:
-            close = difflib.get_close_matches(key, sorted(names), n=1)
+            close = difflib.get_close_matches(key, sorted(names), n=1) if len(key) <= QUOTE_CHARS else []
             hint = f" Did you mean '{prefix}{close[0]}'?" if close else ""
-            raise ConfigError(f"Unknown setting {prefix}{key!r}.{hint} Valid settings: {', '.join(sorted(names))}.")
+            raise ConfigError(f"Unknown setting {quote(prefix + key)}.{hint} Valid settings: "
+                              f"{', '.join(sorted(names))}.")
         if value is None:
             continue
         current = getattr(cfg, key)
@@ -133,6 +345,9 @@ def apply_overrides(cfg: T, overrides: dict[str, Any], *, prefix: str = "") -> T
         if isinstance(value, dict) and (dataclasses.is_dataclass(current) or _is_dataclass_type(field_type)):
             base = current if dataclasses.is_dataclass(current) else field_type()
             changes[key] = apply_overrides(base, value, prefix=f"{prefix}{key}.")
+        elif _is_dataclass_type(field_type) and not isinstance(value, field_type):
+            raise ConfigError(f"Setting {prefix}{key}: expected a table of settings ([{prefix}{key}] in a TOML "
+                              f"file, an object in JSON), got {_describe(value)}.")
         else:
             changes[key] = _coerce(value, types_.get(key), f"{prefix}{key}")
     return dataclasses.replace(cfg, **changes)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
@@ -220,7 +221,8 @@ class Frame:
 def check_image(image: Any, what: str = "image") -> np.ndarray:
     """An (H, W, 3) uint8 RGB array from an array-like image; a clear InputError otherwise.
 
-    Accepts (H, W) grayscale, (H, W, 4) RGBA (alpha dropped) and float images in [0, 1]."""
+    Accepts (H, W) grayscale, (H, W, 4) RGBA (alpha dropped), uint16 images (scaled by 255 / 65535), other
+    integer images with values in 0..255, and float images in [0, 1] (or 0..255)."""
     if isinstance(image, str | Path):
         raise InputError(f"{what} is a path ({image}); the estimator takes pixels: read it with "
                          "metahmr_cli.io.sources.read_image(path), or run files with `metahmr process` / Pipeline.")
@@ -239,11 +241,111 @@ def check_image(image: Any, what: str = "image") -> np.ndarray:
                 raise InputError(f"{what} holds NaN or infinite values.")
             scale = 255.0 if arr.max() <= 1.0 else 1.0
             arr = np.clip(np.rint(arr * scale), 0, 255).astype(np.uint8)
+        elif arr.dtype == np.uint16:
+            from metahmr_cli.io.sources import image_to_uint8
+
+            arr = image_to_uint8(arr, "I;16")  # a 16-bit image: its full range, not values clipped at 255
         elif np.issubdtype(arr.dtype, np.integer):
-            arr = np.clip(arr, 0, 255).astype(np.uint8)
+            lo, hi = int(arr.min()), int(arr.max())
+            if lo < 0 or hi > 255:
+                raise InputError(f"{what} has dtype {arr.dtype} with values {lo}..{hi}, outside 0..255; give uint8 "
+                                 "RGB, a uint16 image, or floats in [0, 1].")
+            arr = arr.astype(np.uint8)
         else:
             raise InputError(f"{what} has dtype {arr.dtype}; give uint8 RGB (or floats in [0, 1]).")
     return np.ascontiguousarray(arr)
+
+
+MAX_FOCAL_PER_DIAGONAL = 1000.0
+"""A focal length above this many image diagonals (a field of view under 0.06 degrees) is refused."""
+KEYPOINT_MARGIN = 10.0
+"""Keypoints (and boxes) may lie at most this many image widths / heights outside the image."""
+
+
+def check_focal(focal: Any, image_hw: tuple[int, int], what: str = "focal") -> float:
+    """A focal length in pixels: a finite number > 0 and at most :data:`MAX_FOCAL_PER_DIAGONAL` image diagonals."""
+    if isinstance(focal, bool) or not isinstance(focal, int | float | np.integer | np.floating):
+        raise InputError(f"{what} must be a number of pixels, got {focal!r} ({type(focal).__name__}).")
+    f = float(focal)
+    limit = MAX_FOCAL_PER_DIAGONAL * float(np.hypot(*image_hw))
+    if not np.isfinite(f) or f <= 0 or f > limit:
+        raise InputError(f"{what} = {f!r} px cannot be used: give a focal length > 0 and at most {limit:.4g} px "
+                         f"(this image's default is its diagonal, {np.hypot(*image_hw):.1f} px; leave focal unset "
+                         "for it).")
+    return f
+
+
+def _numeric(value: Any, what: str) -> np.ndarray:
+    try:
+        arr = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise InputError(f"{what} must hold numbers, got {type(value).__name__}.") from None
+    return arr
+
+
+def check_boxes(boxes: Any, scores: Any, image_hw: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """(N, 4) float32 boxes x1, y1, x2, y2 and (N,) scores given to the estimator, checked: the shape, finite
+    values, x2 > x1 and y2 > y1, within :data:`KEYPOINT_MARGIN` image sizes of the image, scores in [0, 1]."""
+    b = _numeric(boxes, "boxes")
+    if b.size == 0:
+        b = b.reshape(0, 4)
+    if b.ndim != 2 or b.shape[1] != 4:
+        raise InputError(f"boxes must be an (N, 4) array of x1, y1, x2, y2 in pixels, got shape {b.shape}; "
+                         "one box is [[x1, y1, x2, y2]].")
+    H, W = image_hw
+    span = np.array([W, H, W, H], np.float64)
+    bad = ~np.isfinite(b).all(axis=1)
+    bad |= (b[:, 2] <= b[:, 0]) | (b[:, 3] <= b[:, 1])
+    bad |= (np.abs(b - span / 2) > (KEYPOINT_MARGIN + 0.5) * span).any(axis=1)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise InputError(f"boxes[{i}] = {b[i].tolist()} cannot be used: a box is x1, y1, x2, y2 in pixels with "
+                         f"x2 > x1 and y2 > y1, finite, near the {W}x{H} image.")
+    if scores is None:
+        s = np.ones(len(b), np.float64)
+    else:
+        s = _numeric(scores, "scores").reshape(-1) if np.ndim(scores) <= 1 else _numeric(scores, "scores")
+        if s.shape != (len(b),):
+            raise InputError(f"scores must have one value per box ({len(b)}), got shape {np.shape(scores)}.")
+        if not (np.isfinite(s) & (s >= 0) & (s <= 1)).all():
+            raise InputError(f"scores must be in [0, 1], got {s.tolist()[:8]}.")
+    return b.astype(np.float32), s.astype(np.float32)
+
+
+def check_keypoints(keypoints: Any, n: int, image_hw: tuple[int, int]) -> np.ndarray:
+    """(n, 49, 3) float32 keypoints given to the estimator (px + confidence), checked: the shape, finite values,
+    confidences in [0, 1], and confident keypoints within :data:`KEYPOINT_MARGIN` image sizes of the image."""
+    kp = _numeric(keypoints, "keypoints")
+    if kp.shape != (n, 49, 3):
+        raise InputError(f"keypoints must have shape ({n}, 49, 3) for {n} people (x, y in pixels + confidence, "
+                         f"in the 49-joint order), got {kp.shape}.")
+    if not np.isfinite(kp).all():
+        p, j = np.argwhere(~np.isfinite(kp).all(axis=-1))[0]
+        raise InputError(f"keypoints[{p}, {j}] = {kp[p, j].tolist()} is not finite; give 0 confidence (and any "
+                         "finite x, y) to a missing keypoint.")
+    conf = kp[..., 2]
+    if ((conf < 0) | (conf > 1)).any():
+        p, j = np.argwhere((conf < 0) | (conf > 1))[0]
+        raise InputError(f"keypoints[{p}, {j}] has confidence {conf[p, j]!r}; confidences are in [0, 1] "
+                         "(0 = missing).")
+    H, W = image_hw
+    span = np.array([W, H], np.float64)
+    far = (np.abs(kp[..., :2] - span / 2) > (KEYPOINT_MARGIN + 0.5) * span).any(axis=-1) & (conf > 0)
+    if far.any():
+        p, j = np.argwhere(far)[0]
+        raise InputError(f"keypoints[{p}, {j}] = {kp[p, j, :2].tolist()} px is far outside the {W}x{H} image (more "
+                         f"than {KEYPOINT_MARGIN:g} image sizes away); check the units (pixels of this image).")
+    return kp.astype(np.float32)
+
+
+def _check_finite_people(v: dict[str, np.ndarray], source: str) -> None:
+    """Never hand out non-finite bodies: a person whose parameters, mesh or joints are NaN/inf is an error."""
+    for key in ("global_orient", "body_pose", "betas", "transl", "vertices", "joints3d", "cam_crop"):
+        arr = np.asarray(v[key])
+        if arr.size and not np.isfinite(arr).all():
+            person = int(np.flatnonzero(~np.isfinite(arr.reshape(len(arr), -1)).all(axis=1))[0])
+            raise InputError(f"{source}: person {person} got non-finite {key}; the inputs (focal length, boxes, "
+                             "keypoints) are probably out of range.")
 
 
 # ------------------------------------------------------------------------------------------------------ estimator
@@ -262,6 +364,10 @@ class Estimator:
         networks: object with ``main``, ``aux``, ``identifier`` and ``kind`` (default: ``load_networks``).
         body: a BodyModel (default: ``load_body_model(config.body)``).
         console: rich console for the one-line tier message (None: logging only).
+
+    Threads: one estimator may be shared by several threads (a server's thread pool). Its set-up runs once; the
+    detector and keypoint models serve one call at a time, and so do the networks with TTO (a lock each), so one
+    thread's detection can overlap another's TTO. Every call gives exactly the result it gives alone.
     """
 
     def __init__(self, config: ProcessConfig | None = None, *, detector: Any = None,
@@ -294,6 +400,11 @@ class Estimator:
         self._checkpoint_path: Path | None = None
         self._tier_done = False
         self._setup_done = False
+        # Threads (see the class docstring): set-up once; the detector and keypoint model, and the networks with
+        # TTO (torch.func transforms, modules switched to eval mode and back) each serve one call at a time.
+        self._setup_lock = threading.RLock()
+        self._stages_lock = threading.RLock()
+        self._networks_lock = threading.RLock()
 
     @classmethod
     def from_config(cls, config: ProcessConfig | None = None, **overrides: Any) -> Estimator:
@@ -309,6 +420,10 @@ class Estimator:
     def resolve_tier(self) -> None:
         """Turn every ``auto`` setting into a concrete choice (:func:`metahmr_cli.tiers.choose_tier`): the model
         tier with its body and checkpoint, the detector, the keypoint backend and the detector's thresholds."""
+        with self._setup_lock:
+            self._resolve_tier()
+
+    def _resolve_tier(self) -> None:
         if self._tier_done:
             return
         from metahmr_cli.tiers import choose_tier
@@ -346,6 +461,10 @@ class Estimator:
 
     def check_assets(self) -> None:
         """Resolve every file the estimator needs; raise one AssetNotFoundError listing all that are missing."""
+        with self._setup_lock:
+            self._check_assets()
+
+    def _check_assets(self) -> None:
         from metahmr_cli.assets import body_dir, resolve_asset
 
         self.resolve_tier()
@@ -389,6 +508,12 @@ class Estimator:
         """Check assets, then load the body model, networks, detector and keypoint backend (once)."""
         if self._setup_done:
             return self
+        with self._setup_lock:
+            if not self._setup_done:  # another thread may have finished it meanwhile
+                self._setup()
+        return self
+
+    def _setup(self) -> None:
         self.check_assets()
         cfg = self.config
         if self.body is None:
@@ -458,7 +583,6 @@ class Estimator:
 
             self.evidence_stage = BlazePoseEvidence()
         self._setup_done = True
-        return self
 
     def _check_auxiliary(self) -> None:
         """A single-network checkpoint (official CLIFF, SPIN) has no auxiliary net: the Meta-HMR schedules would
@@ -501,7 +625,8 @@ class Estimator:
         return int(getattr(self.body, "num_vertices", 0) or len(getattr(self.body, "v_template", [])))
 
     # -------------------------------------------------------------------------------------------- per image
-    def _detect(self, image: np.ndarray, boxes: Any, scores: Any) -> tuple[np.ndarray, np.ndarray]:
+    def _detect(self, image: np.ndarray, boxes: Any, scores: Any,
+                keypoints_given: bool = False) -> tuple[np.ndarray, np.ndarray]:
         from metahmr_cli.detect import Detections, filter_detections
 
         cfg = self.config
@@ -511,6 +636,10 @@ class Estimator:
             s = np.ones(len(b), np.float32) if scores is None else np.asarray(scores, np.float32).reshape(-1)
             dets = filter_detections(Detections(b, s), min_box_size=cfg.min_box, max_people=cfg.max_people,
                                      image_size=(W, H))
+            if keypoints_given and len(dets) != len(b):
+                raise InputError(f"{len(b) - len(dets)} of the {len(b)} given boxes are smaller than min_box "
+                                 f"({cfg.min_box} px) or over max_people, so the given keypoints no longer match "
+                                 "the people; give only the boxes to use, or lower min_box.")
         else:
             if self.detector is None:
                 raise ConfigError("no detector: give boxes=..., or build the estimator with a detector.")
@@ -532,6 +661,12 @@ class Estimator:
             keypoints: (N, 49, 3) keypoints in px + confidence instead of the keypoint backend (needs ``boxes``).
             people_hook: called as ``hook(boxes, scores, keypoints)`` once the people are known (also with none),
                 returns the keypoints to use (a video runner tracks the people and smooths their keypoints here).
+
+        Raises:
+            InputError: a given value that cannot be used, named with the fix: a focal length that is not a finite
+                number > 0 (or absurdly long), boxes that are not (N, 4) finite x1 < x2, y1 < y2 near the image,
+                scores outside [0, 1], keypoints that are not (N, 49, 3) finite values with confidences in [0, 1]
+                near the image.
         """
         from metahmr_cli.geometry.camera import CropInfo
         from metahmr_cli.geometry.crop import apply_affine, box_from_xyxy, normalize_crop_keypoints, warp_crop
@@ -542,29 +677,25 @@ class Estimator:
         H, W = image.shape[:2]
         if focal is None:
             focal, rule = focal_for_image(W, H, focal=self.config.focal, fov=self.config.fov, exif_focal=exif_focal)
+            focal = check_focal(focal, (H, W), what="the configured focal length")
         else:
+            focal = check_focal(focal, (H, W))
             rule = "focal"
+        if boxes is not None:
+            boxes, scores = check_boxes(boxes, scores, (H, W))
+        elif scores is not None:
+            raise InputError("scores were given without boxes; give boxes=... with them (or neither).")
+        if keypoints is not None and boxes is None:
+            raise InputError("keypoints were given without boxes; give boxes=... for the people they belong to.")
         K = np.array([[focal, 0.0, W / 2.0], [0.0, focal, H / 2.0], [0.0, 0.0, 1.0]], np.float32)
-        with StageTimer(timings, "detect"):
-            boxes_px, det_scores = self._detect(image, boxes, scores)
+        with self._stages_lock:  # detector and keypoint models: one call at a time
+            boxes_px, det_scores, kp = self._people_of(image, boxes, scores, keypoints, timings, (H, W),
+                                                       path or Path(source), frame)
         n = len(boxes_px)
-        if n:
-            with StageTimer(timings, "keypoints"):
-                if keypoints is not None:
-                    kp = np.asarray(keypoints, np.float32)
-                else:
-                    if self.keypoint_stage is None:
-                        raise ConfigError("no keypoint backend: give keypoints=..., or build the estimator with one.")
-                    kp = np.asarray(self.keypoint_stage(image, boxes_px, path=path or Path(source), frame=frame),
-                                    np.float32)
-            if kp.shape != (n, 49, 3):
-                raise MetaHMRError(f"keypoints have shape {kp.shape}, expected ({n}, 49, 3) for {n} people")
-            kp = np.where(np.isfinite(kp), kp, 0.0).astype(np.float32)
-        else:
-            kp = np.zeros((0, 49, 3), np.float32)
         evidence = None
         if self.uses_evidence:
-            kp, evidence = self._with_evidence(image, boxes_px, kp, timings)
+            with self._stages_lock:  # BlazePose and the face detector: one call at a time
+                kp, evidence = self._with_evidence(image, boxes_px, kp, timings)
         if people_hook is not None:
             kp = np.asarray(people_hook(boxes_px, det_scores, kp), np.float32).reshape(n, 49, 3)
         fr = Frame(source=source, frame=frame, image=image, K=K, boxes=boxes_px, scores=det_scores, keypoints=kp,
@@ -615,6 +746,32 @@ class Estimator:
             logger.debug("left/right labels of %d people swapped back after the image evidence", int(swapped.sum()))
         return kp, evidence
 
+    def _people_of(self, image: np.ndarray, boxes: Any, scores: Any, keypoints: Any, timings: dict[str, float],
+                   image_hw: tuple[int, int], path: Path,
+                   frame: int | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(N, 4) boxes, (N,) scores and (N, 49, 3) keypoints of the people of an image (given or estimated)."""
+        H, W = image_hw
+        with StageTimer(timings, "detect"):
+            boxes_px, det_scores = self._detect(image, boxes, scores, keypoints_given=keypoints is not None)
+        n = len(boxes_px)
+        if n:
+            with StageTimer(timings, "keypoints"):
+                if keypoints is not None:
+                    # the boxes were sorted by decreasing score (all kept: _detect checked it); the keypoints follow
+                    order = np.argsort(-np.asarray(scores, np.float32), kind="stable")
+                    kp = check_keypoints(keypoints, n, (H, W))[order]
+                else:
+                    if self.keypoint_stage is None:
+                        raise ConfigError("no keypoint backend: give keypoints=..., or build the estimator with one.")
+                    kp = np.asarray(self.keypoint_stage(image, boxes_px, path=path, frame=frame),
+                                    np.float32)
+            if kp.shape != (n, 49, 3):
+                raise MetaHMRError(f"keypoints have shape {kp.shape}, expected ({n}, 49, 3) for {n} people")
+            kp = np.where(np.isfinite(kp), kp, 0.0).astype(np.float32)
+        else:
+            kp = np.zeros((0, 49, 3), np.float32)
+        return boxes_px, det_scores, kp
+
     def regress(self, frames: Sequence[Frame]) -> dict[int, Exception]:
         """Networks + TTO for all people of ``frames`` (in batches of ``batch_size``), filling ``frame.result``.
 
@@ -622,6 +779,10 @@ class Estimator:
         Returns the errors of the frames that failed alone, keyed by ``id(frame)``.
         """
         self.setup()
+        with self._networks_lock:
+            return self._regress(frames)
+
+    def _regress(self, frames: Sequence[Frame]) -> dict[int, Exception]:
         errors: dict[int, Exception] = {}
         with_people = [f for f in frames if f.num_people]
         try:
@@ -693,7 +854,9 @@ class Estimator:
             sl = slice(start, start + n)
             start += n
             f.timings["tto"] += elapsed * n / total  # this input's share of the batch
-            f.result = self._people(f, {k: v[sl] for k, v in merged.items()})
+            values = {k: v[sl] for k, v in merged.items()}
+            _check_finite_people(values, f.source if f.frame is None else f"{f.source} frame {f.frame}")
+            f.result = self._people(f, values)
             if keep:
                 f.tto_states = states[sl]
 
@@ -719,7 +882,7 @@ class Estimator:
         if len(p) == 0:
             return p
         body = self.body
-        with torch.no_grad():
+        with self._networks_lock, torch.no_grad():
             rot = torch.as_tensor(np.asarray(rotmat), dtype=body.dtype, device=body.device)
             out = body(rot, torch.as_tensor(np.asarray(betas), dtype=body.dtype, device=body.device),
                        torch.as_tensor(np.asarray(transl), dtype=body.dtype, device=body.device))

@@ -10,7 +10,9 @@ in memory) does the people::
 Each input is isolated: a failure is recorded in the manifest (``failed`` + reason) and the run goes on. Missing
 assets are reported all at once, before any work starts. Re-running into the same folder skips inputs whose
 outputs are complete *and* were made with the same settings (checkpoint, body, detector, keypoints, TTO, focal
-rule, versions); a video resumes from its last finished frame.
+rule, versions) *from the same file*: the manifest records each input's identity (size, modification time, a
+content hash: :func:`~metahmr_cli.io.sources.input_identity`), and a replaced file is redone. A video resumes from
+its last finished frame.
 """
 
 from __future__ import annotations
@@ -137,6 +139,13 @@ def _remove_frame_files(folder: Path, keep: set[str]) -> None:
     with contextlib.suppress(OSError):
         if not any(folder.iterdir()):
             folder.rmdir()
+
+
+VIDEO_STATE_NAME = "resume.npz"
+"""``<stem>/resume.npz``: while a video is unfinished, the state its tracks carry past its last finished frame."""
+STATE_EVERY_FRAME_BYTES = 64 * 2**20
+"""A video's resume state up to this size is written after every frame; a larger one (warm-start weights of big
+networks) every ceil(size / this) frames, and a resumed run recomputes the frames after the last one written."""
 
 
 def _is_result_name(name: str, stem: str) -> bool:
@@ -350,6 +359,8 @@ class Pipeline:
         self._earlier_meshes: dict[str, set[str]] = {}
         self._earlier_exports: dict[str, set[str]] = {}
         self._setup_done = False
+        self._identities: dict[str, dict[str, Any] | None] = {}  # input stem -> identity of the file read this run
+        self._previous: dict[str, ManifestRecord] = {}          # records of earlier runs in the output folder
 
     # -------------------------------------------------------------------------------------------- set-up
     def resolve_tier(self) -> None:
@@ -486,6 +497,8 @@ class Pipeline:
             def record(item: Any, rec: ManifestRecord, advance: bool = True) -> None:
                 rec.settings = self._fingerprint_of(item.kind) if rec.status in ("ok", "no_person", "skipped") \
                     else None
+                if rec.status in ("ok", "no_person", "skipped"):
+                    rec.identity = self._identities.get(item.stem)
                 manifest.add(rec)
                 if rec.status in ("ok", "no_person"):
                     totals["people"] += rec.people
@@ -587,18 +600,23 @@ class Pipeline:
 
     def _loop(self, items: list[Any], out: Path, manifest: Manifest, progress: WorkProgress,
               record: Any, flush: Any, pending: list[Frame]) -> None:
+        from metahmr_cli.io.sources import input_changed
+
         cfg = self.config
         complete: list[str | None] = []
         plan = []
+        self._previous = manifest.previous
         self._earlier_meshes, self._earlier_exports = {}, {}
         for item in items:
             prev = manifest.previous.get(item.stem)
+            self._identities[item.stem] = self._identity(item)
             if prev is not None and not cfg.overwrite:  # a re-run adds export formats and keeps those it finds
                 self._earlier_meshes[item.stem] = {o.rsplit(".", 1)[-1] for o in prev.outputs
                                                    if re.search(r"_person\d{2}\.(obj|ply|glb)$", o)}
                 self._earlier_exports[item.stem] = {o for o in prev.outputs if o.startswith(f"{item.stem}_tracks/")}
             done = None
-            if item.problem is None and not cfg.overwrite and prev is not None:
+            if item.problem is None and not cfg.overwrite and prev is not None \
+                    and input_changed(prev.identity, self._identities[item.stem]) is None:
                 done = self._completeness(prev, out)
             complete.append(done)
             plan.append("pass" if item.problem is not None or done else "video" if item.kind == "video" else "image")
@@ -636,6 +654,12 @@ class Pipeline:
             if prev is not None and not cfg.overwrite and prev.settings \
                     and prev.settings != self._fingerprint_of(item.kind):
                 logger.info("%s: settings changed since the earlier run; redoing it", name)
+            elif prev is not None and not cfg.overwrite and prev.identity is not None:
+                from metahmr_cli.io.sources import input_changed
+
+                why = input_changed(prev.identity, self._identities.get(item.stem))
+                if why is not None:
+                    logger.warning("%s: the input file changed since the earlier run (%s); redoing it", name, why)
             if item.kind == "video":
                 flush(drain=True)  # the images before it are finished and recorded first
                 record(item, self._process_video_safe(item, out, progress), advance=False)
@@ -649,6 +673,17 @@ class Pipeline:
             # decoded images wait here until a batch of people is full (or as many images are held)
             if _batch_full(pending, cfg.batch_size):
                 flush()
+
+    def _identity(self, item: Any) -> dict[str, Any] | None:
+        """The identity of an input file (None when it cannot be read: it fails later with its own reason)."""
+        from metahmr_cli.io.sources import input_identity
+
+        if item.problem is not None:
+            return None
+        try:
+            return input_identity(item.path, item.kind)
+        except OSError:
+            return None
 
     def _units(self, item: Any) -> int:
         """Progress units of an input: 1 for an image, its (estimated) number of processed frames for a video."""
@@ -902,6 +937,64 @@ class Pipeline:
             return arrays
         return None
 
+    # -------------------------------------------------------------------------------------------- video resume
+    def _finished_video(self, item: Any) -> bool:
+        """Whether an earlier run finished this video with the current settings from the same file (its frames
+        can be kept when no resume state is left, e.g. to remake the exports)."""
+        from metahmr_cli.io.sources import input_changed
+
+        prev = self._previous.get(item.stem)
+        if prev is None or prev.kind != "video":
+            return False
+        status = prev.previous_status if prev.status == "skipped" else prev.status
+        return status in ("ok", "no_person") and prev.settings == self._video_fingerprint \
+            and input_changed(prev.identity, self._identities.get(item.stem)) is None
+
+    def _load_video_state(self, item: Any, out: Path) -> tuple[dict[str, Any], dict[str, np.ndarray]] | None:
+        """The resume state an interrupted run left for this video, when it was made with the current settings
+        from the same file (else None)."""
+        from metahmr_cli.io.sources import input_changed
+        from metahmr_cli.video.motion import STATE_VERSION
+
+        path = out / item.stem / VIDEO_STATE_NAME
+        if not path.is_file():
+            return None
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                arrays = {k: z[k] for k in z.files}
+            meta = json.loads(str(arrays.pop("meta")))
+        except Exception as exc:  # noqa: BLE001 - a damaged state: redo the video
+            logger.info("%s: ignoring the damaged resume state %s (%s)", item.path, path, exc)
+            return None
+        why = None
+        if meta.get("version") != STATE_VERSION:
+            why = "another metahmr version"
+        elif meta.get("fingerprint") != self._video_fingerprint:
+            why = "other settings"
+        else:
+            why = input_changed(meta.get("identity"), self._identities.get(item.stem))
+        if why is not None:
+            logger.info("%s: the frames of an earlier run are not resumed (%s)", Path(str(item.path)).name, why)
+            return None
+        return meta, arrays
+
+    def _save_video_state(self, item: Any, out: Path, book: Any, frames: list[int], keypoints: Any) -> int:
+        """Write the video's resume state after its frame ``frames[-1]`` (atomically); returns its size in bytes."""
+        from metahmr_cli.io.writers import atomic_path
+
+        meta, arrays = book.export_state(keypoints)
+        meta.update(frame=int(frames[-1]), frames=[int(f) for f in frames], fingerprint=self._video_fingerprint,
+                    identity=self._identities.get(item.stem))
+        with atomic_path(out / item.stem / VIDEO_STATE_NAME) as tmp, open(tmp, "wb") as fh:
+            np.savez(fh, meta=np.array(json.dumps(meta, sort_keys=True)), **arrays)
+        return int(sum(a.nbytes for a in arrays.values()))
+
+    def _warm_from_arrays(self, weights: dict[str, np.ndarray]) -> dict[str, Any]:
+        """Stored warm-start weights as the tensors the TTO starts from (on the estimator's device)."""
+        import torch
+
+        return {k: torch.from_numpy(np.ascontiguousarray(v)).to(self.device) for k, v in weights.items()}
+
     def _process_video(self, item: Any, out: Path, progress: WorkProgress) -> ManifestRecord:
         from metahmr_cli.exports import write_result_meshes
         from metahmr_cli.io.sources import iter_video_frames, video_info
@@ -925,10 +1018,26 @@ class Pipeline:
             if cfg.side_view:
                 writers["side"] = VideoWriter(out / f"{item.stem}_side.mp4", fps)
         written: list[Path] = []
+        done: list[int] = []  # indices of the finished frames, in order
         resumed = 0
         people = 0
         pending: list[Frame] = []
         name = Path(str(item.path)).name
+        # Resume: an interrupted run left its frames and the tracks' state after one of them (exact); a finished
+        # run of the same settings and file left its frames (kept, e.g. to remake the exports). Frames are reused
+        # up to the first one missing (and, with a state, up to the state's frame); the rest are recomputed.
+        state = None if cfg.overwrite else self._load_video_state(item, out)
+        state_frame = None if state is None else int(state[0]["frame"])
+        reuse = state is not None or (not cfg.overwrite and self._finished_video(item))
+        keypoint_states: dict[int, Any] = {}  # frame -> the keypoint filters as they were after that frame
+        save = {"every": 1, "since": 0}
+
+        def save_state() -> None:
+            save["since"] += 1
+            if save["since"] < save["every"]:
+                return
+            size = self._save_video_state(item, out, book, done, keypoint_states.pop(done[-1], None))
+            save["every"], save["since"] = max(1, -(-size // STATE_EVERY_FRAME_BYTES)), 0
 
         def emit(fr: Frame) -> None:
             nonlocal people
@@ -937,6 +1046,10 @@ class Pipeline:
             frame_name = f"{item.stem}/frame_{fr.frame:06d}.npz"
             outputs.extend(self._write_frame(fr, out, frame_name))
             written.append(out / frame_name)
+            done.append(int(fr.frame))
+            with StageTimer(fr.timings, "write"):
+                save_state()
+            keypoint_states.pop(int(fr.frame), None)
             self._render_video_frame(fr, writers)
             people += fr.num_people
             for k, v in fr.timings.items():
@@ -963,18 +1076,26 @@ class Pipeline:
                 finally:
                     timings["decode"] += time.perf_counter() - t
                 frame_file = out / item.stem / f"frame_{index:06d}.npz"
-                arrays = None if cfg.overwrite else self._resumable_frame(frame_file)
+                arrays = None
+                if reuse and (state_frame is None or index <= state_frame):
+                    arrays = self._resumable_frame(frame_file)
+                    if arrays is None and state_frame is not None:
+                        logger.warning("%s: frame %d of the interrupted run is missing; it and the frames after it "
+                                       "are recomputed, the tracks continuing from the frames before it", name, index)
+                reuse = arrays is not None
                 if arrays is not None:  # finished by an earlier run with the same settings: keep it, render it
-                    if pending:
-                        flush()
+                    assert not pending  # frames are reused only before the first recomputed one
                     fr = self._frame_from_arrays(item, index, image, arrays)
                     self._resume_motion(fr, book, arrays)
+                    if state is not None and index == state_frame:  # the tracks exactly as the run left them
+                        book.load_state(*state, warm=self._warm_from_arrays)
                     n = fr.num_people
                     outputs.append(f"{item.stem}/{frame_file.name}")
                     with StageTimer(timings, "write"):
                         outputs.extend(write_result_meshes(arrays, out, f"{item.stem}/frame_{index:06d}",
                                                            self._mesh_formats_for(item.stem), self.estimator.body))
                     written.append(frame_file)
+                    done.append(int(index))
                     self._render_video_frame(fr, writers)
                     people += n
                     resumed += 1
@@ -986,7 +1107,10 @@ class Pipeline:
                          ids: list[np.ndarray] = ids) -> np.ndarray:
                     tid = book.assign(boxes, scores)
                     ids.append(tid)
-                    return book.smooth_keypoints(tid, boxes, kp, index)
+                    smoothed = book.smooth_keypoints(tid, boxes, kp, index)
+                    if book.filters is not None and cfg.video.smooth_keypoints:
+                        keypoint_states[index] = book.keypoint_state()  # for the resume state of this frame
+                    return smoothed
 
                 frame = self._prepare(item, index, image, focal, defaultdict(float), focal_rule=focal_rule,
                                       people_hook=hook)
@@ -1019,6 +1143,8 @@ class Pipeline:
             for p in written:
                 with contextlib.suppress(OSError):
                     p.unlink()
+            with contextlib.suppress(OSError):
+                (out / item.stem / VIDEO_STATE_NAME).unlink()
             _remove_frame_files(out / item.stem, keep=set())
             _remove_sequence_files(out, item.stem)
             raise
@@ -1029,6 +1155,10 @@ class Pipeline:
         if book.tracker is not None:
             with StageTimer(timings, "write"):
                 outputs += self._write_sequences(item, out, written, source_fps, (H, W), focal)
+        with contextlib.suppress(OSError):  # the video is complete: its frames are all there is to resume from
+            (out / item.stem / VIDEO_STATE_NAME).unlink()
+        with contextlib.suppress(OSError):
+            (out / item.stem).rmdir()  # a video without frames (none decoded) leaves no empty folder
         self._add_timings(timings)
         status = "ok" if people else "no_person"
         return ManifestRecord(input=str(item.path), key=item.stem, kind="video", status=status,

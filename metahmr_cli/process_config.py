@@ -141,6 +141,9 @@ class ProcessConfig:
 
     def validate_settings(self) -> None:
         """Check every setting except the inputs (what an :class:`~metahmr_cli.estimator.Estimator` uses)."""
+        from metahmr_cli.config import check_types
+
+        check_types(self)
         if self.keypoints not in KEYPOINT_BACKENDS:
             raise ConfigError(f"keypoints = {self.keypoints!r}; choose one of {', '.join(KEYPOINT_BACKENDS)}.")
         from metahmr_cli.exports import MESH_FORMATS as FORMATS

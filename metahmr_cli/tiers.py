@@ -8,8 +8,10 @@
   people and 2D keypoints.
 
 ``--model auto`` (the default) picks the paper tier when SMPL and the checkpoint are installed and the open
-tier otherwise, and says so in one line. The detector and the keypoint source follow on their own: YOLO and
-RTMPose when their files are installed, MoveNet otherwise, unless a flag names one.
+tier otherwise, and says so in one line; with ``--checkpoint FILE``, a checkpoint that records the open body (the
+open model, or one trained with ``--body open``) runs the open tier, any other the paper tier. The detector and
+the keypoint source follow on their own: YOLO and RTMPose when their files are installed, MoveNet otherwise,
+unless a flag names one.
 """
 
 from __future__ import annotations
@@ -103,6 +105,14 @@ def _rtmpose_available(model: str | None, weights: Path | None) -> bool:
     return _available(lambda: resolve_asset("keypoints_rtmpose", None, weights=weights))
 
 
+def _checkpoint_body(checkpoint: str | os.PathLike[str]) -> str | None:
+    """The body a checkpoint records (see :func:`metahmr_cli.models.recorded_body`)."""
+    from metahmr_cli.models import recorded_body
+
+    path = Path(checkpoint).expanduser()
+    return recorded_body(path) if path.is_file() else None
+
+
 def choose_tier(*, model: str, body: str, checkpoint: str | os.PathLike[str] | None, detector: str, keypoints: str,
                 keypoints_model: str | None = None, weights: Path | None = None) -> TierChoice:
     """Resolve ``auto`` choices.
@@ -128,6 +138,9 @@ def choose_tier(*, model: str, body: str, checkpoint: str | os.PathLike[str] | N
         elif body == OPEN_BODY:
             tier = "open"
             reasons.append("--body open")
+        elif checkpoint is not None and body == AUTO and _checkpoint_body(checkpoint) == OPEN_BODY:
+            tier = "open"  # a checkpoint trained on the open body (the open model, or one trained like it)
+            reasons.append(f"{Path(checkpoint).name} was trained on the open body")
         elif body == "smpl" or checkpoint is not None:
             tier = "paper"
         else:
@@ -165,13 +178,16 @@ def choose_tier(*, model: str, body: str, checkpoint: str | os.PathLike[str] | N
             keypoints = PAPER_KEYPOINTS if paper_like else OPEN_KEYPOINTS
 
     message = None
-    if tier == "open" and not _is_open_model(chosen_ckpt):
-        # the open body with another network (an official CLIFF, a checkpoint of one's own): not the open tier; the
+    if tier == "open" and not (_is_open_model(chosen_ckpt) or _checkpoint_body(chosen_ckpt) == OPEN_BODY):
+        # the open body with a network not trained on it (an official CLIFF): not the open tier; the
         # estimator names the network once it has read the file
         tier = "custom"
         if model == AUTO:
             message = (f"open body (anny-derived, not SMPL) with the checkpoint {chosen_ckpt.name}, {detector} people "
                        f"and {keypoints} keypoints")
+    elif model == AUTO and tier == "open" and checkpoint is not None:
+        message = (f"open tier: open body (anny-derived, not SMPL), {detector} people and {keypoints} keypoints "
+                   f"({' and '.join(reasons)}; --model paper to force the paper tier)")
     elif model == AUTO and tier == "open":
         message = (f"open tier: open body (anny-derived, not SMPL), open Meta-HMR keypoint model, {detector} "
                    f"people and {keypoints} keypoints ({' and '.join(reasons)}; `metahmr weights status` shows how "

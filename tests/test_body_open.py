@@ -358,6 +358,18 @@ def _edges(faces: np.ndarray) -> dict[tuple[int, int], int]:
     return count
 
 
+def test_anny_points_map_onto_the_smpl_frame():
+    """The builder's change of frame, checked without anny: anny's axes (z up, -y the subject's front, +x the
+    subject's left) become SMPL's (y up, +z front, +x left), with the root joint moved to the model's root
+    position."""
+    from metahmr_cli.body.open_body import ROOT_POSITION, to_model_frame
+
+    root = np.array([[0.3, -0.2, 0.9]])
+    anny = root[:, None, :] + np.array([[[0, 0, 1.0], [0, -1.0, 0], [1.0, 0, 0], [0, 0, 0]]])  # up, front, left, root
+    got = to_model_frame(anny, root)[0] - np.asarray(ROOT_POSITION)
+    np.testing.assert_allclose(got, [[0, 1.0, 0], [0, 0, 1.0], [1.0, 0, 0], [0, 0, 0]], atol=1e-12)
+
+
 def test_decimation_is_deterministic_closed_and_keeps_protected_vertices():
     from metahmr_cli.body.standin import build_standin_body
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -136,3 +137,134 @@ def test_manifest_lists_every_asset_with_its_path_and_licence():
     for name, spec in assets.ASSETS.items():
         assert manifest[name]["path"] == spec.relpath
         assert manifest[name]["licence"] == spec.licence
+
+
+# ---------------------------------------------------------------------------------------------- hostile settings
+
+
+@pytest.mark.parametrize(("text", "field", "expected"), [
+    ('batch_size = "abc"', "batch_size", "a whole number"),
+    ('render = "no"', "render", "true or false"),
+    ("tto = 5", "tto", "a table of settings"),
+    ("video_stride = 1.5", "video_stride", "a whole number"),
+    ('[tto]\nlr = "fast"', "tto.lr", "a number"),
+    ("[tto]\nearly_stop = 1", "tto.early_stop", "true or false"),
+    ('[video]\nsmooth = "strong"', "video.smooth", "a number"),
+    ("inputs = [1, 2]", "inputs[0]", "text"),
+    ("out = 3", "out", "a path"),
+    ('gender = "robot"', "gender", "one of 'neutral', 'male', 'female'"),
+    ("focal = true", "focal", "a number or text"),
+    ("det_conf = nan", "det_conf", "finite"),
+])
+def test_each_bad_process_setting_names_its_field_in_one_line(tmp_path, text, field, expected):
+    from metahmr_cli.process_config import ProcessConfig
+
+    path = tmp_path / "run.toml"
+    path.write_text(text + "\n")
+    with pytest.raises(ConfigError) as err:
+        apply_overrides(ProcessConfig(), load_config_file(path))
+    msg = str(err.value)
+    assert "\n" not in msg and msg.startswith(f"Setting {field}:") and expected in msg, msg
+
+
+@pytest.mark.parametrize(("values", "field"), [
+    ({"outer_lr": "fast"}, "outer_lr"),
+    ({"batch_size": "abc"}, "batch_size"),
+    ({"eval_methods": "none,eft"}, None),  # a comma-separated text is what the CLI gives: accepted
+    ({"eval_methods": [1]}, "eval_methods[0]"),
+    ({"loss_weights": {"keypoint_2d": "high"}}, "loss_weights.keypoint_2d"),
+    ({"deterministic": "yes"}, "deterministic"),
+])
+def test_each_bad_train_setting_names_its_field(values, field):
+    from metahmr_cli.training import TrainConfig
+
+    if field is None:
+        apply_overrides(TrainConfig(), values)
+        return
+    with pytest.raises(ConfigError) as err:
+        apply_overrides(TrainConfig(), values)
+    assert str(err.value).startswith(f"Setting {field}: ") and "\n" not in str(err.value)
+
+
+def test_settings_built_in_python_are_type_checked_too():
+    from metahmr_cli.process_config import ProcessConfig
+    from metahmr_cli.training import TrainConfig
+    from metahmr_cli.tto import TTOConfig
+
+    with pytest.raises(ConfigError, match="^Setting batch_size: expected a whole number, got 'abc'"):
+        ProcessConfig(inputs=["x.jpg"], batch_size="abc").validate()  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="^Setting tto.max_steps: expected a whole number"):
+        TTOConfig(max_steps="many").validate()  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="^Setting outer_lr: expected a number"):
+        TrainConfig(outer_lr="fast").validate()  # type: ignore[arg-type]
+    cfg = ProcessConfig(inputs=[Path("a.jpg")], out="out", det_iou=1)  # type: ignore[list-item, arg-type]
+    cfg.validate_settings()  # paths and whole numbers take their field's type
+    assert cfg.inputs == ["a.jpg"] and cfg.out == Path("out") and isinstance(cfg.det_iou, float)
+
+
+def test_huge_values_are_refused_and_quoted_short(tmp_path):
+    from metahmr_cli.process_config import ProcessConfig
+
+    big = "x" * 50_000_000
+    with pytest.raises(ConfigError) as err:
+        apply_overrides(ProcessConfig(), {"detector": big})
+    msg = str(err.value)
+    assert len(msg) < 400 and "50,000,000 characters" in msg and msg.startswith("Setting detector:")
+    with pytest.raises(ConfigError) as err:
+        apply_overrides(ProcessConfig(), {"render": big})
+    assert len(str(err.value)) < 400 and "render" in str(err.value)
+    with pytest.raises(ConfigError) as err:
+        apply_overrides(ProcessConfig(), {big: 1})  # an unknown key is quoted short too
+    assert len(str(err.value)) < 2000 and "Unknown setting" in str(err.value)
+    path = tmp_path / "big.toml"
+    with open(path, "w") as fh:
+        fh.write('detector = "')
+        fh.write("y" * (17 * 2**20))
+        fh.write('"\n')
+    with pytest.raises(ConfigError, match=r"big.toml is 17.0 MB; at most 16 MB"):
+        load_config_file(path)
+
+
+@pytest.mark.parametrize("kind", ["json", "toml_arrays", "toml_tables"])
+def test_deeply_nested_config_files_are_a_clear_error(tmp_path, kind):
+    depth = 100_000
+    if kind == "json":
+        path = tmp_path / "deep.json"
+        path.write_text('{"tto": ' + "[" * depth + "]" * depth + "}")
+    elif kind == "toml_arrays":
+        path = tmp_path / "deep.toml"
+        path.write_text("tto = " + "[" * depth + "]" * depth + "\n")
+    else:
+        path = tmp_path / "deep.toml"
+        path.write_text("[" + ".".join(["a"] * 2000) + "]\nx = 1\n")
+    with pytest.raises(ConfigError, match=r"deep\.(json|toml) nests tables/arrays more than 32 levels deep"):
+        load_config_file(path)
+
+
+@pytest.mark.parametrize("which", ["keypoints", "boxes"])
+def test_deeply_nested_imported_json_is_a_clear_error(tmp_path, which):
+    from metahmr_cli.detect.boxes_json import load_boxes_json
+    from metahmr_cli.errors import InputError
+    from metahmr_cli.keypoints import load_keypoints
+
+    path = tmp_path / f"{which}.json"
+    path.write_text('{"a.jpg": ' + "[" * 100_000 + "]" * 100_000 + "}")
+    with pytest.raises(InputError, match=rf"{which}.json nests tables/arrays more than 32 levels deep"):
+        (load_keypoints if which == "keypoints" else load_boxes_json)(path)
+
+
+def test_a_bad_setting_on_the_command_line_is_one_line_and_exit_code_2(tmp_path):
+    import subprocess
+    import sys
+
+    path = tmp_path / "run.toml"
+    path.write_text('render = "no"\n')
+    photo = Path(__file__).resolve().parents[1] / "examples" / "messi5.jpg"
+    argv = ["metahmr", "process", str(photo), "--config", str(path), "--out", str(tmp_path / "out")]
+    code = f"import sys; from metahmr_cli.cli.app import main; sys.argv={argv!r}; main()"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env={**os.environ, "COLUMNS": "200"})
+    assert done.returncode == 2, done.stderr[-2000:]
+    lines = [ln for ln in done.stderr.splitlines() if "render" in ln]
+    assert lines and "Setting render: expected true or false, got 'no' (text)." in lines[0], done.stderr
+    assert "Traceback" not in done.stderr

@@ -89,3 +89,29 @@ def test_synth_cli(tmp_path, standin_dir) -> None:
     assert len(z["imgname"]) == 2 and z["imgname"][0].endswith(".jpg")
     assert len(np.load(out / "synth_test.npz")["imgname"]) == 1
     assert check_npz(out / "synth_train.npz").ok
+
+
+def test_check_reports_values_out_of_range(synth_dataset, tmp_path) -> None:
+    """Finite but impossible values (pose = 1e30 would pass the NaN check and only show in training as skipped
+    steps) are errors naming the key, the first rows and the allowed range."""
+    d = load_npz(synth_dataset / "synth_train.npz")
+    pose, part, s3d = (d[k].astype(np.float64) for k in ("pose", "part", "S"))
+    pose[5, 3:6] = [13.0, 0.0, 0.0]       # 13 rad > 4 pi
+    part[0, 4, 0] = 2e5                     # px
+    s3d[9, 0, 1] = 150.0                    # m
+    npz = _copy_dataset(synth_dataset, tmp_path / "d", replace={"pose": pose, "part": part, "S": s3d,
+                                                                "focal_length": np.full(len(pose), -3.0)})
+    rep = check_npz(npz)
+    msgs = {i.key: str(i) for i in rep.errors}
+    assert "rows [5]" in msgs["pose"] and "4 pi rad" in msgs["pose"] and "found up to 13" in msgs["pose"]
+    assert "rows [0]" in msgs["part"] and "within +-1e5" in msgs["part"]
+    assert "rows [9]" in msgs["S"] and "100 m" in msgs["S"]
+    assert "focal_length" in msgs and "(0, 1e6]" in msgs["focal_length"]
+    assert set(msgs) == {"pose", "part", "S", "focal_length"}  # the untouched keys pass
+    # the limits are not tighter than real data: 2 pi rotations, 10 betas, keypoints far outside the image
+    pose[5, 3:6] = [2 * np.pi, 0.0, 0.0]
+    far = d["part"].astype(np.float64)
+    far[..., :2] -= 5000.0
+    npz = _copy_dataset(synth_dataset, tmp_path / "ok", replace={"pose": pose, "shape": d["shape"] * 0 + 10.0,
+                                                                 "part": far})
+    assert check_npz(npz).ok, [str(i) for i in check_npz(npz).errors]

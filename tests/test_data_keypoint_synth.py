@@ -106,3 +106,23 @@ def test_bad_settings_are_rejected(standin_dir):
         SyntheticKeypointDataset(standin_dir, KeypointSynthConfig(split="val"))
     with pytest.raises(ValueError, match="formats"):
         SyntheticKeypointDataset(standin_dir, KeypointSynthConfig(formats={"coco99": 1.0}))
+
+
+def test_noise_free_detections_put_every_keypoint_on_its_own_side(standin_dir):
+    """Without noise, dropout, occlusion, outliers and swaps, a simulated detector's keypoint of the left shoulder is
+    the body's left shoulder (slot 'Left Shoulder' of the 49), and so on for every limb keypoint of each format:
+    nothing is exchanged between sides."""
+    from metahmr_cli.body.joints import JOINT_NAMES
+
+    sides = ["Shoulder", "Elbow", "Wrist", "Hip", "Knee", "Ankle"]
+    slots = [JOINT_NAMES.index(f"{lr} {part}") for part in sides for lr in ("Left", "Right")]
+    for fmt in ("coco17", "body25", "halpe26", "mediapipe33"):
+        ds = SyntheticKeypointDataset(standin_dir, KeypointSynthConfig(
+            length=20, seed=3, formats={fmt: 1.0}, noise=(0.0, 0.0), dropout=(0.0, 0.0), occlusion=0.0,
+            truncation=0.0, swap=0.0, outlier=0.0))
+        for i in range(4):
+            item = ds[i]
+            gt, obs = item["keypoints"].numpy(), item["keypoints_obs"].numpy()
+            assert (obs[slots, 2] > 0).all(), fmt
+            # left and right are tens of pixels apart in the 256-px crop; the observed ones sit on their own side
+            np.testing.assert_allclose(obs[slots, :2], gt[slots, :2], atol=1e-3, err_msg=f"{fmt} item {i}")

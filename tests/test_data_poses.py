@@ -149,6 +149,19 @@ def test_camera_orientation_faces_the_camera_at_yaw_zero():
     np.testing.assert_allclose(r @ [0, 0, 1], [1, 0, 0], atol=1e-6)
 
 
+def test_camera_elevation_is_the_camera_above_looking_down():
+    """A camera above the body pitched down by e (the documented sign: positive = above, looking down) sees the
+    body's up direction tilted toward it. In the OpenCV camera frame (y down, z away from the camera) the eye-level
+    view is turned by e about x: up (0, -1, 0) becomes (0, -cos e, -sin e) (from straight above it points at the
+    camera) and the front, (0, 0, -1) at eye level, becomes (0, sin e, -cos e) (from above: down the image)."""
+    for e in (30.0, 90.0, -20.0):
+        aa = P.camera_orientation(P.CameraView(yaw=0.0, elevation=e, roll=0.0))
+        r = axis_angle_to_rotmat(torch.as_tensor(aa)[None]).numpy()[0]
+        c, s = np.cos(np.radians(e)), np.sin(np.radians(e))
+        np.testing.assert_allclose(r @ [0, 1, 0], [0, -c, -s], atol=1e-7)
+        np.testing.assert_allclose(r @ [0, 0, 1], [0, s, -c], atol=1e-7)
+
+
 def test_sample_poses_is_a_function_of_the_generator_state():
     a, ka = P.sample_poses(np.random.default_rng(5), 4)
     b, kb = P.sample_poses(np.random.default_rng(5), 4)

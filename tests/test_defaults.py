@@ -144,6 +144,22 @@ def test_smplify_neutral_wins_over_v110(tmp_path):
     assert find_model_file(folder).name == "SMPL_NEUTRAL.npz"
 
 
+def test_a_converted_v110_neutral_beside_the_v100_file_alone_does_not_shadow_it(tmp_path):
+    """Two neutral files only: SMPL_NEUTRAL.npz converted from v1.1.0 (first in the lookup order) and SMPLify's
+    v1.0.0 .pkl: the v1.0.0 file is the body, recognised by the npz's recorded release or, without it, by its 300
+    shape components."""
+    from metahmr_cli.body.smpl import find_model_file
+
+    for marker in ({"smpl_release": np.array("v1.1.0")}, {"shapedirs": np.zeros((4, 3, 300))}):
+        folder = tmp_path / f"smpl_{len(marker['shapedirs']) if 'shapedirs' in marker else 'tag'}"
+        folder.mkdir()
+        np.savez(folder / "SMPL_NEUTRAL.npz", **marker)
+        (folder / "basicModel_neutral_lbs_10_207_0_v1.0.0.pkl").write_bytes(b"x")
+        assert find_model_file(folder).name == "basicModel_neutral_lbs_10_207_0_v1.0.0.pkl"
+        (folder / "basicModel_neutral_lbs_10_207_0_v1.0.0.pkl").unlink()
+        assert find_model_file(folder).name == "SMPL_NEUTRAL.npz"  # alone, it is still used (with a warning)
+
+
 # ---------------------------------------------------------------------------------------------- EFT leak
 
 

@@ -96,6 +96,19 @@ def test_cli_writes_reports_for_all_methods(cli_run: Path):
         assert float(last["mpjpe"]) == pytest.approx(report["methods"][name]["metrics"]["mpjpe"]["mean"], abs=1e-4)
 
 
+def test_each_schedule_runs_with_its_own_grouping_by_default(cli_run: Path):
+    """Without --grouping, the released schedule shares one weight copy per loader batch (3 here) and Meta-HMR's
+    schedule adapts per person; the reports say so, and the released procedure's people of one batch take the
+    same number of steps (one copy, one early-stop test)."""
+    report = json.loads((cli_run / "report.json").read_text())
+    assert report["methods"]["reference"]["tto_protocol"].startswith("reference: batch of 3,")
+    assert report["methods"]["metahmr"]["tto_protocol"].startswith("metahmr: per person,")
+    assert report["methods"]["eft"]["tto_protocol"].startswith("eft: per person,")
+    rows = _per_sample(cli_run / "per_sample.csv")["reference"]
+    steps = [rows[i]["steps"] for i in range(N_SAMPLES)]
+    assert steps[0] == steps[1] == steps[2]  # samples 0-2: one batch, one copy
+
+
 def test_plain_regression_matches_independent_computation(cli_run, synth_dataset, standin_dir, tiny_checkpoint):
     """MPJPE/PVE of "none" recomputed by hand: network -> body -> numpy regressor/pelvis/J14 -> errors."""
     from metahmr_cli.body.smpl import load_body_model

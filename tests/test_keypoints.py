@@ -6,7 +6,6 @@ import json
 import os
 import shutil
 import subprocess
-import tempfile
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -15,7 +14,6 @@ import pytest
 
 os.environ.setdefault("YOLO_OFFLINE", "1")
 os.environ.setdefault("YOLO_AUTOINSTALL", "False")
-os.environ.setdefault("YOLO_CONFIG_DIR", tempfile.mkdtemp(prefix="metahmr_yolo_cfg_"))
 
 from metahmr_cli.errors import AssetNotFoundError, InputError, MetaHMRError  # noqa: E402
 from metahmr_cli.keypoints import (  # noqa: E402

@@ -21,6 +21,7 @@ from metahmr_cli.models import (
     export_state_dict,
     load_backbone_init,
     load_networks,
+    load_torch_file,
     save_networks,
     write_random_checkpoint,
 )
@@ -209,6 +210,35 @@ def test_malicious_pickle_is_refused(fmt, tmp_path) -> None:
     with pytest.raises(CheckpointError, match="evil.pt"):
         load_networks(path)
     assert not marker.exists()
+
+
+class _DtypesHelperCall:
+    """Unpickling this calls numpy.dtypes' private helper, which binds a new name in numpy.dtypes for the whole
+    process (a weights-only file must not be able to rebind e.g. numpy.dtypes.Float32DType)."""
+
+    def __reduce__(self):
+        import numpy.dtypes
+
+        return (numpy.dtypes._add_dtype_helper, (numpy.dtypes.Float32DType, "numpy.dtypes.MetahmrProbeDType"))
+
+
+def test_numpy_dtypes_private_helper_is_refused(tmp_path) -> None:
+    import numpy.dtypes
+
+    path = tmp_path / "helper.pt"
+    torch.save({"model": {"w": torch.zeros(2)}, "extra": _DtypesHelperCall(), "dtype": np.dtype(np.float32)}, path)
+    assert "numpy.dtypes._add_dtype_helper" in torch.serialization.get_unsafe_globals_in_checkpoint(str(path))
+    try:
+        with pytest.raises(CheckpointError, match="refused to load .*helper.pt"):
+            load_torch_file(path)
+        assert not hasattr(numpy.dtypes, "MetahmrProbeDType")  # the helper never ran
+    finally:
+        if hasattr(numpy.dtypes, "MetahmrProbeDType"):
+            del numpy.dtypes.MetahmrProbeDType
+    # the exact DType names stay allowed: a file holding a numpy dtype (a DType class global) still loads
+    ok = tmp_path / "dtype.pt"
+    torch.save({"model": {"w": torch.zeros(2)}, "perm": np.arange(3, dtype=np.float32)}, ok)
+    assert load_torch_file(ok)["perm"].tolist() == [0.0, 1.0, 2.0]
 
 
 def test_save_networks_roundtrip_tiny_with_numpy_entry(tmp_path) -> None:

@@ -257,3 +257,32 @@ def test_small_hrnet_regressors_work_under_vmap(kind) -> None:
             single = functional_call(model, {**sets[i], **frozen, **buffers}, (images, bbox))
             assert torch.allclose(batched["rotmat"][i], single["rotmat"], atol=1e-5)
             assert torch.allclose(batched["cam"][i], single["cam"], rtol=1e-4, atol=1e-5)
+
+
+def test_keypoint_networks_ignore_where_a_missing_keypoint_is() -> None:
+    """The open model's encoder reads the 49 keypoint slots: a keypoint with confidence 0 is missing, whatever its
+    coordinates (tools write 0, 0, the box centre or anything), so in every slot its features equal those of
+    (0, 0, 0) there, while a seen keypoint's position does change them. Checked on a fresh encoder and on the
+    shipped open model's two networks."""
+    from metahmr_cli.models import load_networks
+    from metahmr_cli.models.backbones.keypoints import keypoint_encoder
+    from metahmr_cli.tiers import open_checkpoint_path
+
+    torch.manual_seed(0)
+    nets = load_networks(open_checkpoint_path())
+    encoders = [keypoint_encoder().eval(), nets.main.backbone, nets.aux.backbone]
+    for enc in encoders:
+        shape = tuple(enc.input_shape)
+        assert shape[0] == 49
+        gen = torch.Generator().manual_seed(1)
+        base = torch.rand((1, *shape), generator=gen) * 1.6 - 0.8
+        base[..., 2] = 0.3 + 0.6 * torch.rand((1, shape[0]), generator=gen)
+        missing_at_origin = base.repeat(49, *[1] * len(shape))
+        missing_elsewhere = missing_at_origin.clone()
+        for slot in range(49):
+            missing_at_origin[slot, slot, :3] = 0.0
+            missing_elsewhere[slot, slot, :3] = torch.tensor([0.7, -0.45, 0.0])
+        with torch.no_grad():
+            a, b, seen = enc(missing_at_origin), enc(missing_elsewhere), enc(base)
+        torch.testing.assert_close(b, a, atol=0, rtol=0)
+        assert ((seen - a).abs().amax(dim=1) > 1e-6).all()  # each slot, seen, moves the features

@@ -34,6 +34,7 @@ from metahmr_cli.keypoints.movenet import (
     Letterbox,
     MoveNetDetector,
     MoveNetMultiPose,
+    MoveNetPeople,
     MoveNetPoseEstimator,
     NpmModelSource,
     decode_output,
@@ -658,3 +659,30 @@ def test_process_with_movenet_detector_and_keypoints(tmp_path, model_json: Path,
     assert pipeline.keypoint_stage.estimator.model is model
     result = load_result_npz(next((tmp_path / "out").rglob("basketball1*.npz")))
     assert result["bbox"].shape[0] == 2
+
+
+class _GivenPeople(MoveNetMultiPose):
+    """A MoveNet model that returns fixed people (no network; for the detector's own rules)."""
+
+    def __init__(self, people: MoveNetPeople) -> None:
+        self.people, self.name = people, "given"
+
+    def predict(self, image: np.ndarray) -> MoveNetPeople:
+        return self.people
+
+
+def test_detector_boxes_grow_to_the_confident_keypoints():
+    """The network's box is grown to hold every keypoint scoring at least keypoint_conf (a wrist or a foot often
+    sticks out of it), never to a less confident one, and is clamped to the image."""
+    kp = np.zeros((1, 17, 3), np.float32)
+    kp[0, :, :2] = [150.0, 200.0]
+    kp[0, :, 2] = 0.9
+    kp[0, 9] = [80.0, 180.0, 0.6]     # left wrist out to the left
+    kp[0, 15] = [160.0, 330.0, 0.5]   # left ankle below the box
+    kp[0, 10] = [260.0, 200.0, 0.1]   # right wrist out to the right, but not confident: ignored
+    kp[0, 0] = [150.0, -20.0, 0.8]    # nose above the image: the box is clamped at 0
+    people = MoveNetPeople(kp, np.array([[100.0, 50.0, 200.0, 300.0]], np.float32), np.array([0.7], np.float32))
+    det = MoveNetDetector(_GivenPeople(people), keypoint_conf=0.2)
+    dets = det.detect(np.zeros((400, 320, 3), np.uint8))
+    np.testing.assert_allclose(dets.xyxy, [[80.0, 0.0, 200.0, 330.0]])
+    np.testing.assert_allclose(dets.scores, [0.7])

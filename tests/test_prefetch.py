@@ -223,3 +223,67 @@ def test_an_interrupt_while_outputs_are_written_keeps_what_was_finished(tmp_path
     assert report.exit_code == 0
     manifest = read_manifest(out / MANIFEST_NAME)
     assert [manifest[f"img{i}"].status for i in range(5)] == ["skipped"] * 3 + ["ok"] * 2
+
+
+class _BlockingRenderer(_MarkRenderer):
+    """Draws the first image only once the networks have started on the next batch (records whether they did; the
+    wait is bounded so that a runner that does not overlap fails instead of hanging)."""
+
+    def __init__(self, next_batch_started: threading.Event) -> None:
+        super().__init__()
+        self.next_batch_started = next_batch_started
+        self.overlapped: bool | None = None
+
+    def render_overlay(self, image, vertices, faces, K, colors=None):
+        if self.overlapped is None:
+            self.overlapped = self.next_batch_started.wait(timeout=120)
+        return super().render_overlay(image, vertices, faces, K, colors)
+
+
+def test_a_batchs_outputs_are_written_while_the_next_batch_runs(tmp_path, standin_dir, tiny_checkpoint):
+    """The overlap itself: the first batch's overlay is drawn (on the writer thread) while the networks already run
+    on the second batch."""
+    photos = _photos(tmp_path / "photos")
+    started = threading.Event()
+    renderer = _BlockingRenderer(started)
+    guard = _Exclusive()
+    cfg = ProcessConfig(inputs=[str(photos)], out=tmp_path / "out", body=str(standin_dir), checkpoint=tiny_checkpoint,
+                        device="cpu", keypoints="mediapipe", tto=TTOConfig(max_steps=2), batch_size=2, prefetch=2)
+    pipe = Pipeline(cfg, progress=False, detector=_WatchedDetector(guard), keypoints=_WatchedKeypoints(guard),
+                    renderer=renderer)
+    regress, calls = pipe.estimator.regress, []
+
+    def watched(frames):
+        calls.append([f.item.stem for f in frames])
+        if len(calls) == 2:
+            started.set()  # the second batch goes through the networks now
+        return regress(frames)
+
+    pipe.estimator.regress = watched
+    assert pipe.run().exit_code == 0
+    assert calls[:2] == [["img0", "img1"], ["img2", "img3"]]
+    assert renderer.overlapped is True and renderer.threads[0] == "metahmr-write_0"
+
+
+def test_images_before_a_video_are_finished_and_recorded_before_it_starts(tmp_path, standin_dir, tiny_checkpoint):
+    """The writer is drained before a video: the records of every image before it are in the manifest when the video
+    starts (and the renderer is never used by the writer thread and the video at once)."""
+    photos = _photos(tmp_path / "photos")
+    write_synthetic_video(photos / "img2clip.mp4", n_frames=3)  # sorted between img2 and img3
+    out = tmp_path / "out"
+    cfg = ProcessConfig(inputs=[str(photos)], out=out, body=str(standin_dir), checkpoint=tiny_checkpoint,
+                        device="cpu", keypoints="mediapipe", tto=TTOConfig(max_steps=2), batch_size=2, prefetch=2)
+    guard = _Exclusive()
+    pipe = Pipeline(cfg, progress=False, detector=_WatchedDetector(guard), keypoints=_WatchedKeypoints(guard),
+                    renderer=_MarkRenderer())
+    seen_at_video: list[set[str]] = []
+    video = pipe._process_video_safe
+
+    def watched(item, out_dir, progress):
+        seen_at_video.append(set(read_manifest(out_dir / MANIFEST_NAME)))
+        return video(item, out_dir, progress)
+
+    pipe._process_video_safe = watched
+    assert pipe.run().exit_code == 0
+    assert seen_at_video == [{"img0", "img1", "img2"}]
+    assert read_manifest(out / MANIFEST_NAME)["img2clip"].frames == 3

@@ -24,7 +24,7 @@ from test_pipeline_support import (  # noqa: F401  (fixtures)
 from typer.testing import CliRunner
 
 from metahmr_cli.errors import InputError
-from metahmr_cli.io.outdir import DiskFullError, OutputLock, check_output_folder
+from metahmr_cli.io.outdir import LOCK_NAME, DiskFullError, OutputLock, check_output_folder
 from metahmr_cli.io.writers import MANIFEST_NAME, TEMP_MARKER, read_manifest
 from metahmr_cli.pipeline import Pipeline, ProcessConfig
 from metahmr_cli.tto import TTOConfig
@@ -143,6 +143,41 @@ def test_a_second_run_into_a_busy_folder_stops_or_waits(tmp_path, standin_dir, t
     assert report.exit_code == 0 and time.perf_counter() - t0 >= 0.9  # it waited, then ran
 
 
+@pytest.mark.parametrize("planted", ["symlink", "dangling_symlink", "hard_link", "folder"])
+def test_a_planted_lock_file_is_refused_and_what_it_points_to_is_untouched(tmp_path, standin_dir, tiny_checkpoint,
+                                                                           planted):
+    photos = _photos(tmp_path / "in", 1)
+    out = tmp_path / "out"
+    out.mkdir()
+    target = tmp_path / "precious.txt"
+    lock = out / LOCK_NAME
+    if planted == "symlink":
+        target.write_text("keep me")
+        lock.symlink_to(target)
+    elif planted == "dangling_symlink":
+        lock.symlink_to(target)  # would be created through the link
+    elif planted == "hard_link":
+        target.write_text("keep me")
+        os.link(target, lock)
+    else:
+        lock.mkdir()
+    what = {"symlink": "symbolic link", "dangling_symlink": "symbolic link", "hard_link": "hard link",
+            "folder": "cannot open the lock file"}[planted]
+    with pytest.raises(InputError, match=what):
+        _pipeline(photos, out, standin_dir, tiny_checkpoint).run()
+    if planted == "dangling_symlink":
+        assert not target.exists()
+    elif planted != "folder":
+        assert target.read_text() == "keep me"
+    assert not (out / MANIFEST_NAME).exists()  # nothing processed
+    if planted == "folder":
+        lock.rmdir()
+    else:
+        lock.unlink()
+    assert _pipeline(photos, out, standin_dir, tiny_checkpoint).run().exit_code == 0  # a plain lock file is made
+    assert lock.is_file() and not lock.is_symlink()
+
+
 def test_temp_files_of_a_live_run_are_not_touched_by_a_waiting_run(tmp_path, standin_dir, tiny_checkpoint):
     """The lock makes the start-up clean-up safe: it runs only once no other run holds the folder."""
     photos = _photos(tmp_path / "in", 1)
@@ -190,7 +225,7 @@ def test_an_interrupt_exits_130_and_keeps_finished_outputs(tmp_path, monkeypatch
 
     monkeypatch.setattr(Pipeline, "run", interrupted)
     res = CliRunner().invoke(app, ["process", str(EXAMPLES / "messi5.jpg"), "--out", str(tmp_path / "o")])
-    assert res.exit_code == 130 and "finished inputs are kept" in res.output
+    assert res.exit_code == 130 and "finished inputs are kept" in " ".join(res.output.split())  # wrapped or not
 
 
 # ---------------------------------------------------------------------------------------------- inputs

@@ -53,6 +53,52 @@ def test_changed_settings_redo_an_input_and_unchanged_ones_skip_it(tmp_path, sta
     assert m["messi5"].status == "skipped"
 
 
+def test_a_replaced_input_is_redone_and_the_log_says_why(tmp_path, standin_dir, tiny_checkpoint, caplog):
+    """Resume matches inputs by content, not by name: another photo under the same name is processed again (even
+    with the same size and modification time), the same photo with a new time is not."""
+    import logging
+    import os
+
+    from PIL import Image
+
+    image = np.asarray(Image.open(EXAMPLES / "messi5.jpg").convert("RGB"))
+    photo = tmp_path / "in" / "photo.bmp"  # uncompressed: two pictures of one size give files of one size
+    photo.parent.mkdir()
+    Image.fromarray(image).save(photo)
+    out = tmp_path / "out"
+    kw = dict(tto=TTOConfig(schedule="none"))
+    _, m = _run([photo], out, standin_dir, tiny_checkpoint, **kw)
+    assert m["photo"].status == "ok" and m["photo"].identity["hashed"] == "all"
+
+    # another picture, smaller: a new image size in the results
+    Image.fromarray(image[:300, :400]).save(photo)
+    with caplog.at_level(logging.WARNING, logger="metahmr_cli.pipeline"):
+        _, m = _run([photo], out, standin_dir, tiny_checkpoint, **kw)
+    assert m["photo"].status == "ok"
+    assert load_result_npz(out / "photo.npz")["image_size"].tolist() == [300, 400]
+    assert any("photo.bmp: the input file changed since the earlier run (its size changed" in r.getMessage()
+               for r in caplog.records)
+
+    # same size, same modification time, other pixels: the content hash tells them apart
+    Image.fromarray(image[:300, :400]).save(photo)
+    _, m = _run([photo], out, standin_dir, tiny_checkpoint, **kw)
+    assert m["photo"].status == "skipped"
+    st = photo.stat()
+    Image.fromarray(np.ascontiguousarray(image[:300, 400:0:-1])).save(photo)
+    os.utime(photo, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert photo.stat().st_size == st.st_size and photo.stat().st_mtime_ns == st.st_mtime_ns
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="metahmr_cli.pipeline"):
+        _, m = _run([photo], out, standin_dir, tiny_checkpoint, **kw)
+    assert m["photo"].status == "ok"  # redone (the stand-in stages see only the image size, so do not compare)
+    assert any("its content changed" in r.getMessage() for r in caplog.records)
+
+    # the same file with a new modification time only (copied back, touched): nothing to redo
+    os.utime(photo)
+    _, m = _run([photo], out, standin_dir, tiny_checkpoint, **kw)
+    assert m["photo"].status == "skipped"
+
+
 class _StopAfter(TemplateKeypoints):
     """Keypoints that raise KeyboardInterrupt at the n-th image (an interrupt in the middle of a video)."""
 
@@ -159,3 +205,38 @@ def test_another_mesh_format_is_written_from_the_results_without_the_networks(tm
     ply = trimesh.load(out / "clip" / "frame_000001_person00.ply", process=False)
     obj = trimesh.load(out / "clip" / "frame_000001_person00.obj", process=False)
     np.testing.assert_allclose(obj.vertices, ply.vertices, atol=1e-5)
+
+
+def test_another_detector_threshold_redoes_an_image(tmp_path, standin_dir, tiny_checkpoint):
+    """The detector's score threshold changes which people are found: it is part of the settings an image is
+    skipped by."""
+    photo = tmp_path / "messi5.jpg"
+    shutil.copy(EXAMPLES / "messi5.jpg", photo)
+    out = tmp_path / "out"
+    kw = dict(tto=TTOConfig(schedule="none"))
+    _, m = _run([photo], out, standin_dir, tiny_checkpoint, det_conf=0.5, **kw)
+    assert m["messi5"].status == "ok"
+    _, m = _run([photo], out, standin_dir, tiny_checkpoint, det_conf=0.5, **kw)
+    assert m["messi5"].status == "skipped"
+    _, m = _run([photo], out, standin_dir, tiny_checkpoint, det_conf=0.6, **kw)
+    assert m["messi5"].status == "ok"
+
+
+def test_a_schedule_sharing_weights_per_batch_runs_videos_without_warm_starts(tmp_path, standin_dir,
+                                                                             tiny_checkpoint):
+    """The released schedule adapts one weight copy per batch of people, so a tracked person has no weights of their
+    own to carry to the next frame: the video runs cold (no tto_warm_start), whatever --warm-start says."""
+    from metahmr_cli.video.motion import VideoSettings
+
+    video = write_synthetic_video(tmp_path / "clip.mp4", n_frames=4)
+    out = tmp_path / "out"
+    report, m = _run([video], out, standin_dir, tiny_checkpoint, tto=TTOConfig(schedule="reference", max_steps=1),
+                     video=VideoSettings(tracker="iou", warm_start=True))
+    assert report.exit_code == 0 and m["clip"].status == "ok", m["clip"].reason
+    for t in range(4):
+        d = load_result_npz(out / "clip" / f"frame_{t:06d}.npz")
+        assert d["track_id"].tolist() == [1] and "tto_warm_start" not in d
+    # the per-person schedule of the same run carries the weights
+    _, m = _run([video], tmp_path / "out2", standin_dir, tiny_checkpoint, tto=TTOConfig(schedule="metahmr",
+                max_steps=1), video=VideoSettings(tracker="iou", warm_start=True))
+    assert load_result_npz(tmp_path / "out2" / "clip" / "frame_000003.npz")["tto_warm_start"].tolist() == [True]

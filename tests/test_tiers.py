@@ -120,3 +120,31 @@ def test_the_open_body_with_another_checkpoint_is_not_called_the_open_tier(empty
     for path in (open_checkpoint_path(), copy):
         choice = choose_tier(model="auto", body="open", checkpoint=str(path), detector="auto", keypoints="auto")
         assert choice.tier == "open" and "(--body open;" in choice.message
+
+
+def test_an_open_model_checkpoint_runs_the_open_tier_without_model_open(empty_roots, standin_dir, tmp_path):
+    """`process --checkpoint FILE` infers the tier from the body the checkpoint records: the open model (or a copy
+    of it under another name) runs the open body instead of asking for SMPL."""
+    import torch
+
+    _install_paper(empty_roots, standin_dir)  # even with SMPL installed
+    copy = tmp_path / "my_open_model.pt"
+    shutil.copy(open_checkpoint_path(), copy)
+    choice = choose_tier(model="auto", body="auto", checkpoint=str(copy), detector="auto", keypoints="auto")
+    assert choice.tier == "open" and choice.body == OPEN_BODY and choice.checkpoint == copy
+    assert "my_open_model.pt was trained on the open body" in choice.message
+    # a checkpoint that records SMPL, or nothing (a release), stays in the paper tier
+    for recorded in ({"body": "smpl"}, None):
+        other = tmp_path / "other.pt"
+        obj = {"model": {"w": torch.zeros(1)}, "model_aux": None}
+        if recorded is not None:
+            obj["config"] = recorded
+        torch.save(obj, other)
+        choice = choose_tier(model="auto", body="auto", checkpoint=str(other), detector="auto", keypoints="auto")
+        assert choice.tier == "paper" and choice.body == "smpl"
+    # explicit choices still win
+    forced = choose_tier(model="paper", body="auto", checkpoint=str(copy), detector="auto", keypoints="auto")
+    assert forced.tier == "paper"
+    missing = choose_tier(model="auto", body="auto", checkpoint=str(tmp_path / "none.pt"), detector="auto",
+                          keypoints="auto")
+    assert missing.tier == "paper"  # the load reports the missing file later

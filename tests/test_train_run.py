@@ -1,7 +1,8 @@
 """End-to-end training runs on the synthetic dataset with the tiny backbone (CPU).
 
 - a short run lowers the outer loss and its checkpoint loads through ``models.load_networks`` and runs TTO;
-- a run killed hard (SIGKILL) and resumed continues with bit-identical losses (deterministic mode);
+- a run killed hard (SIGKILL) and resumed continues with bit-identical losses (deterministic mode), and a
+  second ``--resume`` of the run while it is live is refused;
 - two gloo processes with batch b give the same update as one process with batch 2b.
 """
 
@@ -23,6 +24,7 @@ import torch
 
 from metahmr_cli.body.smpl import load_body_model
 from metahmr_cli.config import config_to_dict
+from metahmr_cli.errors import InputError
 from metahmr_cli.models import load_networks, load_torch_file
 from metahmr_cli.training import TrainConfig, config_for_resume, read_log, train
 from metahmr_cli.tto import TTOConfig, TTOInputs, run_tto
@@ -39,12 +41,27 @@ def _cfg(synth_dataset: Path, standin_dir: Path, out: Path, **kw) -> TrainConfig
     return TrainConfig(**base)
 
 
+_PYCACHE: list[str] = []
+"""The bytecode cache folder of this module's child processes (made once, removed when the module is done)."""
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _child_pycache():
+    folder = tempfile.mkdtemp(prefix="metahmr-test-pycache-")
+    _PYCACHE.append(folder)
+    yield
+    _PYCACHE.remove(folder)
+    shutil.rmtree(folder, ignore_errors=True)
+
+
 def _child_env() -> dict[str, str]:
-    """Environment of child processes: one thread, and a private bytecode cache (fast start)."""
+    """Environment of child processes: one thread, and a private bytecode cache (fast start; ~60 MB, removed with
+    the module)."""
     env = dict(os.environ)
     env["OMP_NUM_THREADS"] = "1"
     env.pop("PYTHONDONTWRITEBYTECODE", None)
-    env.setdefault("PYTHONPYCACHEPREFIX", str(Path(tempfile.gettempdir()) / f"metahmr-test-pycache-{os.getuid()}"))
+    if _PYCACHE:
+        env.setdefault("PYTHONPYCACHEPREFIX", _PYCACHE[-1])
     return env
 
 
@@ -141,7 +158,16 @@ def test_killed_and_resumed_run_is_identical(synth_dataset, standin_dir, tmp_pat
             rows = read_log(log_csv)
             if rows and rows[-1]["step"] >= 4:
                 killed_after = int(rows[-1]["step"])
-                os.kill(proc.pid, signal.SIGKILL)
+                os.kill(proc.pid, signal.SIGSTOP)  # live (it holds the run folder), but writes nothing more
+                try:
+                    logged = len(read_log(log_csv))
+                    # a second resume of the live run is refused before it reads or writes anything
+                    with pytest.raises(InputError, match=r"Run folder .*killed is in use by another metahmr run "
+                                                         rf"\(pid {proc.pid}\).*--wait"):
+                        train(config_for_resume(tmp_path / "killed"))
+                    assert len(read_log(log_csv)) == logged
+                finally:
+                    os.kill(proc.pid, signal.SIGKILL)
                 break
         time.sleep(0.02)
     proc.wait(timeout=60)

@@ -50,8 +50,30 @@ def _empty(a):
         a[k] = a[k][:0]
 
 
+def _huge_pose(a):
+    a["pose"] = a["pose"].astype(np.float64)
+    a["pose"][4, 10] = 1e30  # finite, so only a range check sees it
+
+
+def _huge_keypoint(a):
+    a["part"] = a["part"].astype(np.float64)
+    a["part"][2, 0, 1] = 1e9
+
+
+def _huge_joint(a):
+    a["S"] = a["S"].astype(np.float64)
+    a["S"][6, 3, 2] = -5e3
+
+
+def _huge_betas(a):
+    a["shape"] = a["shape"].astype(np.float64)
+    a["shape"][1, 0] = 300.0
+
+
 @pytest.mark.parametrize("change,key,rows", [(_nan_part, "part", "[3]"), (_nan_s, "S", "[7]"),
-                                             (_empty, "imgname", "N = 0")])
+                                             (_empty, "imgname", "N = 0"), (_huge_pose, "pose", "[4]"),
+                                             (_huge_keypoint, "part", "[2]"), (_huge_joint, "S", "[6]"),
+                                             (_huge_betas, "shape", "[1]")])
 def test_bad_training_files_stop_before_the_run_folder_exists(synth_dataset, standin_dir, tmp_path, change, key,
                                                               rows):
     data = _copy_with(synth_dataset, tmp_path, change)

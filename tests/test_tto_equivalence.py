@@ -28,7 +28,9 @@ from metahmr_cli.tto import schedules as tto_schedules
 FIELDS = ("rotmat", "betas", "cam_crop", "vertices", "joints")
 P = 3
 STRATEGIES = {
-    "vmap": dict(strategy="vmap"),
+    # the chunking is pinned: the default memory budget follows the machine's free memory, and people grouped into
+    # other chunks are summed in another order (one chunk here, one person per chunk below)
+    "vmap": dict(strategy="vmap", memory_budget=2**40),
     "loop": dict(strategy="loop"),
     "vmap-chunks-of-1": dict(strategy="vmap", memory_budget=1),
 }
@@ -48,14 +50,17 @@ def nets():
 
 
 def _assert_matches(res, slow, num_people, moved_from=None, atol=1e-5):
+    """``atol``: a number, or a callable ``atol(name, ref)`` giving each field's tolerance."""
     for name in FIELDS:
         ours = getattr(res, name)
         ref = slow.field(name, num_people)
-        torch.testing.assert_close(ours, ref, atol=atol, rtol=0, msg=f"{name} differs")
+        tol = atol(name, ref) if callable(atol) else atol
+        torch.testing.assert_close(ours, ref, atol=tol, rtol=0, msg=f"{name} differs")
     assert torch.equal(res.steps, slow.steps_per_person(num_people))
     if moved_from is not None:  # the comparison is only meaningful if TTO really moved the result
         moved = (res.vertices - moved_from.vertices).abs().amax()
-        assert moved > 100 * atol, f"TTO barely changed the mesh ({moved:.2e}); the test would be vacuous"
+        limit = atol("vertices", slow.field("vertices", num_people)) if callable(atol) else atol
+        assert moved > 100 * limit, f"TTO barely changed the mesh ({moved:.2e}); the test would be vacuous"
 
 
 # (schedule, optimiser, lr) chosen so that a few steps change the mesh by far more than the tolerance. Adam's
@@ -116,11 +121,21 @@ def test_batch_grouping_equals_shared_copy(nets, standin_body, monkeypatch, sche
     cfg = TTOConfig(schedule=schedule, optimizer=optimizer, lr=lr, max_steps=3, grouping="batch", group_size=2,
                     early_stop=False, **STRATEGIES[strategy])
     res = run_tto(main, aux, standin_body, inputs, cfg)
+    assert res.execution["chunks"] == {"vmap": [2, 1], "loop": [2, 1], "vmap-chunks-of-1": [1, 1]}[strategy]
     scope = "all" if schedule == "reference" else "head"
     slow = _slow_once(("groups", schedule), lambda: slow_tto(
         main, aux, standin_body, inputs, schedule=schedule, scope=scope, optimizer=optimizer, lr=lr, max_steps=3,
         units=[[0, 1], [2, 3], [4]], first_lr=1e-3))
-    _assert_matches(res, slow, 5)
+    plain = _slow_once(("none-5",), lambda: run_tto(main, aux, standin_body, inputs, TTOConfig(schedule="none")))
+
+    def tol(name, ref):
+        # shared copies adapted with Adam over all weights: rounding differences of the summation order (chunks of
+        # 2 + 1 groups vs 1 + 1) reach ~1e-5 on rotations that TTO moves by 0.5 (see test_tto_strategies.py's
+        # moved_tolerance): 1e-3 of the field's movement, at least 8 ulps of its magnitude
+        moved = float((ref.double() - getattr(plain, name).double()).abs().amax())
+        return 1e-3 * moved + 8 * 2.0**-23 * float(ref.abs().amax())
+
+    _assert_matches(res, slow, 5, moved_from=plain, atol=tol)
     # one copy per group: people of a group end with the same weights, so the same step count
     assert res.steps[0] == res.steps[1] and res.steps[2] == res.steps[3]
 

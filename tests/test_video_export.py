@@ -358,3 +358,65 @@ def test_scene_glb_holds_every_track_in_time_and_the_camera(tmp_path, body, scen
     # camera axes: glTF cameras look along their -z; in the camera's own axes turned y-up it looks along -z too
     R = Rotation.from_quat(cam_node.rotation).as_matrix()
     np.testing.assert_allclose(R @ [0, 0, -1], [0, 0, -1], atol=1e-9)
+
+
+# ---------------------------------------------------------------------------------------------- strides, hemispheres
+
+
+def test_exports_of_a_video_processed_every_second_frame(tmp_path, body, scene):
+    """--video-stride 2: the track's frames are 0, 2, 4 ...; the exports hold one pose per processed frame (the missed
+    frame 6 interpolated), the BVH frame time is 2 / fps, the AMASS frame rate fps / 2 and the GLB keys sit at
+    frame / fps."""
+    from bvh import Bvh
+
+    keep = np.array([0, 2, 4, 8, 10])  # frame 6 missed
+    T = len(keep)
+    seq = TrackSequence(
+        track_id=3, frames=keep, poses=scene.poses[0, keep].reshape(T, 72), trans=scene.transl[0, keep],
+        betas=scene.betas[0], bbox=np.zeros((T, 4)), det_score=np.ones(T), keypoints2d=np.zeros((T, 49, 3)),
+        report={"tto_steps": np.full(T, 3), "reproj_error_before": np.ones(T), "reproj_error_after": np.ones(T),
+                "tto_converged": np.ones(T, bool), "fell_back": np.zeros(T, bool)})
+    doc = Bvh(write_bvh(tmp_path / "t.bvh", seq, body, fps=FPS, stride=2).read_text())
+    assert doc.nframes == 6 and abs(doc.frame_time - 2 / FPS) < 1e-7
+    amass = np.load(write_amass(tmp_path / "t.npz", seq, body, fps=FPS, stride=2, gender="neutral"))
+    assert float(amass["mocap_framerate"]) == FPS / 2 and amass["poses"].shape == (6, 156)  # AMASS SMPL+H layout
+    assert amass["frames"].tolist() == [0, 2, 4, 6, 8, 10] and amass["interpolated"].tolist() == [0, 0, 0, 1, 0, 0]
+    import pygltflib
+
+    gltf = pygltflib.GLTF2().load(str(write_glb_animation(tmp_path / "t.glb", seq, body, fps=FPS, stride=2)))
+    times = _accessor(gltf, gltf.binary_blob(), gltf.animations[0].samplers[0].input)
+    np.testing.assert_allclose(times, np.arange(0, 11, 2) / FPS, atol=1e-6)
+
+
+def test_glb_rotations_interpolate_the_short_way_between_keyframes(tmp_path, body, scene):
+    """A person turning about the vertical through 180 degrees (10 degrees per frame from 150 to 240): a viewer
+    interpolating the keyframes' quaternions linearly (normalised) must get the rotation half way between two
+    frames, 5 degrees on, never a turn the long way round (q and -q are the same rotation at the keyframes)."""
+    import pygltflib
+
+    n = 10
+    yaw = np.radians(150.0 + 10.0 * np.arange(n))
+    poses = np.zeros((n, 72))
+    poses[:, :3] = Rotation.from_euler("y", yaw[:, None]).as_rotvec()
+    poses[:, 3:] = scene.poses[0, :n].reshape(n, 72)[:, 3:]
+    seq = TrackSequence(
+        track_id=1, frames=np.arange(n), poses=poses, trans=np.tile([0.0, 0.0, 4.0], (n, 1)), betas=scene.betas[0],
+        bbox=np.zeros((n, 4)), det_score=np.ones(n), keypoints2d=np.zeros((n, 49, 3)),
+        report={"tto_steps": np.full(n, 3), "reproj_error_before": np.ones(n), "reproj_error_after": np.ones(n),
+                "tto_converged": np.ones(n, bool), "fell_back": np.zeros(n, bool)})
+    gltf = pygltflib.GLTF2().load(str(write_glb_animation(tmp_path / "turn.glb", seq, body, fps=FPS)))
+    blob = gltf.binary_blob()
+    anim = gltf.animations[0]
+    checked = 0
+    for ch in anim.channels:
+        if ch.target.path != "rotation":
+            continue
+        q = _accessor(gltf, blob, anim.samplers[ch.sampler].output).astype(np.float64)  # (n, 4) x, y, z, w
+        for t in range(n - 1):
+            mid = q[t] + q[t + 1]
+            mid /= np.linalg.norm(mid)
+            a, b = Rotation.from_quat(q[t]), Rotation.from_quat(q[t + 1])
+            half = a * Rotation.from_rotvec((a.inv() * b).as_rotvec() / 2)  # the geodesic midpoint
+            assert (Rotation.from_quat(mid) * half.inv()).magnitude() < 1e-3, (ch.target.node, t)
+            checked += 1
+    assert checked == 24 * (n - 1)

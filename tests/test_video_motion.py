@@ -199,3 +199,110 @@ def test_keypoint_smoothing_skips_unseen_points_and_seeds_new_ones():
     assert 0 < out[0, 0, 0] - 150 < 10
     np.testing.assert_allclose(out[0, 1], kp2[0, 1])
     np.testing.assert_allclose(out[0, 2:], 0)   # unseen stays as given
+
+
+# ---------------------------------------------------------------------------------------------- strides, resets, seeds
+
+
+def _shift(box: np.ndarray, dx: float) -> np.ndarray:
+    return box + np.array([dx, 0.0, dx, 0.0])
+
+
+def test_gaps_are_counted_in_processed_frames_with_a_stride():
+    """With --video-stride 2 the processed frames are 0, 2, 4 ...: consecutive processed frames are no gap, and a
+    track missed in one processed frame (frame 4) has a gap of one: max_gap 0 restarts it, max_gap 1 does not."""
+    box = np.array([[100, 100, 200, 300.0]])
+    for max_gap, expect in ((0, [None, "state0", None]), (1, [None, "state0", "state2"])):
+        book = TrackBook(VideoSettings(tracker="iou", smooth=0, max_gap=max_gap), fps=30, stride=2)
+        got = []
+        for f in (0, 2, 6):
+            if f == 6:
+                book.assign(np.zeros((0, 4)), np.zeros(0))  # frame 4: nobody detected
+            ids = book.assign(box, np.ones(1))
+            got.append(book.warm_states(ids, box, f)[0])
+            book.smooth_outputs(ids, box, np.tile(np.eye(3), (1, 24, 1, 1)), np.zeros((1, 3)), np.zeros((1, 10)), f)
+            book.store_warm(ids, [f"state{f}"], f)
+        assert got == expect, (max_gap, got)
+
+
+def test_a_box_that_jumps_resets_the_warm_start_at_the_default_iou():
+    """The default reset_iou is 0.3: a box overlapping the track's last box with IoU 0.38 keeps the warm start,
+    one with IoU 0.23 restarts from the pretrained weights (IoU of two 100 x 200 boxes shifted by d: (100 - d) /
+    (100 + d))."""
+    book = TrackBook(VideoSettings(tracker="iou", smooth=0), fps=30)
+    book.tracker.min_iou = 0.05  # the tracker keeps the id: the warm-start rule alone decides
+    box = np.array([[100, 100, 200, 300.0]])
+    boxes = [box, _shift(box, 45.0), _shift(box, 45.0 + 62.0)]
+    assert abs((100 - 45) / (100 + 45) - 0.379) < 1e-3 and abs((100 - 62) / (100 + 62) - 0.235) < 1e-3
+    got = []
+    for f, b in enumerate(boxes):
+        ids = book.assign(b, np.ones(1))
+        assert ids.tolist() == [1]
+        got.append(book.warm_states(ids, b, f)[0])
+        book.smooth_outputs(ids, b, np.tile(np.eye(3), (1, 24, 1, 1)), np.zeros((1, 3)), np.zeros((1, 10)), f)
+        book.store_warm(ids, [f"state{f}"], f)
+    assert got == [None, "state0", None] and book.resets == 1
+
+
+def test_resumed_filters_continue_with_the_speed_of_the_stored_frames():
+    """Seeding a track from two stored (already smoothed) frames sets the filters' value to the last one and their
+    speed to the finite difference of the two: an angle about z from 0.10 to 0.16 rad at 30 fps is 1.8 rad/s, a
+    translation from 2.0 to 2.03 m is 0.9 m/s."""
+    book = TrackBook(VideoSettings(tracker="iou", smooth=1.0), fps=30)
+    box = np.array([[100, 100, 200, 300.0]])
+    for f, (angle, z) in enumerate(((0.10, 2.0), (0.16, 2.03))):
+        ids = book.assign(box, np.ones(1))
+        rot = np.tile(Rotation.from_rotvec([0.0, 0.0, angle]).as_matrix(), (1, 24, 1, 1))
+        book.seed_from_result(ids, box, rot, np.array([[0.0, 0.0, z]]), np.zeros((1, 10)), np.zeros((1, 49, 3)), f)
+    t = book.tracks[1]
+    np.testing.assert_allclose(t.rotation.R[0], Rotation.from_rotvec([0.0, 0.0, 0.16]).as_matrix(), atol=1e-12)
+    np.testing.assert_allclose(t.rotation.w, np.tile([0.0, 0.0, 1.8], (24, 1)), atol=1e-9)
+    np.testing.assert_allclose(t.translation.x, [0.0, 0.0, 2.03], atol=1e-12)
+    np.testing.assert_allclose(t.translation.dx, [0.0, 0.0, 0.9], atol=1e-9)
+    assert t.warm is None  # the adapted weights of a stored frame are not in the frame file
+
+
+def test_iou_tracker_predicts_with_its_per_frame_velocity_across_a_missed_frame():
+    """A box moving 40 px per frame is missed once. The tracker predicts it from its last box and its velocity per
+    frame (0, 20, 30, 35 px after frames 0-3: v <- (v + step / gap) / 2): at frame 5 the prediction is 70 px on,
+    so the box 80 px on keeps the id rather than a decoy 40 px on; the velocity after the gap is 37.5 px per
+    frame, so at frame 6 the box 40 px on keeps it rather than a decoy 60 px on."""
+    from metahmr_cli.video.tracking import IoUTracker
+
+    t = IoUTracker()
+    base = np.array([0.0, 100.0, 200.0, 300.0])
+    for f in range(4):
+        assert t.update(_shift(base, 40.0 * f)[None], np.ones(1)).tolist() == [1]
+    t.update(np.zeros((0, 4)), np.zeros(0))  # frame 4: missed
+    b3 = _shift(base, 120.0)
+    ids5 = t.update(np.stack([_shift(b3, 80.0), _shift(b3, 40.0)]), np.ones(2))
+    assert ids5[0] == 1
+    b5 = _shift(b3, 80.0)
+    ids6 = t.update(np.stack([_shift(b5, 40.0), _shift(b5, 60.0)]), np.ones(2))
+    assert ids6[0] == 1 and ids6[1] != 1
+
+
+@pytest.mark.parametrize("tracker", ["iou", "bytetrack"])
+def test_detections_below_the_detectors_threshold_only_extend_tracks(tracker):
+    """Tracker thresholds follow the detector's (det_conf 0.5 here): a person once seen confidently keeps their id
+    through frames where their score is between det_conf / 2 and det_conf (imported keypoints are not filtered by
+    det_conf), but such a detection never starts a track, and one below det_conf / 2 does not extend one."""
+    from metahmr_cli.video.tracking import TrackerSettings, build_tracker
+
+    if tracker == "bytetrack":
+        pytest.importorskip("ultralytics")
+        pytest.importorskip("lap")
+    settings = TrackerSettings.for_detector(0.5, fps=30.0)
+    assert (settings.track_high_thresh, settings.new_track_thresh, settings.track_low_thresh) == (0.5, 0.5, 0.25)
+    t = build_tracker(tracker, settings)
+    box = np.array([[100.0, 100.0, 200.0, 300.0]])
+    other = np.array([[400.0, 100.0, 500.0, 300.0]])
+    seen = []
+    for f in range(6):
+        score = 0.9 if f < 2 else 0.3  # frames 2-5: a weak but still matching detection
+        b = _shift(box, 2.0 * f)
+        seen.append(t.update(np.concatenate([b, other]), np.array([score, 0.3])).tolist())
+    assert all(ids[0] == seen[1][0] != -1 for ids in seen[1:]), seen  # kept through the weak frames
+    assert all(ids[1] == -1 for ids in seen), seen  # a weak detection alone never starts a track
+    lost = t.update(_shift(box, 12.0), np.array([0.2]))  # below det_conf / 2: not matched
+    assert lost.tolist() == [-1]

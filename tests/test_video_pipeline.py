@@ -177,3 +177,125 @@ def test_tracking_off_gives_untracked_people_and_no_sequences(tmp_path, clip):
         assert a["track_id"].tolist() == [-1, -1]
         assert "tto_warm_start" not in a  # no tracks, no warm starts
     assert not (out / "walk_tracks.npz").exists() and not (out / "walk_tracks").exists()
+
+
+# ---------------------------------------------------------------------------------------------- exact resume
+
+
+class _Interrupt(GroundTruthKeypoints):
+    """Ground-truth keypoints that raise KeyboardInterrupt (Ctrl-C) at the n-th call: frame n-1 of the clip."""
+
+    def __init__(self, clip, n: int) -> None:
+        super().__init__(clip)
+        self.n, self.calls = n, 0
+
+    def __call__(self, image, boxes, *, path, frame):
+        self.calls += 1
+        if self.calls >= self.n:
+            raise KeyboardInterrupt
+        return super().__call__(image, boxes, path=path, frame=frame)
+
+
+def _process(clip, out, keypoints, **kw):
+    video = dict(export=("amass", "glb", "bvh"), smooth_keypoints=True)
+    video.update(kw.pop("video", {}))
+    cfg = ProcessConfig(inputs=[str(clip["video"])], out=out, model="open", device="cpu", render=False,
+                        boxes_json=clip["boxes"], tto=TTOConfig(max_steps=3), video=VideoSettings(**video), **kw)
+    return Pipeline(cfg, keypoints=keypoints, progress=False).run()
+
+
+_REFERENCES: dict[str, object] = {}
+
+
+def _reference(clip, tmp_path_factory, key, **kw):
+    """The uninterrupted run of a setting (made once per module)."""
+    if key not in _REFERENCES:
+        out = tmp_path_factory.mktemp(f"ref_{key}") / "out"
+        assert _process(clip, out, GroundTruthKeypoints(clip), **kw).exit_code == 0
+        _REFERENCES[key] = out
+    return _REFERENCES[key]
+
+
+@pytest.mark.parametrize("how", ["ctrl_c", "killed_before_its_state", "sparse_states", "batched_cold_starts"])
+def test_a_resumed_video_equals_the_uninterrupted_run(tmp_path, tmp_path_factory, clip, monkeypatch, how):
+    """Interrupted after frame 5 of 10 and run again, a video gives the frames and exports of a run that was never
+    interrupted: the tracks' warm-start weights and filter states (rotations, translations, held shapes, keypoints)
+    continue from where they were, not from the stored results."""
+    import metahmr_cli.pipeline as pipeline
+
+    kw = {"video": {"warm_start": False}, "batch_size": 4} if how == "batched_cold_starts" else {}
+    ref = _reference(clip, tmp_path_factory, "cold" if kw else "warm", **kw)
+    out = tmp_path / "out"
+    stop_at = 7  # keypoints of frame 6 raise: frames 0-5 are finished
+    if how == "killed_before_its_state":
+        # the process dies after writing frame 5 and before its resume state: the state says frame 4
+        real = pipeline.Pipeline._save_video_state
+
+        def dies_at_frame_5(self, item, out, book, frames, keypoints):
+            if frames[-1] == 5:
+                raise KeyboardInterrupt
+            return real(self, item, out, book, frames, keypoints)
+
+        monkeypatch.setattr(pipeline.Pipeline, "_save_video_state", dies_at_frame_5)
+    if how == "sparse_states":
+        # states too large to write after every frame: only frame 0's is on disk, frames 1-5 are recomputed
+        monkeypatch.setattr(pipeline, "STATE_EVERY_FRAME_BYTES", 1000)
+    with pytest.raises(KeyboardInterrupt):
+        _process(clip, out, _Interrupt(clip, stop_at), **kw)
+    monkeypatch.undo()
+    assert (out / "walk" / "frame_000005.npz").is_file() and not (out / "walk" / "frame_000006.npz").exists()
+    state_frame = json.loads(str(np.load(out / "walk" / "resume.npz")["meta"]))["frame"]
+    assert state_frame == {"killed_before_its_state": 4, "sparse_states": 0}.get(how, 5)
+    second = _Interrupt(clip, FRAMES + 1)  # counts its calls, never interrupts
+    assert _process(clip, out, second, **kw).exit_code == 0
+    assert second.calls == FRAMES - 1 - state_frame  # only the frames after the state went through the models
+    assert not (out / "walk" / "resume.npz").exists()  # the finished video needs no state
+
+    for t in range(FRAMES):
+        a = load_result_npz(out / "walk" / f"frame_{t:06d}.npz")
+        b = load_result_npz(ref / "walk" / f"frame_{t:06d}.npz")
+        for key in ("track_id", "tto_steps", "tto_warm_start"):
+            if key in b:
+                np.testing.assert_array_equal(a[key], b[key], err_msg=f"frame {t} {key}")
+        for key in ("global_orient", "body_pose", "betas", "transl", "vertices", "joints3d", "keypoints2d",
+                    "reproj_error_after"):
+            np.testing.assert_allclose(a[key], b[key], rtol=0, atol=1e-5, err_msg=f"frame {t} {key}")
+    for name in sorted(p.relative_to(ref).as_posix() for p in (ref / "walk_tracks").iterdir()):
+        assert (out / name).read_bytes() == (ref / name).read_bytes(), name
+    with np.load(out / "walk_tracks.npz") as a, np.load(ref / "walk_tracks.npz") as b:
+        assert a.files == b.files
+        for key in a.files:
+            if a[key].dtype.kind == "f":
+                np.testing.assert_allclose(a[key], b[key], rtol=0, atol=1e-5, err_msg=key)
+            else:
+                np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+
+
+def test_every_second_frame_tracks_exports_and_redoes_with_another_stride(tmp_path, clip):
+    """--video-stride 2: frames 0, 2, 4, 6, 8 are processed; consecutive processed frames keep their warm starts
+    (even with max_gap 0: no frame of the stride is missed); the exports run at 15 fps (BVH frame time 2/30, AMASS
+    frame rate 15); a later run with stride 1 redoes the video instead of taking its frames."""
+    from bvh import Bvh
+
+    out = tmp_path / "out"
+    kw = dict(max_gap=0, export=("amass", "bvh"))
+    cfg = ProcessConfig(inputs=[str(clip["video"])], out=out, model="open", device="cpu", render=False,
+                        boxes_json=clip["boxes"], tto=TTOConfig(max_steps=3), video=VideoSettings(**kw),
+                        video_stride=2)
+    assert Pipeline(cfg, keypoints=GroundTruthKeypoints(clip), progress=False).run().exit_code == 0
+    frames = sorted(p.name for p in (out / "walk").glob("frame_*.npz"))
+    assert frames == [f"frame_{t:06d}.npz" for t in range(0, FRAMES, 2)]
+    warm = [load_result_npz(out / "walk" / f)["tto_warm_start"].tolist() for f in frames]
+    assert warm == [[False, False]] + [[True, True]] * (len(frames) - 1)
+    tids = [int(t) for t in np.load(out / "walk_tracks.npz")["track_ids"]]
+    for tid in tids:
+        doc = Bvh((out / "walk_tracks" / f"track_{tid:03d}.bvh").read_text())
+        assert doc.nframes == 5 and abs(doc.frame_time - 2 / 30) < 1e-7
+        amass = np.load(out / "walk_tracks" / f"track_{tid:03d}.npz")
+        assert float(amass["mocap_framerate"]) == 15.0 and amass["frames"].tolist() == [0, 2, 4, 6, 8]
+    first = (out / "walk" / "frame_000000.npz").stat().st_ino
+    _run(clip, out, **kw)  # stride 1: other frames, so another settings fingerprint
+    assert (out / "walk" / "frame_000000.npz").stat().st_ino != first  # redone, not taken from the stride-2 run
+    assert len(list((out / "walk").glob("frame_*.npz"))) == FRAMES
+    doc = Bvh((out / "walk_tracks" / f"track_{tids[0]:03d}.bvh").read_text())
+    assert doc.nframes == FRAMES and abs(doc.frame_time - 1 / 30) < 1e-7

@@ -68,6 +68,12 @@ def check_torch() -> list[Check]:
     return out
 
 
+RENDER_CHECK_SECONDS = 300
+"""Longest wait for the offscreen render check (seconds 1-3 normally; tens of seconds on a loaded 2-core machine)."""
+FFMPEG_CHECK_SECONDS = 120
+"""Longest wait for ``ffmpeg -version``."""
+
+
 def check_renderer() -> Check:
     """Try an offscreen pyrender context (EGL first, as used by ``process``)."""
     os.environ.setdefault("PYOPENGL_PLATFORM", "egl")
@@ -86,7 +92,9 @@ def check_renderer() -> Check:
     )
     env = dict(os.environ)
     try:
-        proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+        # generous: only a hung EGL initialisation should end here, not a Python start on a busy machine
+        proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                              timeout=RENDER_CHECK_SECONDS)
     except subprocess.TimeoutExpired:
         return Check("renderer", False, "pyrender offscreen timed out", "renders will be skipped")
     if proc.returncode == 0:
@@ -103,7 +111,7 @@ def check_ffmpeg() -> Check:
         import imageio_ffmpeg
 
         exe = imageio_ffmpeg.get_ffmpeg_exe()
-        proc = subprocess.run([exe, "-version"], capture_output=True, text=True, timeout=30)
+        proc = subprocess.run([exe, "-version"], capture_output=True, text=True, timeout=FFMPEG_CHECK_SECONDS)
         first = proc.stdout.splitlines()[0] if proc.stdout else exe
         return Check("ffmpeg", proc.returncode == 0, first)
     except Exception as exc:

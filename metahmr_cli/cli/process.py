@@ -60,7 +60,8 @@ def register(app: typer.Typer) -> None:
                                   "when installed, else the open tier: open body + open model + MoveNet)."),
         checkpoint: Path | None = typer.Option(
             None, "--checkpoint", help="Network checkpoint (default: the tier's: the Meta-HMR HRNet release, or "
-                                       "the open model shipped with metahmr)."),
+                                       "the open model shipped with metahmr). With --model auto, a checkpoint "
+                                       "trained on the open body runs the open tier."),
         body: str | None = typer.Option(None, "--body", help="smpl | open | standin | PATH to a body folder "
                                                              "(default: the tier's)."),
         gender: str | None = typer.Option(None, "--gender", help="neutral | male | female (default: neutral)."),

@@ -18,6 +18,7 @@ EPILOG = (
     "  metahmr train --backbone resnet --dry-run          # CLIFF-R50 recipe: show the plan, list missing files\n\n"
     "  metahmr train --recipe train/finetune_3dpw.toml --init-from runs/cliff_hrnet/checkpoints/last.pt\n\n"
     "  metahmr train --resume runs/cliff_hrnet            # continue exactly where the run stopped\n\n"
+    "  metahmr train --resume runs/cliff_hrnet --wait     # the run is still going: wait for it, then continue\n\n"
     "  metahmr train --recipe train/cliff_hrnet.toml --nproc-per-node 4   # 4 GPUs (batch per GPU)\n\n"
     "  metahmr train --backbone resnet_tiny --data data/synth/synth_train.npz --body standin "
     "--set syn_occ=false --max-steps 200 --batch-size 8   # toy run on synthetic data\n\n"
@@ -86,6 +87,8 @@ def train_command(
                                  "do not train."),
     config: str | None = typer.Option(None, "--config", help="TOML/JSON file of TrainConfig fields, applied over "
                                       "the recipe (flags override it)."),
+    wait: bool = typer.Option(False, "--wait", help="When another run is using the run folder (a resume of a live "
+                              "run), wait for it to end instead of stopping."),
 ) -> None:
     """Meta-train Meta-HMR (main + auxiliary network) or fine-tune / resume a run."""
     from metahmr_cli.training import config_for_resume, recipe_config, train
@@ -115,7 +118,7 @@ def train_command(
         plan = plan_run(cfg)
         _print_plan(plan, console, source)
         raise typer.Exit(code=0 if plan.ok else 2)
-    result = train(cfg)
+    result = train(cfg, wait=wait)
     if result is not None:
         console.print(f"[green]done:[/] {result.steps} steps, epoch {result.epoch}; run folder {result.run_dir}; "
                       f"last checkpoint {result.last_checkpoint}", highlight=False)

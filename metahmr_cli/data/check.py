@@ -12,7 +12,7 @@ from ..errors import DatasetError
 from .npzio import load_npz
 from .registry import DatasetSpec
 
-__all__ = ["KEY_SPECS", "CheckReport", "Issue", "check_dataset", "check_npz", "require_valid"]
+__all__ = ["KEY_SPECS", "VALUE_RANGES", "CheckReport", "Issue", "check_dataset", "check_npz", "require_valid"]
 
 KEY_SPECS: dict[str, tuple[tuple[int, ...], str, bool, str]] = {
     "imgname": ((), "str", True, "image path relative to the image root"),
@@ -28,6 +28,21 @@ KEY_SPECS: dict[str, tuple[tuple[int, ...], str, bool, str]] = {
     "focal_length": ((), "num", False, "full-image focal length in pixels"),
 }
 """key -> (per-sample shape, kind, required, meaning)."""
+
+MAX_PIXELS_COORD = 1e5
+"""Largest |x| or |y| (pixels) of a keypoint or box centre."""
+VALUE_RANGES: dict[str, tuple[str, float, str]] = {
+    "center": ("abs", MAX_PIXELS_COORD, "pixel coordinates within +-1e5"),
+    "part": ("xy", MAX_PIXELS_COORD, "pixel coordinates within +-1e5"),
+    "openpose": ("xy", MAX_PIXELS_COORD, "pixel coordinates within +-1e5"),
+    "scale": ("abs", 1e3, "|scale| <= 1000 (boxes up to 200,000 px)"),
+    "S": ("xyz", 100.0, "joint coordinates within +-100 m"),
+    "pose": ("rotvec", 4 * np.pi, "joint rotations of at most 4 pi rad (axis-angle)"),
+    "shape": ("abs", 20.0, "|betas| <= 20"),
+    "focal_length": ("positive", 1e6, "a focal length in (0, 1e6] px"),
+}
+"""key -> (how values are measured, bound, what is allowed): values outside are errors (``pose = 1e30`` would pass
+every other check and only show up in training as skipped steps)."""
 
 
 @dataclass
@@ -119,7 +134,8 @@ def check_npz(
     """Validate one SPIN/CLIFF-format npz and the images it references.
 
     Checks: the file opens; required keys (imgname, center, scale, part) exist; every known key has N rows and
-    the expected per-sample shape and a numeric/string dtype; values are finite; visibilities/confidences are
+    the expected per-sample shape and a numeric/string dtype; values are finite and in range (:data:`VALUE_RANGES`:
+    SMPL pose and betas, keypoints, 3D joints, boxes, focal lengths); visibilities/confidences are
     not negative; ``pose`` comes with ``shape``; every sample has a visible ``part`` keypoint or a valid
     center/scale; image files exist (an even sample of ``sample_images`` unique names, or all) and the first
     one decodes.
@@ -174,6 +190,8 @@ def check_npz(
                 rows = np.nonzero(bad.reshape(n, -1).any(axis=1))[0]
                 _err(rep, key, f"{len(rows)} sample(s) hold NaN/inf values, first rows {rows[:max_examples].tolist()}",
                      "finite values", "NaN/inf")
+            elif key in VALUE_RANGES and n:
+                _check_range(rep, key, a.astype(np.float64).reshape(n, -1), max_examples)
             if key in ("part", "openpose", "S") and (a[..., -1] < 0).any():
                 _warn(rep, key, "negative visibility/confidence values (treated as invisible)", ">= 0", "< 0")
         else:
@@ -208,6 +226,28 @@ def check_npz(
                   "are used")
     _check_images(rep, data, root, all_images, sample_images, max_examples)
     return rep
+
+
+def _check_range(rep: CheckReport, key: str, a: np.ndarray, max_examples: int) -> None:
+    """Error for the rows of ``a`` (N, D) (finite) whose values are outside :data:`VALUE_RANGES`."""
+    how, bound, allowed = VALUE_RANGES[key]
+    n = a.shape[0]
+    if how == "abs":
+        mag = np.abs(a)
+    elif how == "xy":  # [x, y, visibility] rows
+        mag = np.abs(a.reshape(n, -1, 3)[..., :2])
+    elif how == "xyz":  # [x, y, z, conf] rows
+        mag = np.abs(a.reshape(n, -1, 4)[..., :3])
+    elif how == "rotvec":
+        mag = np.linalg.norm(a[:, : a.shape[1] // 3 * 3].reshape(n, -1, 3), axis=-1)
+    else:  # positive
+        mag = np.where(a > 0, a, np.inf)
+    bad = (mag > bound).reshape(n, -1).any(axis=1)
+    if bad.any():
+        rows = np.nonzero(bad)[0]
+        found = f"values from {a.min():.4g} to {a.max():.4g}" if how == "positive" else f"up to {mag.max():.4g}"
+        _err(rep, key, f"{len(rows)} sample(s) hold values out of range, first rows {rows[:max_examples].tolist()}",
+             allowed, found)
 
 
 def _check_images(

@@ -505,6 +505,8 @@ def camera_orientation(view: CameraView, root_lean: np.ndarray | None = None) ->
     (3, 3) rotation of the body.
     """
     body = _rot("y", view.yaw) if root_lean is None else _rot("y", view.yaw) @ root_lean
+    # a camera raised and pitched down by the elevation turns what it sees by +elevation about its x axis (the
+    # body's up tilts toward the camera)
     cam = _rot("z", view.roll) @ _rot("x", view.elevation) @ _rot("x", 180.0)
     return Rotation.from_matrix(cam @ body).as_rotvec()
 

@@ -21,7 +21,6 @@ at all is reported as missing by the caller. Video frames use the key ``"<video 
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from collections.abc import Mapping
@@ -120,13 +119,12 @@ def load_boxes_json(path: str | os.PathLike[str]) -> dict[str, Detections]:
     Raises:
         InputError: unreadable JSON or any malformed entry (the message names the entry).
     """
+    from metahmr_cli.config import parse_json_text, read_bounded
+
     path = Path(path)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError as exc:
-        raise InputError(f"Boxes file {path} does not exist.") from exc
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InputError(f"Boxes file {path} is not valid JSON: {exc}") from exc
+    if not path.is_file():
+        raise InputError(f"Boxes file {path} does not exist.")
+    data = parse_json_text(read_bounded(path, "Boxes file", InputError), f"Boxes file {path}", InputError)
 
     boxes: dict[str, list[list[float]]] = {}
     scores: dict[str, list[float]] = {}

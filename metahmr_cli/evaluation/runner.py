@@ -140,6 +140,9 @@ class EvalConfig:
 
     def validate(self) -> None:
         """Raise ConfigError naming the bad setting and its valid values."""
+        from metahmr_cli.config import check_types
+
+        check_types(self)
         methods = list(self.methods)
         if not methods:
             raise ConfigError("methods is empty; choose from none, eft, metahmr, reference (e.g. --tto none,metahmr)")

@@ -4,7 +4,9 @@
   ``/proc``, below a file, on a read-only or full file system) is a clear error naming the folder and the fix.
 - :class:`OutputLock` holds an exclusive lock (``fcntl.flock`` on ``<out>/.metahmr.lock``) while a run writes into
   the folder: a second run into the same folder stops with a message (or waits with ``wait=True``), so it can
-  neither delete the first run's temporary files nor interleave the manifest.
+  neither delete the first run's temporary files nor interleave the manifest. The lock file is opened without
+  following symbolic links and must be a plain file of its own: a link or a hard link planted under its name is
+  refused, so locking never truncates another file. ``metahmr train`` locks its run folder the same way.
 - :func:`disk_full` tells whether an exception comes from a full disk or quota.
 """
 
@@ -97,23 +99,52 @@ class OutputLock:
         out: the output folder (it must exist).
         wait: wait for a run that holds the folder instead of stopping with an error.
         say: called once with a message when waiting.
+        what: how messages name the folder ("Output folder", "Run folder" ...).
+        fix: what a refused run should do instead (the end of the "in use" message).
     """
 
-    def __init__(self, out: str | os.PathLike[str], *, wait: bool = False, say: Any = None) -> None:
+    def __init__(self, out: str | os.PathLike[str], *, wait: bool = False, say: Any = None,
+                 what: str = "Output folder", fix: str = "or choose another --out") -> None:
         self.path = Path(out) / LOCK_NAME
         self.wait = wait
         self.say = say
-        self._fh = None
+        self.what = what
+        self.fix = fix
+        self._fh: Any = None
 
     def _holder(self) -> str:
         with contextlib.suppress(OSError, ValueError):
-            return self.path.read_text().strip() or "unknown"
+            fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+            with os.fdopen(fd, "r") as fh:
+                return fh.read(64).strip() or "unknown"
         return "unknown"
+
+    def _open(self) -> Any:
+        """The lock file, opened for writing without following a symbolic link and without truncating it; refused
+        unless it is a plain file with no other name (a link planted there must not make us write elsewhere)."""
+        import stat
+
+        flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+        fix = f"Remove {self.path} (metahmr creates its own lock file) and run again."
+        try:
+            fd = os.open(self.path, flags, 0o644)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP or self.path.is_symlink():
+                raise InputError(f"{self.what} {self.path.parent}: its lock file {LOCK_NAME} is a symbolic link; "
+                                 f"refusing to follow it. {fix}") from None
+            raise InputError(f"cannot open the lock file {self.path} ({exc.strerror or exc}).") from exc
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:
+            os.close(fd)
+            kind = "not a plain file" if not stat.S_ISREG(st.st_mode) else f"a hard link ({st.st_nlink} names)"
+            raise InputError(f"{self.what} {self.path.parent}: its lock file {LOCK_NAME} is {kind}; refusing to "
+                             f"write to it. {fix}")
+        return os.fdopen(fd, "r+")
 
     def __enter__(self) -> OutputLock:
         import fcntl
 
-        fh = open(self.path, "a+")  # noqa: SIM115 - held open until __exit__
+        fh = self._open()
         announced = False
         while True:
             try:
@@ -122,17 +153,19 @@ class OutputLock:
             except OSError as exc:
                 if exc.errno not in (errno.EAGAIN, errno.EACCES):
                     fh.close()
-                    raise InputError(f"cannot lock the output folder {self.path.parent} ({exc.strerror}).") from exc
+                    raise InputError(f"cannot lock the {self.what.lower()} {self.path.parent} "
+                                     f"({exc.strerror}).") from exc
                 holder = self._holder()
                 if not self.wait:
                     fh.close()
                     raise InputError(
-                        f"Output folder {self.path.parent} is in use by another metahmr run (pid {holder}). Wait for "
-                        "it to finish (or pass --wait to wait here), or choose another --out.") from None
+                        f"{self.what} {self.path.parent} is in use by another metahmr run (pid {holder}). Wait for "
+                        f"it to finish (or pass --wait to wait here), {self.fix}.") from None
                 if not announced and self.say is not None:
                     self.say(f"waiting for the other metahmr run (pid {holder}) writing to {self.path.parent}")
                     announced = True
                 time.sleep(0.5)
+        # ours now (the file was checked above): record who holds it
         fh.seek(0)
         fh.truncate()
         fh.write(f"{os.getpid()}\n")

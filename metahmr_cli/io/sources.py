@@ -21,11 +21,15 @@ Image decoding (:func:`read_image`) always returns ``(H, W, 3) uint8 RGB``:
 
 Videos are decoded with the ffmpeg binary bundled with ``imageio-ffmpeg`` (:func:`iter_video_frames`,
 :func:`video_info`).
+
+:func:`input_identity` says what an input file is (size, modification time, a content hash), so that a re-run can
+tell a replaced file from the one it already processed (:func:`input_changed`).
 """
 
 from __future__ import annotations
 
 import glob as _glob
+import hashlib
 import logging
 import math
 import os
@@ -80,6 +84,51 @@ class InputItem:
     problem: str | None = None
     """Set for an entry a folder scan could not use (dangling symlink, symlink loop, unreadable folder): the
     runner records it as failed with this reason instead of skipping it silently."""
+
+
+IDENTITY_SAMPLE_BYTES = 1 << 20
+"""Videos larger than twice this are identified by the hash of their first and last MiB (and size and mtime);
+images and smaller files by the hash of all their bytes."""
+
+
+def input_identity(path: str | os.PathLike[str], kind: str = "image") -> dict[str, object]:
+    """What an input file is: ``{"size", "mtime_ns", "sha256", "hashed"}``, where ``sha256`` covers every byte
+    (images, small files: ``hashed`` = "all") or the first and last MiB (videos: "first and last MiB").
+
+    Raises:
+        OSError: the file cannot be read.
+    """
+    path = Path(path)
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        st = os.fstat(fh.fileno())
+        partial = kind == "video" and st.st_size > 2 * IDENTITY_SAMPLE_BYTES
+        if partial:
+            digest.update(fh.read(IDENTITY_SAMPLE_BYTES))
+            fh.seek(st.st_size - IDENTITY_SAMPLE_BYTES)
+            digest.update(fh.read(IDENTITY_SAMPLE_BYTES))
+        else:
+            for chunk in iter(lambda: fh.read(1 << 22), b""):
+                digest.update(chunk)
+    return {"size": int(st.st_size), "mtime_ns": int(st.st_mtime_ns), "sha256": digest.hexdigest(),
+            "hashed": "first and last MiB" if partial else "all"}
+
+
+def input_changed(before: object, now: object) -> str | None:
+    """Why the input identified ``now`` is not the one identified ``before`` (None: the same file content).
+
+    A whole-file hash decides alone (a file copied back with a new time is the same input); a partial hash also
+    needs the same size and modification time. A missing earlier identity (a run that did not record it) counts
+    as a change."""
+    if not isinstance(before, dict) or not isinstance(now, dict):
+        return "the earlier run did not record which file it read"
+    if before.get("size") != now.get("size"):
+        return f"its size changed ({before.get('size')} -> {now.get('size')} bytes)"
+    if before.get("sha256") != now.get("sha256") or before.get("hashed") != now.get("hashed"):
+        return "its content changed"
+    if now.get("hashed") != "all" and before.get("mtime_ns") != now.get("mtime_ns"):
+        return "it was modified since"
+    return None
 
 
 def _natural_key(text: str) -> list[object]:
@@ -304,7 +353,8 @@ def _unique_stems(entries: list[tuple[Path, Path]]) -> list[str]:
 _PIL_LIMIT_LOCK = threading.Lock()
 
 
-def _to_uint8(arr: np.ndarray, mode: str) -> np.ndarray:
+def image_to_uint8(arr: np.ndarray, mode: str) -> np.ndarray:
+    """8-bit pixels from a decoded image array of PIL ``mode`` ("I;16": 16 bits, scaled by 255 / 65535)."""
     if arr.dtype == np.uint8:
         return arr
     if arr.dtype == bool:
@@ -417,7 +467,7 @@ def _pil_to_rgb(im, background: tuple[int, int, int]) -> np.ndarray:
         return np.repeat(gray[:, :, None], 3, axis=2)
     if mode.startswith("I") or mode == "F":
         arr = np.asarray(im)
-        gray = _to_uint8(arr, mode)
+        gray = image_to_uint8(arr, mode)
         if gray.ndim == 2:
             gray = np.repeat(gray[:, :, None], 3, axis=2)
         return np.ascontiguousarray(gray[:, :, :3])

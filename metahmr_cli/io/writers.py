@@ -411,6 +411,8 @@ class ManifestRecord:
     timings: dict[str, float] = field(default_factory=dict)  # seconds per stage
     previous_status: str | None = None   # for "skipped": the status of the run that made the outputs
     settings: str | None = None          # fingerprint of the settings that made the outputs (see Pipeline)
+    identity: dict[str, Any] | None = None   # the input file the outputs were made from (size, mtime_ns, sha256,
+                                             # hashed: see metahmr_cli.io.sources.input_identity)
     input_hex: str | None = None         # the path's bytes in hex when it is not valid UTF-8 (``input`` shows it
                                          # with U+FFFD replacement characters)
     schema_version: str = SCHEMA_VERSION

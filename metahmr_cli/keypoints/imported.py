@@ -18,12 +18,13 @@ confidence in [0, 1]; if the file uses COCO annotation visibility flags (integer
 they are read as confidence 1 for labelled (1, 2) and 0 for unlabelled (0) keypoints. Other formats with
 ``K*3`` numbers (``halpe26``, ``body25`` ...) are read when ``fmt`` says so or the count is unambiguous.
 
-Keys are matched to inputs as for imported boxes (:func:`metahmr_cli.detect.boxes_json.lookup_key`).
+Keys are matched to inputs as for imported boxes (:func:`metahmr_cli.detect.boxes_json.lookup_key`). Every number
+is checked when the file is read: finite, coordinates within +-1e6 px, confidences in [0, 1] (or COCO flags); a
+file that breaks this is an error naming the entry, person and keypoint, before anything is processed.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from dataclasses import dataclass
@@ -55,12 +56,11 @@ class ImportedPeople:
 
 
 def _read_json(path: Path):
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError as exc:
-        raise InputError(f"Keypoint file {path} does not exist.") from exc
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InputError(f"Keypoint file {path} is not valid JSON: {exc}") from exc
+    from metahmr_cli.config import parse_json_text, read_bounded
+
+    if not path.is_file():
+        raise InputError(f"Keypoint file {path} does not exist.")
+    return parse_json_text(read_bounded(path, "Keypoint file", InputError), f"Keypoint file {path}", InputError)
 
 
 def _floats(values, where: str) -> np.ndarray:
@@ -73,6 +73,32 @@ def _floats(values, where: str) -> np.ndarray:
     if arr.ndim != 1:
         raise InputError(f"{where}: expected a flat list [x0, y0, c0, x1, y1, c1, ...]")
     return arr
+
+
+MAX_COORDINATE = 1e6
+"""Largest |x| or |y| (pixels) of an imported keypoint: larger values are not pixels of any image."""
+
+
+def _check_keypoint_values(kp: np.ndarray, where: str, max_conf: float = 1.0) -> None:
+    """(K, 3) keypoints of one person: finite, coordinates within :data:`MAX_COORDINATE` px, confidences in
+    [0, ``max_conf``]; otherwise an InputError naming the entry and keypoint (a file whose numbers are garbage must
+    not read as "no person detected")."""
+    bad = ~np.isfinite(kp).all(axis=1)
+    if bad.any():
+        j = int(np.flatnonzero(bad)[0])
+        raise InputError(f"{where}: keypoint {j} is {kp[j].tolist()}, not finite numbers; write 0 0 0 for a missing "
+                         "keypoint.")
+    far = (np.abs(kp[:, :2]) > MAX_COORDINATE).any(axis=1)
+    if far.any():
+        j = int(np.flatnonzero(far)[0])
+        raise InputError(f"{where}: keypoint {j} lies at {kp[j, :2].tolist()}, beyond {MAX_COORDINATE:g} px; the "
+                         "coordinates must be pixels of the image.")
+    conf = kp[:, 2]
+    off = (conf < 0) | (conf > max_conf)
+    if off.any():
+        j = int(np.flatnonzero(off)[0])
+        allowed = "[0, 1]" if max_conf == 1.0 else "[0, 1] (or COCO visibility flags 0, 1, 2)"
+        raise InputError(f"{where}: keypoint {j} has confidence {conf[j]!r}; confidences must be in {allowed}.")
 
 
 def read_openpose_file(path: str | os.PathLike[str]) -> tuple[np.ndarray, str]:
@@ -102,6 +128,7 @@ def read_openpose_file(path: str | os.PathLike[str]) -> tuple[np.ndarray, str]:
         if fmt is not None and this != fmt:
             raise InputError(f"{where}: mixes {fmt} and {this} people in one file")
         fmt = this
+        _check_keypoint_values(arr.reshape(-1, 3), where)
         people.append(arr.reshape(-1, 3))
     if fmt is None:
         fmt = "body25"
@@ -132,6 +159,7 @@ def _coco_people(entries, where: str, fmt: str | None) -> tuple[list[np.ndarray]
                 raise InputError(f"{w}: {exc}") from exc
         if k != KEYPOINT_FORMATS[fmt][0]:
             raise InputError(f"{w}: {k} keypoints, but format {fmt} has {KEYPOINT_FORMATS[fmt][0]}")
+        _check_keypoint_values(arr.reshape(k, 3), w, max_conf=2.0)
         kps.append(arr.reshape(k, 3))
         box = person.get("bbox")
         if box is not None:
@@ -210,6 +238,9 @@ def read_keypoints_json(path: str | os.PathLike[str], fmt: str | None = None) ->
     k = KEYPOINT_FORMATS[fmt][0]
     out = {key: _finish(*v, k) for key, v in parsed.items()}
     _apply_visibility_flags(out)
+    for key, people in out.items():  # values above 1 that were not COCO visibility flags
+        for i, person in enumerate(people.keypoints):
+            _check_keypoint_values(person, f"{path} [{key!r}] person {i}")
     return out, fmt
 
 

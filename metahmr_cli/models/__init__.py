@@ -16,6 +16,7 @@ from .checkpoints import (
     load_networks,
     load_torch_file,
     network_spec,
+    recorded_body,
     save_networks,
     write_random_checkpoint,
 )
@@ -41,6 +42,7 @@ __all__ = [
     "load_networks",
     "load_torch_file",
     "network_spec",
+    "recorded_body",
     "save_networks",
     "write_random_checkpoint",
 ]

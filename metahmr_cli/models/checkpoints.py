@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -43,6 +44,7 @@ __all__ = [
     "load_networks",
     "load_torch_file",
     "network_spec",
+    "recorded_body",
     "save_networks",
     "write_random_checkpoint",
 ]
@@ -101,19 +103,31 @@ def _numpy_globals_if_safe(path: Path) -> list[Any] | None:
         names = torch.serialization.get_unsafe_globals_in_checkpoint(str(path))
     except Exception:  # legacy (non-zip) format or unreadable: do not retry
         return None
-    if not names or not all(n in _NUMPY_SAFE_GLOBALS or n.startswith("numpy.dtypes.") for n in names):
+    dtype_classes = _numpy_dtype_classes()
+    allowed = _NUMPY_SAFE_GLOBALS | {f"numpy.dtypes.{n}" for n in dtype_classes}
+    if not names or not all(n in allowed for n in names):
         return None
     try:
         found = [_resolve_global(n) for n in names]
     except (ImportError, AttributeError):
         return None
     # numpy dtypes are rebuilt through their DType classes, which the scan above does not list
+    return found + list(dtype_classes.values())
+
+
+def _numpy_dtype_classes() -> dict[str, type]:
+    """The DType classes of ``numpy.dtypes`` by name (exact names only: the module also holds private helpers,
+    e.g. one that rebinds its attributes, which a file must never be allowed to call)."""
     try:
         dtypes = importlib.import_module("numpy.dtypes")
-        found += [getattr(dtypes, n) for n in dir(dtypes) if n.endswith("DType")]
     except ImportError:
-        pass
-    return found
+        return {}
+    out = {}
+    for n in dir(dtypes):
+        obj = getattr(dtypes, n)
+        if not n.startswith("_") and n.endswith("DType") and isinstance(obj, type) and issubclass(obj, np.dtype):
+            out[n] = obj
+    return out
 
 
 def load_torch_file(path: str | Path) -> Any:
@@ -470,6 +484,19 @@ def _build_and_load(plan: NetworkPlan, sd: Mapping[str, Tensor], mean_params: Ma
     notes = load_layout_state_dict(model, sd, plan.layout, prefix=plan.prefix, strict=strict,
                                    allow_missing=allow_missing, source=source, assign=fast)
     return model, notes
+
+
+def recorded_body(path: str | Path) -> str | None:
+    """The body model a checkpoint of ours was trained with (its stored ``config["body"]``: "open", "smpl", a
+    folder ...), or None when it records none (a release, an official file) or cannot be read here (loading it
+    later reports why). The file is memory-mapped, weights-only: its tensors are not read."""
+    try:
+        obj = torch.load(Path(path), map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # noqa: BLE001 - legacy format, damaged or refused: the real load says why
+        return None
+    config = obj.get("config") if isinstance(obj, Mapping) else None
+    body = config.get("body") if isinstance(config, Mapping) else None
+    return body if isinstance(body, str) and body else None
 
 
 def load_networks(path: str | Path, *, device: torch.device | str | None = None,

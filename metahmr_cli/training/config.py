@@ -179,6 +179,9 @@ class TrainConfig:
 
     def validate(self) -> None:
         """Raise ConfigError naming the bad setting and its valid values."""
+        from ..config import check_types
+
+        check_types(self)
         choices = [
             ("arch", self.arch, ("cliff", "hmr")),
             ("backbone", self.backbone, BACKBONES),

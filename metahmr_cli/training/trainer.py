@@ -5,6 +5,11 @@ Exact resume: the data order is a function of (seed, epoch) and the batch positi
 and the torch generator is re-seeded from (seed, step, rank) before every step (dropout masks). A run killed
 at any point and resumed from its last checkpoint therefore computes the same losses as an uninterrupted run
 (bit for bit with ``deterministic = true`` on the same machine and thread count).
+
+One run at a time per run folder: the main process holds the folder's lock (:class:`~metahmr_cli.io.outdir.OutputLock`,
+as ``metahmr process`` does for its output folder) from before a resumed checkpoint is read until the run ends, so a
+second ``train --resume`` of a live run stops with a message (or waits with ``wait=True``) instead of writing the
+same log and checkpoints.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from ..assets import ASSETS, body_dir, resolve_asset
 from ..body.smpl import BodyModel, load_body_model, load_mean_params
 from ..config import apply_overrides, config_to_dict, resolve_device
 from ..errors import CheckpointError, ConfigError
+from ..io.outdir import OutputLock
 from ..models import (
     Regressor,
     build_network,
@@ -68,6 +74,7 @@ __all__ = [
     "needs_aux",
     "network_layouts",
     "resolve_init_path",
+    "run_folder_lock",
     "train",
     "training_body",
     "training_dataset",
@@ -275,14 +282,33 @@ class Trainer:
     Args:
         config: the settings (validated here).
         dist_info: this process's place in a multi-process run (default: from the environment).
+        wait: when another run holds the run folder, wait for it instead of stopping with an error.
+        locked: the run folder is already locked by the calling process (spawned workers of :func:`train`).
     """
 
-    def __init__(self, config: TrainConfig, dist_info: DistInfo | None = None) -> None:
+    def __init__(self, config: TrainConfig, dist_info: DistInfo | None = None, *, wait: bool = False,
+                 locked: bool = False) -> None:
         config.validate()
         self.cfg = config
         self.dist = dist_info or dist_info_from_env()
         self.device = self._device()
         self.history: list[dict[str, float]] = []
+        self.wait = wait
+        self.locked = locked
+        self._lock: OutputLock | None = None
+
+    def _lock_run_dir(self, run_dir: Path) -> None:
+        """Take the run folder's lock (main process, once); see the module docstring."""
+        if not self.dist.is_main or self.locked or self._lock is not None:
+            return
+        lock = run_folder_lock(run_dir, wait=self.wait)
+        lock.__enter__()
+        self._lock = lock
+
+    def _unlock(self) -> None:
+        if self._lock is not None:
+            self._lock.__exit__(None, None, None)
+            self._lock = None
 
     # ------------------------------------------------------------------ set-up
     def _device(self) -> torch.device:
@@ -306,6 +332,9 @@ class Trainer:
 
     def setup(self) -> None:
         cfg = self.cfg
+        if cfg.resume and self.dist.is_main:  # before anything of the run is read or written
+            Path(cfg.out).mkdir(parents=True, exist_ok=True)
+            self._lock_run_dir(Path(cfg.out))
         init_process_group(self.dist, self.device)
         _set_determinism(cfg.deterministic)
         random.seed(cfg.seed)
@@ -365,6 +394,7 @@ class Trainer:
         self.run_dir = self._run_dir()
         if self.dist.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
+            self._lock_run_dir(self.run_dir)  # a new run: two runs that picked the same new folder cannot both go on
             for path in clean_stale_temp_files(checkpoint_dir(self.run_dir)):
                 log.info("removed %s, left by an interrupted checkpoint write", path.name)
             self.cfg = dataclasses.replace(self.cfg, out=str(self.run_dir))
@@ -445,7 +475,13 @@ class Trainer:
 
     def run(self) -> TrainResult:
         """Train until ``epochs`` / ``max_steps``; returns a :class:`TrainResult`."""
-        self.setup()
+        try:
+            self.setup()
+            return self._run()
+        finally:
+            self._unlock()
+
+    def _run(self) -> TrainResult:
         cfg = self.cfg
         self.skipped = 0
         logger = RunLogger(self.run_dir, total_steps=self.total_steps(), start_step=self.step,
@@ -535,19 +571,31 @@ class Trainer:
             barrier(self.dist)
 
 
-def _worker_entry(config: TrainConfig) -> None:
-    Trainer(config).run()
+def run_folder_lock(run_dir: str | Path, *, wait: bool = False) -> OutputLock:
+    """The lock of a training run folder (enter it to hold the folder)."""
+    return OutputLock(Path(run_dir), wait=wait, say=log.info, what="Run folder",
+                      fix="or stop it before resuming the run again")
 
 
-def train(config: TrainConfig) -> TrainResult | None:
+def _worker_entry(config: TrainConfig, locked: bool = False) -> None:
+    Trainer(config, locked=locked).run()
+
+
+def train(config: TrainConfig, *, wait: bool = False) -> TrainResult | None:
     """Run training: in this process, or in ``config.nproc`` spawned processes (returns None then).
 
-    Runs started by torchrun (WORLD_SIZE set) use this process as one rank.
+    Runs started by torchrun (WORLD_SIZE set) use this process as one rank. ``wait``: when another run holds the
+    run folder (a second ``--resume`` of a live run), wait for it instead of stopping with an error.
     """
     config.validate()
     env = dist_info_from_env()
     if config.nproc > 1 and not env.enabled:
-        launch(_worker_entry, config.nproc, (config,))
+        if config.resume:  # the spawned workers run under this process's lock of the folder
+            Path(config.out).mkdir(parents=True, exist_ok=True)
+            with run_folder_lock(config.out, wait=wait):
+                launch(_worker_entry, config.nproc, (config, True))
+        else:
+            launch(_worker_entry, config.nproc, (config,))
         return None
-    return Trainer(config, env).run()
+    return Trainer(config, env, wait=wait).run()
 

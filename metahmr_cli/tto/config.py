@@ -164,6 +164,9 @@ class TTOConfig:
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` naming the bad field and its valid values."""
+        from metahmr_cli.config import check_types
+
+        check_types(self, prefix="tto.")
         checks: list[tuple[str, Any, tuple[str, ...], bool]] = [
             ("schedule", self.schedule, SCHEDULES, False),
             ("scope", self.scope, SCOPES, True),

@@ -10,11 +10,16 @@
   joint rotations on SO(3), the translation, and holds the shape (the running mean of the track's betas).
 
 Strength 1 is the default; 0 switches smoothing off; 2 smooths twice as strongly (half the cut-off frequency).
+
+Resume: :meth:`TrackBook.export_state` gives everything the book carries from one frame to the next (each track's
+filter state, held shape, warm-start weights, the keypoint filters) as plain arrays, and :meth:`TrackBook.load_state`
+puts it back, so that a video interrupted after frame ``k`` continues exactly as if it had not stopped. The tracker
+itself is not stored: it is replayed from the boxes and scores of the finished frames (it sees nothing else).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,7 +29,10 @@ from metahmr_cli.detect.base import box_iou
 from metahmr_cli.video.smoothing import OneEuro, RotationOneEuro, SmoothingSettings
 from metahmr_cli.video.tracking import Tracker, TrackerSettings, build_tracker
 
-__all__ = ["EXPORT_FORMATS", "TrackBook", "VideoSettings", "smoothing_settings"]
+__all__ = ["EXPORT_FORMATS", "STATE_VERSION", "TrackBook", "VideoSettings", "smoothing_settings"]
+
+STATE_VERSION = 1
+"""Version of the layout of :meth:`TrackBook.export_state`."""
 
 EXPORT_FORMATS: tuple[str, ...] = ("amass", "glb", "bvh")
 
@@ -75,7 +83,10 @@ class VideoSettings:
     world: str = "ground"
 
     def validate(self) -> None:
+        from metahmr_cli.config import check_types
         from metahmr_cli.errors import ConfigError
+
+        check_types(self, prefix="video.")
 
         if self.tracker not in ("auto", "bytetrack", "iou", "none"):
             raise ConfigError(f"--tracker {self.tracker!r}: choose auto, bytetrack, iou or none")
@@ -275,3 +286,100 @@ class TrackBook:
                 t.betas_count += 1
                 t.betas_sum = np.asarray(betas[i], np.float64) * t.betas_count
             t.warm = None  # the adapted weights of a finished frame are not stored: the next frame starts cold
+
+    # ------------------------------------------------------------------------------------------------- resume
+    def keypoint_state(self) -> dict[int, tuple[OneEuro, int, np.ndarray]]:
+        """A copy of the keypoint filters (taken when a frame's keypoints are smoothed, for :meth:`export_state`:
+        frames batched together have their keypoints smoothed before the outputs of the frames before them)."""
+        out = {}
+        for tid, (f, last, valid) in self._kp.items():
+            g = OneEuro(f.s)
+            g.x = None if f.x is None else f.x.copy()
+            g.dx = None if f.dx is None else f.dx.copy()
+            out[tid] = (g, last, valid.copy())
+        return out
+
+    def export_state(self, keypoints: dict[int, tuple[OneEuro, int, np.ndarray]] | None = None
+                     ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        """Everything but the tracker, as (JSON-able description, name -> array): per track its last frame and
+        box, rotation / translation filter state, held shape and warm-start weights (arrays of any tensor type);
+        the keypoint filters (``keypoints``: a :meth:`keypoint_state` copy, default the current ones)."""
+        meta: dict[str, Any] = {"version": STATE_VERSION, "tracks": [], "keypoints": [], "resets": self.resets,
+                                "warm_starts": self.warm_starts}
+        arrays: dict[str, np.ndarray] = {}
+
+        def put(name: str, value: Any) -> bool:
+            if value is None:
+                return False
+            if hasattr(value, "detach"):  # a torch tensor of the warm-start weights
+                value = value.detach().cpu().numpy()
+            arrays[name] = np.asarray(value)
+            return True
+
+        for tid, t in self.tracks.items():
+            pre = f"track/{tid}/"
+            entry = {"id": int(tid), "last_frame": int(t.last_frame), "warm_frame": int(t.warm_frame),
+                     "betas_count": int(t.betas_count), "warm": None, "rotation": False, "translation": False}
+            put(pre + "box", t.box)
+            put(pre + "betas_sum", t.betas_sum)
+            if t.rotation is not None:
+                entry["rotation"] = put(pre + "rotation/R", t.rotation.R) & put(pre + "rotation/w", t.rotation.w)
+            if t.translation is not None:
+                entry["translation"] = put(pre + "translation/x", t.translation.x) \
+                    & put(pre + "translation/dx", t.translation.dx)
+            if t.warm is not None:
+                entry["warm"] = sorted(t.warm)
+                for name, value in t.warm.items():
+                    put(f"{pre}warm/{name}", value)
+            meta["tracks"].append(entry)
+        for tid, (f, last, valid) in (self._kp if keypoints is None else keypoints).items():
+            pre = f"keypoints/{tid}/"
+            meta["keypoints"].append({"id": int(tid), "last": int(last),
+                                      "filter": put(pre + "x", f.x) & put(pre + "dx", f.dx)})
+            put(pre + "valid", valid)
+        return meta, arrays
+
+    def load_state(self, meta: dict[str, Any], arrays: dict[str, np.ndarray],
+                   warm: Callable[[dict[str, np.ndarray]], Any] | None = None) -> None:
+        """Replace the per-track state by one of :meth:`export_state` (the tracker is left as it is: replay the
+        finished frames' boxes into it first). ``warm`` turns stored warm-start weights (name -> array) into the
+        form the TTO takes (default: the arrays themselves).
+
+        Raises:
+            ValueError: the state is of another layout version or another smoothing setting.
+        """
+        if meta.get("version") != STATE_VERSION:
+            raise ValueError(f"video state of version {meta.get('version')!r}, expected {STATE_VERSION}")
+        tracks: dict[int, _Track] = {}
+        for e in meta["tracks"]:
+            tid, pre = int(e["id"]), f"track/{int(e['id'])}/"
+            t = _Track(last_frame=int(e["last_frame"]), box=np.asarray(arrays[pre + "box"], np.float64))
+            if self.filters is not None:
+                t.rotation = RotationOneEuro(self.filters["rotation"])
+                t.translation = OneEuro(self.filters["translation"])
+                if e["rotation"]:
+                    t.rotation.R, t.rotation.w = arrays[pre + "rotation/R"].copy(), arrays[pre + "rotation/w"].copy()
+                if e["translation"]:
+                    t.translation.x = arrays[pre + "translation/x"].copy()
+                    t.translation.dx = arrays[pre + "translation/dx"].copy()
+            elif e["rotation"] or e["translation"]:
+                raise ValueError("video state with smoothing filters, but smoothing is off")
+            if pre + "betas_sum" in arrays:
+                t.betas_sum = arrays[pre + "betas_sum"].copy()
+            t.betas_count = int(e["betas_count"])
+            t.warm_frame = int(e["warm_frame"])
+            if e["warm"] is not None:
+                weights = {name: arrays[f"{pre}warm/{name}"] for name in e["warm"]}
+                t.warm = warm(weights) if warm is not None else weights
+            tracks[tid] = t
+        kp: dict[int, tuple[OneEuro, int, np.ndarray]] = {}
+        for e in meta["keypoints"]:
+            if self.filters is None:
+                raise ValueError("video state with keypoint filters, but smoothing is off")
+            tid, pre = int(e["id"]), f"keypoints/{int(e['id'])}/"
+            f = OneEuro(self.filters["keypoints"])
+            if e["filter"]:
+                f.x, f.dx = arrays[pre + "x"].copy(), arrays[pre + "dx"].copy()
+            kp[tid] = (f, int(e["last"]), arrays[pre + "valid"].astype(bool))
+        self.tracks, self._kp = tracks, kp
+        self.resets, self.warm_starts = int(meta.get("resets", 0)), int(meta.get("warm_starts", 0))
