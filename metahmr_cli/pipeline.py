@@ -36,6 +36,7 @@ import numpy as np
 from metahmr_cli import __version__
 from metahmr_cli.errors import InputError, MetaHMRError
 from metahmr_cli.estimator import (
+    Dropped,
     Estimator,
     EstimatorStage,
     Frame,
@@ -46,6 +47,7 @@ from metahmr_cli.estimator import (
 )
 from metahmr_cli.io.outdir import DiskFullError, OutputLock, check_output_folder, disk_full
 from metahmr_cli.io.writers import (
+    DONE_STATUSES,
     SCHEMA_VERSION,
     FrameResult,
     Manifest,
@@ -123,6 +125,17 @@ def _reason(exc: BaseException | None) -> str:
 
 
 _FRAME_FILE = re.compile(r"frame_\d{6,}(_person\d{2}\.(obj|ply|glb)|\.npz)")
+
+
+def _outcome(people: int, no_keypoints: int, min_keypoints: int, where: str = "") -> tuple[str, str | None]:
+    """Status and reason of a processed input: ``ok`` with a mesh for someone, else ``no_keypoints`` when people
+    were found but none had usable keypoints (they get no mesh), else ``no_person``."""
+    if people:
+        return "ok", None
+    if no_keypoints:
+        return "no_keypoints", (f"{no_keypoints} {'person' if no_keypoints == 1 else 'people'} found{where}, none "
+                                f"with {min_keypoints} or more usable keypoints: no mesh")
+    return "no_person", f"no person detected{where}"
 
 
 def _remove_frame_files(folder: Path, keep: set[str]) -> None:
@@ -546,18 +559,19 @@ class Pipeline:
         manifest = Manifest(out, run_id=run_id)
         started = time.time()
         t0 = time.perf_counter()
-        totals = {"images": 0, "frames": 0, "people": 0}
+        totals = {"images": 0, "frames": 0, "people": 0, "no_keypoints": 0}
         pending: list[Frame] = []
         units = sum(self._units(it) for it in items)
 
         with _Progress(units, enabled=self.progress, console=self.console) as progress:
 
             def record(item: Any, rec: ManifestRecord, advance: bool = True) -> None:
-                rec.settings = self._fingerprint_of(item.kind) if rec.status in ("ok", "no_person", "skipped") \
+                rec.settings = self._fingerprint_of(item.kind) if rec.status in (*DONE_STATUSES, "skipped") \
                     else None
                 manifest.add(rec)
-                if rec.status in ("ok", "no_person"):
+                if rec.status in DONE_STATUSES:
                     totals["people"] += rec.people
+                    totals["no_keypoints"] += rec.no_keypoints or 0
                     if item.kind == "video":
                         totals["frames"] += rec.frames or 0
                     else:
@@ -728,7 +742,7 @@ class Pipeline:
         """An earlier record made with the same settings, whose outputs all exist, whose result files are valid,
         and that has every output the current settings ask for."""
         status = prev.previous_status if prev.status == "skipped" else prev.status
-        if status not in ("ok", "no_person"):
+        if status not in DONE_STATUSES:
             return False
         if prev.settings != self._fingerprint_of(prev.kind):
             return False
@@ -849,10 +863,10 @@ class Pipeline:
             return self._failed(item, _reason(exc))
         self._add_timings(frame.timings)
         frame.timings["total"] = time.perf_counter() - frame.started
-        status = "ok" if frame.num_people else "no_person"
-        return ManifestRecord(input=str(item.path), key=item.stem, kind="image", status=status,
-                              reason=None if frame.num_people else "no person detected",
-                              people=frame.num_people, outputs=outputs, timings=dict(frame.timings))
+        status, reason = _outcome(frame.num_people, len(frame.dropped), self.config.tto.min_keypoints)
+        return ManifestRecord(input=str(item.path), key=item.stem, kind="image", status=status, reason=reason,
+                              people=frame.num_people, no_keypoints=len(frame.dropped), outputs=outputs,
+                              timings=dict(frame.timings))
 
     def _process_video_safe(self, item: Any, out: Path, progress: _Progress) -> ManifestRecord:
         t0 = time.perf_counter()
@@ -906,11 +920,12 @@ class Pipeline:
         written: list[Path] = []
         resumed = 0
         people = 0
+        no_keypoints = 0
         pending: list[Frame] = []
         name = Path(str(item.path)).name
 
         def emit(fr: Frame) -> None:
-            nonlocal people
+            nonlocal people, no_keypoints
             with StageTimer(fr.timings, "smooth"):
                 self._apply_motion(fr, book, warm)
             frame_name = f"{item.stem}/frame_{fr.frame:06d}.npz"
@@ -918,6 +933,7 @@ class Pipeline:
             written.append(out / frame_name)
             self._render_video_frame(fr, writers)
             people += fr.num_people
+            no_keypoints += len(fr.dropped)
             for k, v in fr.timings.items():
                 timings[k] += v
             progress.advance(1, name=f"{name} frame {fr.frame}")
@@ -956,6 +972,7 @@ class Pipeline:
                     written.append(frame_file)
                     self._render_video_frame(fr, writers)
                     people += n
+                    no_keypoints += len(fr.dropped)
                     resumed += 1
                     progress.advance(1, name=f"{name} frame {index} (resumed)")
                     continue
@@ -1009,10 +1026,10 @@ class Pipeline:
             with StageTimer(timings, "write"):
                 outputs += self._write_sequences(item, out, written, source_fps, (H, W), focal)
         self._add_timings(timings)
-        status = "ok" if people else "no_person"
-        return ManifestRecord(input=str(item.path), key=item.stem, kind="video", status=status,
-                              reason=None if people else "no person detected in any frame",
-                              people=people, frames=len(written), outputs=outputs, timings=dict(timings))
+        status, reason = _outcome(people, no_keypoints, self.config.tto.min_keypoints, " in any frame")
+        return ManifestRecord(input=str(item.path), key=item.stem, kind="video", status=status, reason=reason,
+                              people=people, no_keypoints=no_keypoints, frames=len(written), outputs=outputs,
+                              timings=dict(timings))
 
     def _apply_motion(self, fr: Frame, book: Any, warm: bool) -> None:
         """Smooth a frame's people per track (rotations, translation, held shape) and keep their TTO end state."""
@@ -1100,7 +1117,7 @@ class Pipeline:
         est = self.estimator
         fr = Frame(source=str(item.path), frame=index, image=image, K=a["K"], boxes=a["bbox"],
                    scores=a["det_score"], keypoints=a["keypoints2d"], item=item,
-                   focal_rule=str(a.get("focal_rule", "diagonal")))
+                   focal_rule=str(a.get("focal_rule", "diagonal")), dropped=Dropped.from_arrays(a))
         n = fr.num_people
         verts = a["vertices"] if "vertices" in a else np.zeros((n, est.num_vertices, 3), np.float32)
         fr.result = People(
@@ -1142,7 +1159,9 @@ class Pipeline:
             frame_index=-1 if f.frame is None else int(f.frame), focal_rule=f.focal_rule, model_tier=est.tier,
             settings_fingerprint=self._fingerprint if f.frame is None else self._video_fingerprint,
             track_id=None if f.track_ids is None else np.asarray(f.track_ids, np.int64),
-            tto_warm_start=None if f.warm is None else np.array([w is not None for w in f.warm], np.bool_))
+            tto_warm_start=None if f.warm is None else np.array([w is not None for w in f.warm], np.bool_),
+            dropped_bbox=p.dropped.boxes, dropped_det_score=p.dropped.scores,
+            dropped_keypoints2d=p.dropped.keypoints2d, dropped_reason=p.dropped.reason)
 
     def _write_frame(self, f: Frame, out: Path, name: str) -> list[str]:
         cfg = self.config
