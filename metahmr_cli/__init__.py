@@ -4,7 +4,8 @@ The public API (also importable as ``import metahmr``); names load on first use,
 fast for the command line:
 
 - :class:`Estimator` — images in memory (RGB numpy arrays) -> :class:`People` (boxes, keypoints, body parameters,
-  vertices, joints, camera, TTO report), models loaded once;
+  vertices, joints, camera, TTO report; :class:`Dropped`: the people found who got no mesh, and why), models
+  loaded once;
 - :class:`Pipeline` with :class:`ProcessConfig` — the batch runner behind ``metahmr process`` (files, folders,
   videos, resume, manifest, renders);
 - :class:`TTOConfig`, :func:`run_tto` — test-time optimisation; :func:`load_body_model`, :func:`load_networks`;
@@ -26,6 +27,7 @@ __version__ = "0.1.0"
 _LAZY: dict[str, str] = {
     "Estimator": "metahmr_cli.estimator",
     "People": "metahmr_cli.estimator",
+    "Dropped": "metahmr_cli.estimator",
     "Pipeline": "metahmr_cli.pipeline",
     "ProcessConfig": "metahmr_cli.process_config",
     "TTOConfig": "metahmr_cli.tto",

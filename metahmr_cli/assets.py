@@ -6,7 +6,10 @@ Lookup order for every asset (the first hit wins):
 2. an asset-specific environment variable (``METAHMR_SMPL_DIR``, ``METAHMR_CHECKPOINT``, ...);
 3. ``$METAHMR_HOME`` (a weights root);
 4. ``./weights`` in the current working directory;
-5. the per-user data folder (``~/.local/share/metahmr`` on Linux).
+5. the per-user data folder (``~/.local/share/metahmr`` on Linux);
+6. the weights roots that set-up installed into (``metahmr weights fetch-open``, run by ``scripts/bootstrap.sh``),
+   recorded in ``setup.json`` in the per-user data folder (:func:`record_setup_install`), so that what set-up
+   installed into a checkout's ``./weights`` is found whatever the current folder is.
 
 A weights root has the layout ``smpl/``, ``standin/``, ``checkpoints/``, ``backbones/``, ``detectors/`` and
 ``keypoints/``; ``weights/manifest.json`` in the repository lists every file with its source and licence.
@@ -15,15 +18,22 @@ A weights root has the layout ``smpl/``, ``standin/``, ``checkpoints/``, ``backb
 from __future__ import annotations
 
 import json
+import logging
 import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from metahmr_cli.errors import AssetNotFoundError
 
+logger = logging.getLogger(__name__)
+
 ENV_HOME = "METAHMR_HOME"
 ENV_SMPL_DIR = "METAHMR_SMPL_DIR"
 ENV_CHECKPOINT = "METAHMR_CHECKPOINT"
+SETUP_RECORD_NAME = "setup.json"
+"""File in the per-user data folder listing the folders set-up installed (:func:`record_setup_install`)."""
+SETUP_ROOT_LABEL = "recorded by set-up"
 
 SMPL_MODEL_NAMES: dict[str, tuple[str, ...]] = {
     # SPIN, CLIFF and Meta-HMR use SPIN's SMPL_NEUTRAL.pkl = SMPLify's neutral v1.0.0, and the released evaluation
@@ -245,6 +255,67 @@ def user_data_dir() -> Path:
         return Path(base) / "metahmr"
 
 
+def setup_record_path() -> Path:
+    """Where set-up records the folders it installed: ``setup.json`` in the per-user data folder."""
+    return user_data_dir() / SETUP_RECORD_NAME
+
+
+@dataclass(frozen=True)
+class SetupInstall:
+    """One folder that set-up installed (an entry of :func:`setup_record_path`).
+
+    Attributes:
+        root: the weights root it went into; folder: the installed folder (inside ``root``);
+        what: what it holds; source: where it came from (e.g. an npm package and version);
+        command: the command that installed it; when: ISO time of the last install or check.
+    """
+
+    root: Path
+    folder: Path
+    what: str
+    source: str
+    command: str
+    when: str
+
+
+def setup_installs() -> list[SetupInstall]:
+    """The folders set-up installed, most recent first (an unreadable record counts as empty, with a warning)."""
+    path = setup_record_path()
+    if not path.is_file():
+        return []
+    try:
+        entries = json.loads(path.read_text(encoding="utf-8"))["installed"]
+        return [SetupInstall(root=Path(e["root"]), folder=Path(e["folder"]), what=str(e["what"]),
+                             source=str(e["source"]), command=str(e["command"]), when=str(e["when"]))
+                for e in entries]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        logger.warning("ignoring the set-up record %s (%s); `metahmr weights fetch-open` writes it again", path, exc)
+        return []
+
+
+def record_setup_install(root: str | os.PathLike[str], folder: str | os.PathLike[str], *, what: str, source: str,
+                         command: str = "metahmr weights fetch-open") -> Path:
+    """Record that set-up installed ``folder`` into the weights root ``root`` (absolute paths; atomic write).
+
+    Every lookup then also searches ``root`` (:func:`weights_roots`), from any current folder. Recording the same
+    folder again moves it to the front; entries whose folder is gone are dropped.
+
+    Returns:
+        the record file.
+    """
+    from metahmr_cli.io.writers import write_json_atomic
+
+    root_abs, folder_abs = Path(root).expanduser().resolve(), Path(folder).expanduser().resolve()
+    entry = SetupInstall(root=root_abs, folder=folder_abs, what=what, source=source, command=command,
+                         when=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+    kept = [e for e in setup_installs() if e.folder != folder_abs and e.folder.is_dir()]
+    path = setup_record_path()
+    data = {"about": "folders installed by metahmr's set-up; metahmr looks for weights in their roots",
+            "installed": [{k: str(v) for k, v in vars(e).items()} for e in [entry, *kept]]}
+    write_json_atomic(path, data)
+    return path
+
+
 def weights_roots(explicit_root: str | os.PathLike[str] | None = None) -> list[tuple[str, Path]]:
     """Candidate weights roots in lookup order, each with a label saying where it came from."""
     roots: list[tuple[str, Path]] = []
@@ -255,6 +326,11 @@ def weights_roots(explicit_root: str | os.PathLike[str] | None = None) -> list[t
         roots.append((f"${ENV_HOME}", Path(home).expanduser()))
     roots.append(("./weights", Path.cwd() / "weights"))
     roots.append(("user data folder", user_data_dir()))
+    seen = {p.resolve() for _, p in roots}
+    for install in setup_installs():
+        if install.root not in seen and install.folder.is_dir():
+            roots.append((SETUP_ROOT_LABEL, install.root))
+            seen.add(install.root)
     return roots
 
 
@@ -274,6 +350,11 @@ class AssetLookup:
     spec: AssetSpec
     found: Path | None
     searched: list[tuple[str, Path]]
+
+    @property
+    def found_in(self) -> str | None:
+        """Label of the place the file was found (``"./weights"``, ``"recorded by set-up"``, ...), or None."""
+        return next((label for label, path in self.searched if path == self.found), None)
 
     def message(self) -> str:
         """A user-facing explanation of a missing asset, listing every place looked and how to fix it."""

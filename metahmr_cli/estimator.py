@@ -43,7 +43,7 @@ from metahmr_cli.process_config import (
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Estimator", "EstimatorStage", "Frame", "KeypointStage", "People"]
+__all__ = ["Dropped", "Estimator", "EstimatorStage", "Frame", "KeypointStage", "People"]
 
 _MEAN = np.asarray(IMAGENET_MEAN, np.float32)
 _STD = np.asarray(IMAGENET_STD, np.float32)
@@ -106,6 +106,40 @@ class StageTimer:
 
 # ------------------------------------------------------------------------------------------------------ results
 
+@dataclass
+class Dropped:
+    """People found in an image who get no mesh, and why (leading axis R, possibly 0).
+
+    Attributes:
+        boxes: (R, 4) person boxes x1, y1, x2, y2 in image pixels; scores: (R,) detector confidences.
+        keypoints2d: (R, 49, 3) their 2D evidence (image px + confidence).
+        reason: (R,) str: ``"no_keypoints"``, fewer usable keypoints than ``tto.min_keypoints`` (keypoints with a
+            confidence above 0 in the slots the 2D fit reads, :func:`metahmr_cli.tto.usable_keypoints`).
+    """
+
+    boxes: np.ndarray
+    scores: np.ndarray
+    keypoints2d: np.ndarray
+    reason: np.ndarray
+
+    def __len__(self) -> int:
+        return int(len(self.boxes))
+
+    @classmethod
+    def none(cls) -> Dropped:
+        """Nobody dropped."""
+        return cls(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros((0, 49, 3), np.float32),
+                   np.zeros(0, np.str_))
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, np.ndarray]) -> Dropped:
+        """The ``dropped_*`` keys of a result file (none in files older than schema 1.3)."""
+        if "dropped_reason" not in arrays:
+            return cls.none()
+        return cls(arrays["dropped_bbox"], arrays["dropped_det_score"], arrays["dropped_keypoints2d"],
+                   arrays["dropped_reason"])
+
+
 _ARRAY_FIELDS = ("boxes", "scores", "keypoints2d", "global_orient", "body_pose", "betas", "transl", "vertices",
                  "joints3d", "cam_crop", "tto_steps", "reproj_error_before", "reproj_error_after", "tto_converged",
                  "fell_back", "K")
@@ -130,6 +164,7 @@ class People:
         K: (3, 3) intrinsics; image_size: (H, W).
         body_model, checkpoint, tier, tto_schedule, focal_rule: what made the result.
         faces: (F, 3) triangles of the body mesh (shared by every person).
+        dropped: the people found in the image who got no mesh, and why (:class:`Dropped`).
     """
 
     boxes: Any
@@ -155,6 +190,7 @@ class People:
     tto_schedule: str = ""
     focal_rule: str = "diagonal"
     faces: np.ndarray | None = field(default=None, repr=False)
+    dropped: Dropped = field(default_factory=Dropped.none, repr=False)
 
     def __len__(self) -> int:
         return int(self.betas.shape[0])
@@ -212,6 +248,7 @@ class Frame:
     warm: list[Any] | None = None         # (N,) TTO start state per person (None = the pretrained weights)
     tto_states: list[Any] | None = None   # (N,) TTO end state per person, when asked for
     evidence: Any = None                  # PersonEvidence (N), for a network that reads image evidence
+    dropped: Dropped = field(default_factory=Dropped.none)  # people found but given no mesh
 
     @property
     def num_people(self) -> int:
@@ -692,6 +729,14 @@ class Estimator:
             boxes_px, det_scores, kp = self._people_of(image, boxes, scores, keypoints, timings, (H, W),
                                                        path or Path(source), frame)
         n = len(boxes_px)
+        dropped = Dropped.none()
+        if self.uses_evidence:  # the keypoints the detector only guessed go first: they are not evidence
+            from metahmr_cli.keypoints.evidence import OPEN_KEYPOINT_MIN_CONF, drop_unreliable_keypoints
+
+            kp = drop_unreliable_keypoints(kp, (H, W), OPEN_KEYPOINT_MIN_CONF)
+        if n:
+            boxes_px, det_scores, kp, dropped = self._drop_without_keypoints(boxes_px, det_scores, kp, source)
+            n = len(boxes_px)
         evidence = None
         if self.uses_evidence:
             with self._stages_lock:  # BlazePose and the face detector: one call at a time
@@ -699,7 +744,7 @@ class Estimator:
         if people_hook is not None:
             kp = np.asarray(people_hook(boxes_px, det_scores, kp), np.float32).reshape(n, 49, 3)
         fr = Frame(source=source, frame=frame, image=image, K=K, boxes=boxes_px, scores=det_scores, keypoints=kp,
-                   timings=timings, focal_rule=rule, item=item, evidence=evidence)
+                   timings=timings, focal_rule=rule, item=item, evidence=evidence, dropped=dropped)
         if n:
             with StageTimer(timings, "crop"):
                 center, scale = box_from_xyxy(boxes_px.astype(np.float64), margin=BBOX_MARGIN_DETECTOR)
@@ -726,17 +771,10 @@ class Estimator:
 
     def _with_evidence(self, image: np.ndarray, boxes: np.ndarray, kp: np.ndarray,
                        timings: dict[str, float]) -> tuple[np.ndarray, Any]:
-        """For a network that reads image evidence: drop the keypoints the detector only guessed, look at each
-        person's crop (BlazePose, face) and undo left/right swaps the evidence contradicts
-        (:mod:`metahmr_cli.keypoints.evidence`). Returns (keypoints, evidence)."""
-        from metahmr_cli.keypoints.evidence import (
-            OPEN_KEYPOINT_MIN_CONF,
-            PersonEvidence,
-            drop_unreliable_keypoints,
-            resolve_left_right,
-        )
+        """For a network that reads image evidence: look at each person's crop (BlazePose, face) and undo left/right
+        swaps the evidence contradicts (:mod:`metahmr_cli.keypoints.evidence`). Returns (keypoints, evidence)."""
+        from metahmr_cli.keypoints.evidence import PersonEvidence, resolve_left_right
 
-        kp = drop_unreliable_keypoints(kp, image.shape[:2], OPEN_KEYPOINT_MIN_CONF)
         if len(boxes) == 0:
             return kp, PersonEvidence.empty(0)
         with StageTimer(timings, "evidence"):
@@ -771,6 +809,31 @@ class Estimator:
         else:
             kp = np.zeros((0, 49, 3), np.float32)
         return boxes_px, det_scores, kp
+
+    def _drop_without_keypoints(self, boxes: np.ndarray, scores: np.ndarray, kp: np.ndarray,
+                                source: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, Dropped]:
+        """Split off the people with fewer usable keypoints than ``tto.min_keypoints``: they get no mesh.
+
+        The networks would still turn them into a body (the open model, which reads only keypoints, into a tiny
+        one), and TTO would keep that regression untouched, so the result would look like a fit and be none.
+
+        Args:
+            boxes: (N, 4); scores: (N,); kp: (N, 49, 3) full-image px + confidence.
+        Returns:
+            the kept boxes, scores and keypoints, and the dropped people.
+        """
+        from metahmr_cli.io.writers import NO_KEYPOINTS
+        from metahmr_cli.tto import resolve_schedule, usable_keypoints
+
+        tto = self.config.tto
+        counts = usable_keypoints(torch.from_numpy(kp), resolve_schedule(tto).weights).numpy()
+        ok = counts >= tto.min_keypoints
+        if ok.all():
+            return boxes, scores, kp, Dropped.none()
+        logger.info("%s: %d of %d people have fewer than %d usable keypoints: no mesh for them", source,
+                    int((~ok).sum()), len(ok), tto.min_keypoints)
+        dropped = Dropped(boxes[~ok], scores[~ok], kp[~ok], np.full(int((~ok).sum()), NO_KEYPOINTS))
+        return boxes[ok], scores[ok], kp[ok], dropped
 
     def regress(self, frames: Sequence[Frame]) -> dict[int, Exception]:
         """Networks + TTO for all people of ``frames`` (in batches of ``batch_size``), filling ``frame.result``.
@@ -870,7 +933,8 @@ class Estimator:
                  "tto_converged": np.zeros(0, bool), "fell_back": np.zeros(0, bool)}
         return People(boxes=f.boxes, scores=f.scores, keypoints2d=f.keypoints, K=f.K, image_size=(H, W),
                       body_model=self.body_name, checkpoint=self.checkpoint_id, tier=self.tier,
-                      tto_schedule=self.schedule_label, focal_rule=f.focal_rule, faces=self.faces, **v)
+                      tto_schedule=self.schedule_label, focal_rule=f.focal_rule, faces=self.faces,
+                      dropped=f.dropped, **v)
 
     def repose(self, people: People, rotmat: np.ndarray, betas: np.ndarray, transl: np.ndarray) -> People:
         """``people`` with new body parameters ((P, 24, 3, 3) rotations, (P, 10) betas, (P, 3) translations) and

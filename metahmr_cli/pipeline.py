@@ -37,6 +37,7 @@ import numpy as np
 from metahmr_cli import __version__
 from metahmr_cli.errors import InputError, MetaHMRError
 from metahmr_cli.estimator import (
+    Dropped,
     Estimator,
     EstimatorStage,
     Frame,
@@ -47,6 +48,7 @@ from metahmr_cli.estimator import (
 )
 from metahmr_cli.io.outdir import DiskFullError, OutputLock, check_output_folder, disk_full
 from metahmr_cli.io.writers import (
+    DONE_STATUSES,
     SCHEMA_VERSION,
     FrameResult,
     Manifest,
@@ -125,6 +127,17 @@ def _reason(exc: BaseException | None) -> str:
 
 
 _FRAME_FILE = re.compile(r"frame_\d{6,}(_person\d{2}\.(obj|ply|glb)|\.npz)")
+
+
+def _outcome(people: int, no_keypoints: int, min_keypoints: int, where: str = "") -> tuple[str, str | None]:
+    """Status and reason of a processed input: ``ok`` with a mesh for someone, else ``no_keypoints`` when people
+    were found but none had usable keypoints (they get no mesh), else ``no_person``."""
+    if people:
+        return "ok", None
+    if no_keypoints:
+        return "no_keypoints", (f"{no_keypoints} {'person' if no_keypoints == 1 else 'people'} found{where}, none "
+                                f"with {min_keypoints} or more usable keypoints: no mesh")
+    return "no_person", f"no person detected{where}"
 
 
 def _remove_frame_files(folder: Path, keep: set[str]) -> None:
@@ -486,7 +499,7 @@ class Pipeline:
         manifest = Manifest(out, run_id=run_id)
         started = time.time()
         t0 = time.perf_counter()
-        totals = {"images": 0, "frames": 0, "people": 0}
+        totals = {"images": 0, "frames": 0, "people": 0, "no_keypoints": 0}
         pending: list[Frame] = []
         progress = WorkProgress(label="process", unit="images+frames", enabled=self.progress, console=self.console)
         for it in items:  # the ETA prices each input by its kind and the people found in it so far
@@ -495,13 +508,14 @@ class Pipeline:
         with progress:
 
             def record(item: Any, rec: ManifestRecord, advance: bool = True) -> None:
-                rec.settings = self._fingerprint_of(item.kind) if rec.status in ("ok", "no_person", "skipped") \
+                rec.settings = self._fingerprint_of(item.kind) if rec.status in (*DONE_STATUSES, "skipped") \
                     else None
-                if rec.status in ("ok", "no_person", "skipped"):
+                if rec.status in (*DONE_STATUSES, "skipped"):
                     rec.identity = self._identities.get(item.stem)
                 manifest.add(rec)
-                if rec.status in ("ok", "no_person"):
+                if rec.status in DONE_STATUSES:
                     totals["people"] += rec.people
+                    totals["no_keypoints"] += rec.no_keypoints or 0
                     if item.kind == "video":
                         totals["frames"] += rec.frames or 0
                     else:
@@ -743,7 +757,7 @@ class Pipeline:
         valid and that has every output the current settings ask for; "exports": the same, but some asked-for
         meshes or sequence files are missing (they are made from the results); None: the input must be redone."""
         status = prev.previous_status if prev.status == "skipped" else prev.status
-        if status not in ("ok", "no_person"):
+        if status not in DONE_STATUSES:
             return None
         if prev.settings != self._fingerprint_of(prev.kind):
             return None
@@ -828,8 +842,8 @@ class Pipeline:
         return ManifestRecord(input=str(item.path), key=item.stem, kind=item.kind, status="skipped",
                               reason="results of an earlier run with the same settings are complete; "
                                      f"{len(new)} export file(s) added from them (use --overwrite to redo)",
-                              people=prev.people, frames=prev.frames, outputs=outputs,
-                              previous_status=prev.previous_status or prev.status)
+                              people=prev.people, no_keypoints=prev.no_keypoints, frames=prev.frames,
+                              outputs=outputs, previous_status=prev.previous_status or prev.status)
 
     # -------------------------------------------------------------------------------------------- per input
     def _disk_full(self, item: Any, out: Path) -> DiskFullError:
@@ -906,10 +920,10 @@ class Pipeline:
             return self._failed(item, _reason(exc))
         self._add_timings(frame.timings)
         frame.timings["total"] = time.perf_counter() - frame.started
-        status = "ok" if frame.num_people else "no_person"
-        return ManifestRecord(input=str(item.path), key=item.stem, kind="image", status=status,
-                              reason=None if frame.num_people else "no person detected",
-                              people=frame.num_people, outputs=outputs, timings=dict(frame.timings))
+        status, reason = _outcome(frame.num_people, len(frame.dropped), self.config.tto.min_keypoints)
+        return ManifestRecord(input=str(item.path), key=item.stem, kind="image", status=status, reason=reason,
+                              people=frame.num_people, no_keypoints=len(frame.dropped), outputs=outputs,
+                              timings=dict(frame.timings))
 
     def _process_video_safe(self, item: Any, out: Path, progress: WorkProgress) -> ManifestRecord:
         t0 = time.perf_counter()
@@ -947,7 +961,7 @@ class Pipeline:
         if prev is None or prev.kind != "video":
             return False
         status = prev.previous_status if prev.status == "skipped" else prev.status
-        return status in ("ok", "no_person") and prev.settings == self._video_fingerprint \
+        return status in DONE_STATUSES and prev.settings == self._video_fingerprint \
             and input_changed(prev.identity, self._identities.get(item.stem)) is None
 
     def _load_video_state(self, item: Any, out: Path) -> tuple[dict[str, Any], dict[str, np.ndarray]] | None:
@@ -1021,6 +1035,7 @@ class Pipeline:
         done: list[int] = []  # indices of the finished frames, in order
         resumed = 0
         people = 0
+        no_keypoints = 0
         pending: list[Frame] = []
         name = Path(str(item.path)).name
         # Resume: an interrupted run left its frames and the tracks' state after one of them (exact); a finished
@@ -1040,7 +1055,7 @@ class Pipeline:
             save["every"], save["since"] = max(1, -(-size // STATE_EVERY_FRAME_BYTES)), 0
 
         def emit(fr: Frame) -> None:
-            nonlocal people
+            nonlocal people, no_keypoints
             with StageTimer(fr.timings, "smooth"):
                 self._apply_motion(fr, book, warm)
             frame_name = f"{item.stem}/frame_{fr.frame:06d}.npz"
@@ -1052,6 +1067,7 @@ class Pipeline:
             keypoint_states.pop(int(fr.frame), None)
             self._render_video_frame(fr, writers)
             people += fr.num_people
+            no_keypoints += len(fr.dropped)
             for k, v in fr.timings.items():
                 timings[k] += v
             progress.advance(item.stem, 1, people=fr.num_people, name=f"{name} frame {fr.frame}")
@@ -1098,6 +1114,7 @@ class Pipeline:
                     done.append(int(index))
                     self._render_video_frame(fr, writers)
                     people += n
+                    no_keypoints += len(fr.dropped)
                     resumed += 1
                     progress.advance(item.stem, 1, name=f"{name} frame {index} (resumed)", timed=False)
                     continue
@@ -1160,10 +1177,10 @@ class Pipeline:
         with contextlib.suppress(OSError):
             (out / item.stem).rmdir()  # a video without frames (none decoded) leaves no empty folder
         self._add_timings(timings)
-        status = "ok" if people else "no_person"
-        return ManifestRecord(input=str(item.path), key=item.stem, kind="video", status=status,
-                              reason=None if people else "no person detected in any frame",
-                              people=people, frames=len(written), outputs=outputs, timings=dict(timings))
+        status, reason = _outcome(people, no_keypoints, self.config.tto.min_keypoints, " in any frame")
+        return ManifestRecord(input=str(item.path), key=item.stem, kind="video", status=status, reason=reason,
+                              people=people, no_keypoints=no_keypoints, frames=len(written), outputs=outputs,
+                              timings=dict(timings))
 
     def _apply_motion(self, fr: Frame, book: Any, warm: bool) -> None:
         """Smooth a frame's people per track (rotations, translation, held shape) and keep their TTO end state."""
@@ -1248,7 +1265,7 @@ class Pipeline:
         est = self.estimator
         fr = Frame(source=str(item.path), frame=index, image=image, K=a["K"], boxes=a["bbox"],
                    scores=a["det_score"], keypoints=a["keypoints2d"], item=item,
-                   focal_rule=str(a.get("focal_rule", "diagonal")))
+                   focal_rule=str(a.get("focal_rule", "diagonal")), dropped=Dropped.from_arrays(a))
         n = fr.num_people
         verts = a["vertices"] if "vertices" in a else np.zeros((n, est.num_vertices, 3), np.float32)
         fr.result = People(
@@ -1290,7 +1307,9 @@ class Pipeline:
             frame_index=-1 if f.frame is None else int(f.frame), focal_rule=f.focal_rule, model_tier=est.tier,
             settings_fingerprint=self._fingerprint if f.frame is None else self._video_fingerprint,
             track_id=None if f.track_ids is None else np.asarray(f.track_ids, np.int64),
-            tto_warm_start=None if f.warm is None else np.array([w is not None for w in f.warm], np.bool_))
+            tto_warm_start=None if f.warm is None else np.array([w is not None for w in f.warm], np.bool_),
+            dropped_bbox=p.dropped.boxes, dropped_det_score=p.dropped.scores,
+            dropped_keypoints2d=p.dropped.keypoints2d, dropped_reason=p.dropped.reason)
 
     def _write_frame(self, f: Frame, out: Path, name: str) -> list[str]:
         from metahmr_cli.exports import mesh_names

@@ -61,20 +61,27 @@ def test_photos_with_imported_boxes_and_mediapipe(tmp_path, standin_dir, tiny_ch
     assert res.exit_code == 0, res.output
     assert manifest_status(out) == {"messi5": "ok", "basketball1": "ok"}
     records = read_manifest(out / MANIFEST_NAME)
-    assert records["messi5"].people == 1 and records["basketball1"].people == 2
+    # MediaPipe finds no keypoint in basketball1's right-hand box (every confidence 0): that player gets no mesh,
+    # and the result file and the manifest say why
+    assert records["messi5"].people == 1 and records["basketball1"].people == 1
+    assert records["messi5"].no_keypoints == 0 and records["basketball1"].no_keypoints == 1
     assert_outputs_clean(out)
+    meshed = {"messi5.jpg": EXAMPLE_BOXES["messi5.jpg"], "basketball1.png": EXAMPLE_BOXES["basketball1.png"][:1]}
+    dropped = load_result_npz(out / "basketball1.npz")
+    np.testing.assert_allclose(dropped["dropped_bbox"], [EXAMPLE_BOXES["basketball1.png"][1][:4]], atol=1e-4)
+    assert dropped["dropped_reason"].tolist() == ["no_keypoints"] and not dropped["dropped_keypoints2d"][..., 2].any()
 
     body = load_body_model(standin_dir, "neutral", device="cpu", dtype=torch.float64)
     for stem, name in (("messi5", "messi5.jpg"), ("basketball1", "basketball1.png")):
         d = load_result_npz(out / f"{stem}.npz")
         image = read_image(photos / name)
         H, W = image.shape[:2]
-        P = len(EXAMPLE_BOXES[name])
+        P = len(meshed[name])
         assert d["image_size"].tolist() == [H, W]
         f = math.hypot(W, H)  # no EXIF focal in these files: the CLIFF default
         np.testing.assert_allclose(d["K"], [[f, 0, W / 2], [0, f, H / 2], [0, 0, 1]], rtol=1e-6)
-        np.testing.assert_allclose(d["bbox"], [b[:4] for b in EXAMPLE_BOXES[name]], atol=1e-4)
-        np.testing.assert_allclose(d["det_score"], [b[4] if len(b) == 5 else 1.0 for b in EXAMPLE_BOXES[name]])
+        np.testing.assert_allclose(d["bbox"], [b[:4] for b in meshed[name]], atol=1e-4)
+        np.testing.assert_allclose(d["det_score"], [b[4] if len(b) == 5 else 1.0 for b in meshed[name]])
         assert d["global_orient"].shape == (P, 3) and d["body_pose"].shape == (P, 69)
         assert d["vertices"].shape == (P, body.num_vertices, 3)
         assert str(d["body_model"]) == "standin" and str(d["tto_schedule"]) == "metahmr"
@@ -122,10 +129,11 @@ def test_photos_with_imported_boxes_and_mediapipe(tmp_path, standin_dir, tiny_ch
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
     outputs = read_manifest(out / MANIFEST_NAME)["basketball1"].outputs
     for fmt in ("ply", "obj", "glb"):
-        assert (out / f"basketball1_person01.{fmt}").is_file() and f"basketball1_person01.{fmt}" in outputs
-    mesh = trimesh.load(out / "basketball1_person01.obj", process=False)
-    np.testing.assert_allclose(mesh.vertices, load_result_npz(out / "basketball1.npz")["vertices"][1] * [1, -1, -1],
+        assert (out / f"basketball1_person00.{fmt}").is_file() and f"basketball1_person00.{fmt}" in outputs
+    mesh = trimesh.load(out / "basketball1_person00.obj", process=False)
+    np.testing.assert_allclose(mesh.vertices, load_result_npz(out / "basketball1.npz")["vertices"][0] * [1, -1, -1],
                                atol=1e-5)
+    assert not (out / "basketball1_person01.obj").exists()  # the player without keypoints has no mesh
 
 
 def test_random_yolo_detector_finds_nobody(tmp_path, standin_dir, tiny_checkpoint, yolo_env):
@@ -266,7 +274,7 @@ def test_killed_run_resumes_with_valid_outputs(tmp_path, standin_dir, tiny_check
     assert 1 <= len(finished_before) < n
     # nothing under a final name is partial (temporary files may remain; the next run removes them)
     for p in finished_before:
-        assert load_result_npz(p)["schema_version"] == "1.2"
+        assert load_result_npz(p)["schema_version"] == "1.3"
 
     res = _invoke(args)
     assert res.exit_code == 0, res.output

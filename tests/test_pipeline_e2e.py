@@ -119,7 +119,7 @@ def test_bad_inputs_get_clear_statuses(tmp_path, standin_dir, tiny_checkpoint):
     for key in ("gray16", "rgba", "cmyk", "exif_rotated"):
         assert recs[key].status == "ok", (key, recs[key].reason)
         assert recs[key].people == 1
-    assert report.counts == {"ok": 4, "no_person": 0, "failed": 6, "skipped": 0}
+    assert report.counts == {"ok": 4, "no_person": 0, "no_keypoints": 0, "failed": 6, "skipped": 0}
     # the EXIF orientation is applied: the stored image is portrait
     assert load_result_npz(out / "exif_rotated.npz")["image_size"].tolist() == [137, 86]
     assert load_result_npz(out / "cmyk.npz")["image_size"].tolist() == [86, 137]

@@ -45,7 +45,7 @@ def test_roundtrip_keys_shapes_dtypes(tmp_path):
     p = write_result_npz(tmp_path / "x.npz", r)
     assert validate_result_npz(p) == []
     d = load_result_npz(p)
-    assert str(d["schema_version"]) == SCHEMA_VERSION == "1.2"
+    assert str(d["schema_version"]) == SCHEMA_VERSION == "1.3"
     assert str(d["focal_rule"]) == "diagonal" and str(d["model_tier"]) == "custom"
     assert d["body_pose"].shape == (2, 69) and d["body_pose"].dtype == np.float32
     assert d["vertices"].shape == (2, 30, 3)

@@ -1,4 +1,5 @@
-"""``metahmr doctor``: what this machine can do (torch/CUDA, renderer, ffmpeg, optional backends)."""
+"""``metahmr doctor``: what this machine can do (torch/CUDA, renderer, ffmpeg, optional backends) and where the
+assets set-up installed are found."""
 
 from __future__ import annotations
 
@@ -167,6 +168,34 @@ def check_tiers() -> list[Check]:
     return [paper, opened, Check("process --model auto", True, f"runs the {auto} tier")]
 
 
+def check_setup_assets() -> list[Check]:
+    """Where the open tier's files were found (bundled, ./weights, $METAHMR_HOME, the set-up record, ...), and what
+    the set-up record lists (``metahmr weights fetch-open`` writes it)."""
+    from metahmr_cli import assets
+
+    out: list[Check] = []
+    for name, label, fix in (("open_body", "open body", "reinstall metahmr"),
+                             ("open_model", "open model", "reinstall metahmr"),
+                             ("keypoints_movenet_multipose", "MoveNet", "metahmr weights fetch-open")):
+        lookup = assets.find_asset(name)
+        if lookup.found is not None:
+            out.append(Check(label, True, f"{lookup.found} [{lookup.found_in}]"))
+        else:
+            places = sorted({str(p.parent) for _, p in lookup.searched})
+            out.append(Check(label, False, "not found; looked in " + ", ".join(places), fix))
+    record = assets.setup_record_path()
+    installs = assets.setup_installs()
+    if installs:
+        listed = "; ".join(f"{i.folder} ({i.what}, {i.source}{'' if i.folder.is_dir() else ', folder missing'})"
+                           for i in installs)
+        out.append(Check("set-up record", True, f"{record}: {listed}"))
+    else:
+        out.append(Check("set-up record", False, f"{record}: nothing recorded (assets are found only in the folders "
+                                                 "above, ./weights relative to the current folder)",
+                         "metahmr weights fetch-open (records what it installs)"))
+    return out
+
+
 def run_checks(render: bool = True) -> list[Check]:
     """All checks, in report order."""
     checks = [Check("python", True, f"{platform.python_version()} on {platform.platform()}")]
@@ -176,6 +205,7 @@ def run_checks(render: bool = True) -> list[Check]:
     checks.append(check_ffmpeg())
     checks += check_backends()
     checks += check_tiers()
+    checks += check_setup_assets()
     return checks
 
 
@@ -183,7 +213,8 @@ def doctor(
     as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON."),
     no_render: bool = typer.Option(False, "--no-render", help="Skip the (slower) renderer check."),
 ) -> None:
-    """Report torch/CUDA, the rendering backend, ffmpeg and which optional backends are usable."""
+    """Report torch/CUDA, the rendering backend, ffmpeg, which optional backends are usable, and where the open
+    tier's files (bundled, and what `metahmr weights fetch-open` installed) are found."""
     checks = run_checks(render=not no_render)
     if as_json:
         typer.echo(json.dumps([asdict(c) for c in checks], indent=2))

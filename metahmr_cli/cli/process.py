@@ -203,7 +203,8 @@ def register(app: typer.Typer) -> None:
         c = report.counts
         style = "red" if c["failed"] else "green"
         console.print(
-            f"[{style}]done[/]: {c['ok']} ok, {c['no_person']} without people, {c['failed']} failed, "
+            f"[{style}]done[/]: {c['ok']} ok, {c['no_person']} without people, {c['no_keypoints']} without usable "
+            f"keypoints, {c['failed']} failed, "
             f"{c['skipped']} skipped -> {escape(str(report.out_dir))} (manifest.jsonl, summary.json)", highlight=False,
             soft_wrap=True)
         if c["failed"]:

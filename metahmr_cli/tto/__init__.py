@@ -2,7 +2,14 @@
 
 from metahmr_cli.tto.config import InnerLoop, TTOConfig, TTOInputs, TTOResult
 from metahmr_cli.tto.eft import eft_loss
-from metahmr_cli.tto.engine import batched_forward, inner_update, reprojection_error, run_tto, unit_objective
+from metahmr_cli.tto.engine import (
+    batched_forward,
+    inner_update,
+    reprojection_error,
+    run_tto,
+    unit_objective,
+    usable_keypoints,
+)
 from metahmr_cli.tto.optim import BatchedAdam, BatchedSGD
 from metahmr_cli.tto.schedules import Phase, ResolvedSchedule, inner_phase, resolve_schedule
 
@@ -23,4 +30,5 @@ __all__ = [
     "resolve_schedule",
     "run_tto",
     "unit_objective",
+    "usable_keypoints",
 ]

@@ -834,6 +834,18 @@ def _keypoint_slot_mask(weights: LossWeights, device: torch.device) -> Tensor:
     return mask
 
 
+def usable_keypoints(keypoints2d: Tensor, weights: LossWeights) -> Tensor:
+    """(P,) int64: each person's keypoints the 2D loss can use, those with a confidence above 0 in the slots it
+    reads (weight > 0: the ground-truth slots 25..48 by default). TTO keeps the plain regression of a person (or
+    group) with fewer than ``TTOConfig.min_keypoints`` of them, and ``process`` gives such a person no mesh.
+
+    Args:
+        keypoints2d: (P, 49, 3) keypoints (any units) + confidence; weights: the loss weights of the schedule.
+    """
+    slots = _keypoint_slot_mask(weights, keypoints2d.device)
+    return ((keypoints2d[..., 2] > 0) & slots[None]).sum(dim=1)
+
+
 def reprojection_error(keypoints_full: Tensor, keypoints2d: Tensor, crop: CropInfo, slots: Tensor) -> Tensor:
     """Mean 2D distance in full-image pixels over visible keypoints in the given slots.
 
@@ -1059,7 +1071,7 @@ def _run_tto(
 
     n_group = sched.group_size if sched.grouping == "batch" else 1
     with _eval_mode(main, aux):
-        visible = ((inputs.keypoints2d[..., 2] > 0) & slots[None]).sum(dim=1)
+        visible = usable_keypoints(inputs.keypoints2d, sched.weights)
         # The fallback test is made per unit (a person, or a group of ``n_group`` consecutive people sharing one
         # copy): dropping single people from a group would change which people share a copy, and the released
         # evaluation adapts every person of its batch, whatever their keypoints.
