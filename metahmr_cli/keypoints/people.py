@@ -23,8 +23,9 @@ YOLO boxes + a 2D pose model), cached per image and box so that ``--keypoints mo
 again. Keypoints that land outside the image get score 0: Thunder places every joint somewhere in its crop, and
 the part of a crop outside the image is black padding, so such a joint was not seen.
 
-Measured on real photos and frames counted by eye (see ``docs/people-finder.md``): 93 of 99 people found
-against 44 with MoveNet MultiPose at 384 px, no duplicate and no box between two people.
+Measured on real photos and frames counted by eye (``benchmarks/people_finder.py``, ``docs/people-finder.md``): 92
+of 99 people found against 44 with MoveNet MultiPose at 384 px, with no duplicate, no box between two people and no
+false box.
 """
 
 from __future__ import annotations
@@ -93,8 +94,9 @@ class PeopleSettings:
         tile_overlap: fraction of a tile shared with its neighbour (people on a seam appear whole in one tile).
         merge_iou: proposals overlapping a better one by this IoU or more are the same candidate.
         keypoint_conf: a keypoint counts as seen from this score.
-        min_evidence: a candidate is a person when its seen keypoints' scores add up to this or more (a clear
-            head-and-shoulders view reaches 4-6, a full body 8-14, a tripod or a sign 1-3).
+        min_evidence: a candidate is a person when its seen keypoints' scores add up to this or more (measured: a
+            clear head-and-shoulders view 4.6-5.8, a whole person 4-14, cones, signs, tripods and blurred crowds
+            0-4).
         same_person: two people whose keypoint similarity (OKS) reaches this are one.
         crop_expand: the square crop Thunder sees is this many times the box's longer side.
     """
@@ -704,7 +706,7 @@ class PeopleFinder:
         for group in groups:
             lead = props[group[0]]
             if lead.score < self.conf:
-                continue
+                break  # groups come best first
             person = self._person(image, lead)
             if person is None:
                 report.rejected += 1
