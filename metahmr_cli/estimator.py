@@ -49,6 +49,8 @@ _MEAN = np.asarray(IMAGENET_MEAN, np.float32)
 _STD = np.asarray(IMAGENET_STD, np.float32)
 MEDIAPIPE_DETECTOR = "mediapipe"
 MOVENET_DETECTOR = "movenet"
+FINDER_DETECTOR = "finder"
+CENTERNET_DETECTOR = "centernet"
 
 
 # ------------------------------------------------------------------------------------------------------ stages
@@ -89,6 +91,10 @@ def check_keypoint_model(backend: str, model: str | None, weights: Path | None) 
         from metahmr_cli.keypoints.movenet import resolve_model_json
 
         resolve_model_json(model, weights=weights)
+    elif backend == "movenet-thunder":
+        from metahmr_cli.keypoints.people import resolve_thunder_json
+
+        resolve_thunder_json(model, weights=weights)
 
 
 class StageTimer:
@@ -526,6 +532,16 @@ class Estimator:
             from metahmr_cli.keypoints.movenet import resolve_model_json
 
             attempt(lambda: resolve_model_json(weights=cfg.weights))
+        elif detector_needed and cfg.detector in (FINDER_DETECTOR, CENTERNET_DETECTOR):
+            from metahmr_cli.keypoints.movenet import resolve_model_json
+            from metahmr_cli.keypoints.people import resolve_centernet_json, resolve_thunder_json
+
+            if cfg.detector == CENTERNET_DETECTOR or cfg.people.boxes == "centernet":
+                attempt(lambda: resolve_centernet_json(weights=cfg.weights))
+            if cfg.detector == FINDER_DETECTOR:
+                attempt(lambda: resolve_thunder_json(weights=cfg.weights))
+                if cfg.people.sizes:
+                    attempt(lambda: resolve_model_json(weights=cfg.weights))
         elif detector_needed and cfg.detector != MEDIAPIPE_DETECTOR:
             from metahmr_cli.detect import resolve_yolo_model
 
@@ -603,6 +619,17 @@ class Estimator:
 
             self.detector = MoveNetDetector(device=str(self.device), weights=cfg.weights, conf=cfg.det_conf,
                                             min_box_size=cfg.min_box)
+        elif self.detector is None and detector_needed and cfg.detector == FINDER_DETECTOR:
+            from metahmr_cli.keypoints.people import PeopleFinder
+
+            self.detector = PeopleFinder(cfg.people, conf=cfg.det_conf, min_box_size=cfg.min_box,
+                                         device=str(self.device), weights=cfg.weights)
+        elif self.detector is None and detector_needed and cfg.detector == CENTERNET_DETECTOR:
+            from metahmr_cli.keypoints.people import CenterNetPersons
+
+            self.detector = CenterNetPersons(device=str(self.device), weights=cfg.weights, conf=cfg.det_conf,
+                                             tile=cfg.people.tile, tile_overlap=cfg.people.tile_overlap,
+                                             nms_iou=cfg.det_iou, min_box_size=cfg.min_box)
         elif self.detector is None and detector_needed:
             from metahmr_cli.detect import YoloDetector
 
@@ -612,8 +639,9 @@ class Estimator:
         if self.keypoint_stage is None and self.imported_keypoints is None:
             from metahmr_cli.keypoints import build_keypoint_estimator
 
+            options = {"crop_expand": cfg.people.crop_expand} if cfg.keypoints == "movenet-thunder" else {}
             estimator = build_keypoint_estimator(cfg.keypoints, cfg.keypoints_model, device=str(self.device),
-                                                 weights=cfg.weights)
+                                                 weights=cfg.weights, **options)
             self.keypoint_stage = EstimatorStage(estimator)
         if self.uses_evidence and self.evidence_stage is None:
             from metahmr_cli.keypoints.evidence import BlazePoseEvidence

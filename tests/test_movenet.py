@@ -336,6 +336,76 @@ def test_gather_nd_matches_numpy():
     np.testing.assert_array_equal(y, [params[0, 2, 3], params[1, 1, 0]])
 
 
+def test_gather_v2_picks_along_an_axis_hand_values():
+    """CenterNet gathers its top-100 boxes with GatherV2."""
+    params = np.array([[10, 11, 12, 13], [20, 21, 22, 23], [30, 31, 32, 33]], np.float32)
+    nodes = [node("p", "Placeholder"), node("i", "Const"), node("a", "Const"),
+             node("y", "GatherV2", ("p", "i", "a"), batch_dims=0)]
+    (rows,) = run_graph(nodes, {"i": np.array([2, 0, 2], np.int32), "a": np.array(0, np.int32)}, {"p": params}, ["y"])
+    np.testing.assert_array_equal(rows, [[30, 31, 32, 33], [10, 11, 12, 13], [30, 31, 32, 33]])
+    # axis 1 (given as -1) with (2, 2) indices: out[r, i, j] = params[r, idx[i, j]] -> shape (3, 2, 2)
+    (cols,) = run_graph(nodes, {"i": np.array([[3, 0], [1, 1]], np.int32), "a": np.array(-1, np.int32)},
+                        {"p": params}, ["y"])
+    assert cols.shape == (3, 2, 2)
+    np.testing.assert_array_equal(cols[0], [[13, 10], [11, 11]])
+    np.testing.assert_array_equal(cols[2], [[33, 30], [31, 31]])
+    with pytest.raises(IndexError, match=r"\[0, 3\)"):
+        run_graph(nodes, {"i": np.array([3], np.int32), "a": np.array(0, np.int32)}, {"p": params}, ["y"])
+    batched = [node("p", "Placeholder"), node("i", "Const"), node("a", "Const"),
+               node("y", "GatherV2", ("p", "i", "a"), batch_dims=1)]
+    with pytest.raises(UnsupportedOpError, match="batch_dims"):
+        run_graph(batched, {"i": np.zeros((3, 1), np.int32), "a": np.array(1, np.int32)}, {"p": params}, ["y"])
+
+
+def test_pad_and_pad_v2_hand_values():
+    """NanoDet pads with Pad (zeros) and PadV2 (a constant)."""
+    x = np.array([[1, 2, 3], [4, 5, 6]], np.float32)
+    nodes = [node("x", "Placeholder"), node("p", "Const"), node("c", "Const"),
+             node("zero", "Pad", ("x", "p")), node("seven", "PadV2", ("x", "p", "c"))]
+    paddings = np.array([[1, 0], [0, 2]], np.int32)  # one row before, two columns after
+    zero, seven = run_graph(nodes, {"p": paddings, "c": np.array(7, np.float32)}, {"x": x}, ["zero", "seven"])
+    np.testing.assert_array_equal(zero, [[0, 0, 0, 0, 0], [1, 2, 3, 0, 0], [4, 5, 6, 0, 0]])
+    np.testing.assert_array_equal(seven, [[7, 7, 7, 7, 7], [1, 2, 3, 7, 7], [4, 5, 6, 7, 7]])
+    with pytest.raises(ValueError, match="paddings"):
+        run_graph(nodes, {"p": np.array([[1, 0]], np.int32), "c": np.array(7, np.float32)}, {"x": x}, ["zero"])
+
+
+def test_leaky_relu_uses_its_alpha():
+    nodes = [node("x", "Placeholder"), node("y", "LeakyRelu", ("x",), alpha=0.1), node("d", "LeakyRelu", ("x",))]
+    y, d = run_graph(nodes, {}, {"x": np.array([-2.0, -0.5, 0.0, 3.0], np.float32)}, ["y", "d"])
+    np.testing.assert_allclose(y, [-0.2, -0.05, 0.0, 3.0], rtol=1e-6)
+    np.testing.assert_allclose(d, [-0.4, -0.1, 0.0, 3.0], rtol=1e-6)  # TensorFlow's default alpha is 0.2
+
+
+def test_split_v_with_one_unknown_size():
+    x = np.arange(12, dtype=np.float32).reshape(2, 6)
+    nodes = [node("x", "Placeholder"), node("s", "Const"), node("a", "Const"), node("y", "SplitV", ("x", "s", "a"))]
+    parts = run_graph(nodes, {"s": np.array([1, -1, 2], np.int32), "a": np.array(1, np.int32)}, {"x": x},
+                      ["y", "y:1", "y:2"])
+    np.testing.assert_array_equal(parts[0], [[0], [6]])
+    np.testing.assert_array_equal(parts[1], [[1, 2, 3], [7, 8, 9]])  # -1: the 3 columns left
+    np.testing.assert_array_equal(parts[2], [[4, 5], [10, 11]])
+    with pytest.raises(ValueError, match="add up"):
+        run_graph(nodes, {"s": np.array([1, 2], np.int32), "a": np.array(1, np.int32)}, {"x": x}, ["y"])
+
+
+def test_sparse_to_dense_hand_values():
+    nodes = [node("i", "Const"), node("s", "Const"), node("v", "Const"), node("d", "Const"),
+             node("y", "SparseToDense", ("i", "s", "v", "d"), validate_indices=True)]
+    consts = {"i": np.array([[0, 1], [2, 0]], np.int64), "s": np.array([3, 2], np.int32),
+              "v": np.array([5.0, 6.0], np.float32), "d": np.array(-1.0, np.float32)}
+    (y,) = run_graph(nodes, consts, {}, ["y"])
+    np.testing.assert_array_equal(y, [[-1, 5], [-1, -1], [6, -1]])
+    # 1-D indices into a vector, one value for all of them
+    consts = {"i": np.array([1, 3], np.int64), "s": np.array([5], np.int32), "v": np.array(2, np.int32),
+              "d": np.array(0, np.int32)}
+    (y,) = run_graph(nodes, consts, {}, ["y"])
+    np.testing.assert_array_equal(y, [0, 2, 0, 2, 0])
+    consts["i"] = np.array([5], np.int64)
+    with pytest.raises(IndexError, match="outside"):
+        run_graph(nodes, consts, {}, ["y"])
+
+
 def test_shape_ops_pack_unpack_split_select_floordiv():
     nodes = [
         node("x", "Placeholder"), node("two", "Const"), node("axis", "Const"),

@@ -24,12 +24,16 @@ WEIGHTS = REPO / "weights"
 
 
 def _movenet_installed() -> bool:
-    return (WEIGHTS / "keypoints" / "movenet-multipose" / "movenet-multipose.json").is_file()
+    """What `metahmr weights fetch-open` installs: MoveNet MultiPose, MoveNet Thunder and CenterNet."""
+    return all((WEIGHTS / sub).is_file() for sub in ("keypoints/movenet-multipose/movenet-multipose.json",
+                                                     "keypoints/movenet-thunder/movenet-thunder.json",
+                                                     "detectors/centernet/centernet.json"))
 
 
 needs_movenet = pytest.mark.skipif(
     not _movenet_installed() and not os.environ.get("CI"),
-    reason="MoveNet is not installed here (scripts/bootstrap.sh or `metahmr weights fetch-open` fetches it)",
+    reason="the open people models are not installed here (scripts/bootstrap.sh or `metahmr weights fetch-open` "
+           "fetches them)",
 )
 
 
@@ -37,10 +41,12 @@ needs_movenet = pytest.mark.skipif(
 def open_run(tmp_path_factory) -> Path:
     """``metahmr process examples/ --out OUT`` with nothing but the open assets (no SMPL, no release)."""
     if not _movenet_installed():
-        pytest.fail(f"MoveNet is missing under {WEIGHTS}; CI must fetch it with scripts/bootstrap.sh")
+        pytest.fail(f"the open people models are missing under {WEIGHTS}; CI must fetch them with "
+                    "scripts/bootstrap.sh")
     root = tmp_path_factory.mktemp("open_tier")
     home = root / "home"
-    shutil.copytree(WEIGHTS / "keypoints", home / "keypoints")  # only MoveNet: the rest must be the open tier
+    for sub in ("keypoints/movenet-multipose", "keypoints/movenet-thunder", "detectors/centernet"):
+        shutil.copytree(WEIGHTS / sub, home / sub)  # only what fetch-open installs: the rest must be the open tier
     inputs = root / "examples"
     shutil.copytree(EXAMPLES, inputs)
     out = root / "results"

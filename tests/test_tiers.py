@@ -40,13 +40,35 @@ def _install_movenet(root: Path) -> None:
     (folder / "movenet-multipose.json").write_text("{}")
 
 
+def _install_finder(root: Path) -> None:
+    """What `metahmr weights fetch-open` installs: MoveNet MultiPose, MoveNet Thunder and CenterNet."""
+    _install_movenet(root)
+    for sub, name in (("keypoints/movenet-thunder", "movenet-thunder.json"), ("detectors/centernet", "centernet.json")):
+        (root / sub).mkdir(parents=True)
+        (root / sub / name).write_text("{}")
+
+
 def test_nothing_installed_runs_the_open_tier_and_says_why(empty_roots):
     choice = choose_tier(model="auto", body="auto", checkpoint=None, detector="auto", keypoints="auto")
     assert choice.tier == "open" and choice.body == OPEN_BODY
     assert choice.checkpoint == open_checkpoint_path()
-    assert (choice.detector, choice.keypoints) == ("movenet", "movenet")
+    assert (choice.detector, choice.keypoints) == ("finder", "movenet-thunder")
     assert "SMPL is not installed" in choice.message and "metahmr weights status" in choice.message
     assert "not SMPL" in choice.message
+
+
+def test_open_tier_runs_the_people_finder_once_installed(empty_roots):
+    _install_finder(empty_roots)
+    choice = choose_tier(model="auto", body="auto", checkpoint=None, detector="auto", keypoints="auto")
+    assert (choice.tier, choice.detector, choice.keypoints) == ("open", "finder", "movenet-thunder")
+    assert "fetch-open" not in choice.message
+
+
+def test_an_install_from_before_the_finder_keeps_movenet_and_says_how_to_update(empty_roots):
+    _install_movenet(empty_roots)
+    choice = choose_tier(model="auto", body="auto", checkpoint=None, detector="auto", keypoints="auto")
+    assert (choice.detector, choice.keypoints) == ("movenet", "movenet")
+    assert "metahmr weights fetch-open" in choice.message
 
 
 def test_paper_assets_installed_run_the_paper_tier(empty_roots, standin_dir):

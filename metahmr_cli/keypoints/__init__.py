@@ -7,6 +7,8 @@ Backends (:func:`build_keypoint_estimator`):
 - ``"mediapipe"``: MediaPipe Pose bundled with the ``mediapipe`` wheel (offline, 33 landmarks);
 - ``"movenet"``: MoveNet MultiPose Lightning run with torch (offline once ``metahmr weights fetch-open`` installed
   it; COCO-17, whole image, matched to the boxes);
+- ``"movenet-thunder"``: MoveNet SinglePose Thunder on each box's crop (top-down COCO-17; installed by the same
+  command; shares its results with the people finder, :mod:`metahmr_cli.keypoints.people`);
 - ``"mmpose"``: an mmpose config + checkpoint, when mmpose is installed.
 
 Imported keypoints (:func:`load_keypoints`): OpenPose BODY_25/COCO-18 JSON folders and COCO-style JSON files.
@@ -38,7 +40,7 @@ from metahmr_cli.keypoints.imported import (
     read_openpose_file,
 )
 
-BACKENDS = ("rtmpose", "yolo-pose", "mediapipe", "movenet", "mmpose")
+BACKENDS = ("rtmpose", "yolo-pose", "mediapipe", "movenet", "movenet-thunder", "mmpose")
 
 
 def build_keypoint_estimator(
@@ -55,7 +57,8 @@ def build_keypoint_estimator(
         backend: one of :data:`BACKENDS` (``"ultralytics"`` is an alias of ``"yolo-pose"``).
         model: model path or name (``rtmpose``: ONNX, default ``"rtmpose-m"``; ``yolo-pose``: default
             ``"yolo11m-pose.pt"``; ``mediapipe``: unused; ``movenet``: ``movenet-multipose.json`` or its folder,
-            default from the weights roots; ``mmpose``: ``"CONFIG.py,CHECKPOINT.pth"``).
+            default from the weights roots; ``movenet-thunder``: ``movenet-thunder.json`` or its folder, default
+            from the weights roots; ``mmpose``: ``"CONFIG.py,CHECKPOINT.pth"``).
         device: ``"cpu"`` or ``"cuda[:i]"``.
         weights: explicit weights root for name lookups.
         options: backend-specific keyword arguments (e.g. ``margin`` for mediapipe, ``conf`` for yolo-pose).
@@ -83,6 +86,10 @@ def build_keypoint_estimator(
         from metahmr_cli.keypoints.movenet import MoveNetPoseEstimator
 
         return MoveNetPoseEstimator(model, device=device, weights=weights, **options)
+    if name in ("movenet-thunder", "thunder"):
+        from metahmr_cli.keypoints.people import MoveNetTopDown
+
+        return MoveNetTopDown.shared(model, device=device, weights=weights, **options)
     if name == "mmpose":
         from metahmr_cli.keypoints.mmpose_pose import MMPoseEstimator
 

