@@ -244,6 +244,13 @@ def _coerce_to(value: Any, tp: Any, key: str) -> Any:
         args = typing.get_args(tp)
         if origin is tuple and isinstance(value, str) and args[-1:] == (Ellipsis,) and args[0] is str:
             return _check_text(value, key)  # "a,b": the config's own validation splits it
+        if origin is tuple and isinstance(value, str) and args[-1:] == (Ellipsis,) and args[0] in (int, float):
+            # a flag's "256,384": numbers separated by commas
+            value = [v.strip() for v in _check_text(value, key).split(",") if v.strip()]
+            try:
+                value = [args[0](v) for v in value]
+            except ValueError:
+                raise ConfigError(f"Setting {key}: expected numbers separated by commas, got {quote(value)}.") from None
         if not isinstance(value, list | tuple):
             raise _Mismatch
         if len(value) > MAX_ITEMS:
