@@ -246,5 +246,5 @@ def test_quick_run_writes_the_reports(tmp_path):
     assert "| messi5_mirror |" in md and "Targets" in md
     import cv2
 
-    montage = cv2.imread(str(tmp_path / "open_quality_montage.png"))
+    montage = cv2.imread(str(tmp_path / "open_quality_montage.jpg"))
     assert montage is not None and montage.shape[0] > 200
