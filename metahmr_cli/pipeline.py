@@ -267,6 +267,16 @@ def _read_ahead(frames: Iterator[Any], depth: int) -> Iterator[Any]:
         worker.join(timeout=5)
 
 
+def count_processed(totals: dict[str, int], kind: str, rec: ManifestRecord) -> None:
+    """Add a finished input to a run's ``totals`` (images, frames, people) when it was processed (ok, no_person)."""
+    if rec.status in ("ok", "no_person"):
+        totals["people"] += rec.people
+        if kind == "video":
+            totals["frames"] += rec.frames or 0
+        else:
+            totals["images"] += 1
+
+
 def _batch_full(pending: list[Frame], batch_size: int) -> bool:
     """Whether the frames waiting for the networks hold a batch of people (or as many frames)."""
     return len(pending) >= batch_size or sum(f.num_people for f in pending) >= batch_size
@@ -537,9 +547,6 @@ class Pipeline:
             return self._run_locked(items, out)
 
     def _run_locked(self, items: list[Any], out: Path) -> RunReport:
-        from metahmr_cli.config import config_to_dict
-
-        cfg = self.config
         clean_temp_files(out)  # no other run writes here (the lock): every temporary file is a leftover
         self.setup()
         run_id = uuid.uuid4().hex[:12]
@@ -547,62 +554,18 @@ class Pipeline:
         started = time.time()
         t0 = time.perf_counter()
         totals = {"images": 0, "frames": 0, "people": 0}
-        pending: list[Frame] = []
         units = sum(self._units(it) for it in items)
 
         with _Progress(units, enabled=self.progress, console=self.console) as progress:
 
             def record(item: Any, rec: ManifestRecord, advance: bool = True) -> None:
-                rec.settings = self._fingerprint_of(item.kind) if rec.status in ("ok", "no_person", "skipped") \
-                    else None
                 manifest.add(rec)
-                if rec.status in ("ok", "no_person"):
-                    totals["people"] += rec.people
-                    if item.kind == "video":
-                        totals["frames"] += rec.frames or 0
-                    else:
-                        totals["images"] += 1
+                count_processed(totals, item.kind, rec)
                 if advance:
                     progress.advance(1 if item.kind == "image" else 0, name=Path(str(item.path)).name)
 
-            # the outputs (files, renders) of a batch are written on a background thread while the next batch
-            # goes through the networks; their records follow in input order
-            writer = ThreadPoolExecutor(1, thread_name_prefix="metahmr-write") if self.prefetch_depth > 0 else None
-            writing: deque[tuple[Any, Future[ManifestRecord]]] = deque()
-
-            def settle() -> None:
-                """Record every image whose outputs are being written, in input order (waits for them)."""
-                while writing:
-                    item, fut = writing.popleft()
-                    record(item, fut.result())
-
-            def flush(drain: bool = False) -> None:
-                if pending:
-                    errors = self.estimator.regress(pending)  # meanwhile the previous batch's outputs are written
-                    settle()
-                    for fr in pending:
-                        err = errors.get(id(fr))
-                        job = functools.partial(self._failed, fr.item, _reason(err)) if err is not None \
-                            else functools.partial(self._finish_image, fr, out)
-                        if writer is None:
-                            record(fr.item, job())
-                        else:
-                            writing.append((fr.item, writer.submit(job)))
-                    pending.clear()
-                if drain:
-                    settle()
-
             try:
-                try:
-                    self._loop(items, out, manifest, progress, record, flush, pending)
-                    flush(drain=True)
-                finally:
-                    if writer is not None:  # stopped early: keep the records of the images already written
-                        writer.shutdown(wait=True, cancel_futures=True)
-                        for item, fut in writing:
-                            if fut.done() and not fut.cancelled() and fut.exception() is None:
-                                record(item, fut.result())
-                        writing.clear()
+                self._process_items(items, out, manifest.previous, progress, record)
             except DiskFullError:
                 with contextlib.suppress(OSError):
                     manifest.finalize(order=[it.stem for it in items])
@@ -610,15 +573,115 @@ class Pipeline:
         manifest.finalize(order=[it.stem for it in items])
         wall = time.perf_counter() - t0
         counts = manifest.counts()
+        summary = self.run_summary(run_id=run_id, started=started, wall=wall, inputs=len(items), counts=counts,
+                                   processed=totals)
+        write_summary(out, summary)
+        if self.renderer is not None and hasattr(self.renderer, "close"):
+            with contextlib.suppress(Exception):
+                self.renderer.close()
+        return RunReport(counts=counts, exit_code=summary["exit_code"], out_dir=out, summary=summary)
+
+    def _process_items(self, items: list[Any], out: Path, previous: dict[str, ManifestRecord], progress: _Progress,
+                       record: Callable[..., None]) -> None:
+        """Process ``items`` into ``out``, calling ``record(item, record, advance=True)`` once per input (in input
+        order, with the settings fingerprint set); ``previous`` holds the records of earlier runs (resume)."""
+        pending: list[Frame] = []
+
+        def settled(item: Any, rec: ManifestRecord, advance: bool = True) -> None:
+            record(item, self._stamp(item, rec), advance)
+
+        # the outputs (files, renders) of a batch are written on a background thread while the next batch
+        # goes through the networks; their records follow in input order
+        writer = ThreadPoolExecutor(1, thread_name_prefix="metahmr-write") if self.prefetch_depth > 0 else None
+        writing: deque[tuple[Any, Future[ManifestRecord]]] = deque()
+
+        def settle() -> None:
+            """Record every image whose outputs are being written, in input order (waits for them)."""
+            while writing:
+                item, fut = writing.popleft()
+                settled(item, fut.result())
+
+        def flush(drain: bool = False) -> None:
+            if pending:
+                errors = self.estimator.regress(pending)  # meanwhile the previous batch's outputs are written
+                settle()
+                for fr in pending:
+                    err = errors.get(id(fr))
+                    job = functools.partial(self._failed, fr.item, _reason(err)) if err is not None \
+                        else functools.partial(self._finish_image, fr, out)
+                    if writer is None:
+                        settled(fr.item, job())
+                    else:
+                        writing.append((fr.item, writer.submit(job)))
+                pending.clear()
+            if drain:
+                settle()
+
+        try:
+            self._loop(items, out, previous, progress, settled, flush, pending)
+            flush(drain=True)
+        finally:
+            if writer is not None:  # stopped early: keep the records of the images already written
+                writer.shutdown(wait=True, cancel_futures=True)
+                for item, fut in writing:
+                    if fut.done() and not fut.cancelled() and fut.exception() is None:
+                        settled(item, fut.result())
+                writing.clear()
+
+    def process_units(self, items: list[Any], out: str | Path) -> list[ManifestRecord]:
+        """Process ``items`` (:class:`~metahmr_cli.io.sources.InputItem`, none of them skipped) into ``out`` and
+        return their manifest records in input order, for a runner that hands out units of work to several
+        processes (:mod:`metahmr_cli.distributed`): the caller owns the output lock, the manifest, the summary and
+        the clean-up of temporary files. A video resumes from its last finished frame, as in :meth:`run`."""
+        self.setup()
+        records: list[ManifestRecord] = []
+        with _Progress(len(items), enabled=False, console=None) as progress:
+            self._process_items(items, Path(out), {}, progress, lambda item, rec, advance=True: records.append(rec))
+        return records
+
+    def use_fingerprints(self, settings: str, video: str) -> None:
+        """Take the settings fingerprints computed where the models are loaded (a runner whose workers hold the
+        models checks resume without loading them: :meth:`resume_records`)."""
+        self._fingerprint, self._video_fingerprint = settings, video
+
+    def resume_records(self, items: list[Any], previous: dict[str, ManifestRecord],
+                       out: Path) -> list[ManifestRecord | None]:
+        """For each input, the record it gets without being processed: ``failed`` for a folder entry that cannot be
+        read, ``skipped`` when an earlier run with the same settings finished it (see :meth:`is_finished`); None
+        when it must be processed."""
+        plan: list[ManifestRecord | None] = []
+        for item in items:
+            prev = previous.get(item.stem)
+            if item.problem is not None:
+                plan.append(self._stamp(item, self._failed(item, item.problem)))
+            elif self.is_finished(item, prev, out):
+                assert prev is not None
+                plan.append(self._stamp(item, self.skipped_record(item, prev)))
+            else:
+                plan.append(None)
+        return plan
+
+    def _stamp(self, item: Any, rec: ManifestRecord) -> ManifestRecord:
+        """``rec`` with the fingerprint of the settings that made its outputs (none for a failed input)."""
+        rec.settings = self._fingerprint_of(item.kind) if rec.status in ("ok", "no_person", "skipped") else None
+        return rec
+
+    def run_summary(self, *, run_id: str, started: float, wall: float, inputs: int, counts: dict[str, int],
+                    processed: dict[str, int]) -> dict[str, Any]:
+        """The content of ``summary.json`` (``started``: epoch seconds; ``processed``: images, frames, people)."""
+        from metahmr_cli.config import config_to_dict
+
+        cfg = self.config
         exit_code = 1 if counts["failed"] else 0
-        n_units = totals["images"] + totals["frames"]
+        n_units = processed["images"] + processed["frames"]
+        totals = processed
         est = self.estimator
         summary = {
             "run_id": run_id,
             "metahmr_version": __version__,
             "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
             "wall_seconds": wall,
-            "inputs": len(items),
+            "inputs": inputs,
             "counts": counts,
             "exit_code": exit_code,
             "processed": totals,
@@ -636,30 +699,24 @@ class Pipeline:
             "warnings": self.warnings,
             "config": config_to_dict(cfg),
         }
-        write_summary(out, summary)
-        if self.renderer is not None and hasattr(self.renderer, "close"):
-            with contextlib.suppress(Exception):
-                self.renderer.close()
-        return RunReport(counts=counts, exit_code=exit_code, out_dir=out, summary=summary)
+        return summary
 
-    def _loop(self, items: list[Any], out: Path, manifest: Manifest, progress: _Progress,
+    def _loop(self, items: list[Any], out: Path, previous: dict[str, ManifestRecord], progress: _Progress,
               record: Any, flush: Any, pending: list[Frame]) -> None:
-        cfg = self.config
         complete = []
         plan = []
         for item in items:
-            prev = manifest.previous.get(item.stem)
-            done = item.problem is None and not cfg.overwrite and prev is not None and self._is_complete(prev, out)
+            done = self.is_finished(item, previous.get(item.stem), out)
             complete.append(done)
             plan.append("pass" if item.problem is not None or done else "video" if item.kind == "video" else "image")
         prefetch = _Prefetch(self._prepare_image, items, plan, self.prefetch_depth)
         try:
-            self._loop_items(items, out, manifest, progress, record, flush, pending, complete, prefetch)
+            self._loop_items(items, out, previous, progress, record, flush, pending, complete, prefetch)
         finally:
             prefetch.close()
 
-    def _loop_items(self, items: list[Any], out: Path, manifest: Manifest, progress: _Progress, record: Any,
-                    flush: Any, pending: list[Frame], complete: list[bool], prefetch: _Prefetch) -> None:
+    def _loop_items(self, items: list[Any], out: Path, previous: dict[str, ManifestRecord], progress: _Progress,
+                    record: Any, flush: Any, pending: list[Frame], complete: list[bool], prefetch: _Prefetch) -> None:
         cfg = self.config
         for index, item in enumerate(items):
             name = Path(str(item.path)).name
@@ -667,15 +724,10 @@ class Pipeline:
             if item.problem is not None:
                 record(item, self._failed(item, item.problem))
                 continue
-            prev = manifest.previous.get(item.stem)
+            prev = previous.get(item.stem)
             if complete[index]:
                 assert prev is not None
-                rec = ManifestRecord(input=str(item.path), key=item.stem, kind=item.kind, status="skipped",
-                                     reason="outputs of an earlier run with the same settings are complete "
-                                            "(use --overwrite to redo)",
-                                     people=prev.people, frames=prev.frames, outputs=list(prev.outputs),
-                                     previous_status=prev.previous_status or prev.status)
-                record(item, rec, advance=False)
+                record(item, self.skipped_record(item, prev), advance=False)
                 progress.advance(self._units(item), name=name)
                 continue
             if prev is not None and not cfg.overwrite and prev.settings \
@@ -709,6 +761,20 @@ class Pipeline:
         return min(n, self.config.max_frames) if self.config.max_frames else n
 
     # -------------------------------------------------------------------------------------------- skip logic
+    def is_finished(self, item: Any, prev: ManifestRecord | None, out: Path) -> bool:
+        """Whether an input is finished: readable, not ``--overwrite``, and its earlier record ``prev`` is complete
+        (:meth:`_is_complete`)."""
+        return item.problem is None and not self.config.overwrite and prev is not None \
+            and self._is_complete(prev, out)
+
+    def skipped_record(self, item: Any, prev: ManifestRecord) -> ManifestRecord:
+        """The ``skipped`` record of a finished input (its outputs as ``prev``, the earlier record, lists them)."""
+        return ManifestRecord(input=str(item.path), key=item.stem, kind=item.kind, status="skipped",
+                              reason="outputs of an earlier run with the same settings are complete "
+                                     "(use --overwrite to redo)",
+                              people=prev.people, frames=prev.frames, outputs=list(prev.outputs),
+                              previous_status=prev.previous_status or prev.status)
+
     def _expected_names(self, stem: str, kind: str, people: int) -> list[str]:
         cfg = self.config
         names = [f"{stem}.mp4"] if kind == "video" and self.render_enabled else []
