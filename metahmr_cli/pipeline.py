@@ -628,13 +628,17 @@ class Pipeline:
                         settled(item, fut.result())
                 writing.clear()
 
-    def process_units(self, items: list[Any], out: str | Path) -> list[ManifestRecord]:
+    def process_units(self, items: list[Any], out: str | Path,
+                      records: list[ManifestRecord] | None = None) -> list[ManifestRecord]:
         """Process ``items`` (:class:`~metahmr_cli.io.sources.InputItem`, none of them skipped) into ``out`` and
         return their manifest records in input order, for a runner that hands out units of work to several
         processes (:mod:`metahmr_cli.distributed`): the caller owns the output lock, the manifest, the summary and
-        the clean-up of temporary files. A video resumes from its last finished frame, as in :meth:`run`."""
+        the clean-up of temporary files. A video resumes from its last finished frame, as in :meth:`run`.
+
+        ``records``: a list the records are appended to as each input finishes (so that a caller still has those of
+        the finished inputs when this raises, e.g. :class:`~metahmr_cli.io.outdir.DiskFullError`)."""
         self.setup()
-        records: list[ManifestRecord] = []
+        records = [] if records is None else records
         with _Progress(len(items), enabled=False, console=None) as progress:
             self._process_items(items, Path(out), {}, progress, lambda item, rec, advance=True: records.append(rec))
         return records
