@@ -7,6 +7,8 @@ fast for the command line:
   vertices, joints, camera, TTO report), models loaded once;
 - :class:`Pipeline` with :class:`ProcessConfig` — the batch runner behind ``metahmr process`` (files, folders,
   videos, resume, manifest, renders);
+- :class:`RayRunner` with :class:`RaySettings` — the same runner spread over the workers of a Ray cluster
+  (``metahmr process --backend ray``; needs ``metahmr[ray]``);
 - :class:`TTOConfig`, :func:`run_tto` — test-time optimisation; :func:`load_body_model`, :func:`load_networks`;
 - :func:`read_image`, :func:`load_result_npz` — reading inputs and result files.
 
@@ -24,6 +26,8 @@ _LAZY: dict[str, str] = {
     "Estimator": "metahmr_cli.estimator",
     "People": "metahmr_cli.estimator",
     "Pipeline": "metahmr_cli.pipeline",
+    "RayRunner": "metahmr_cli.distributed.ray_backend",
+    "RaySettings": "metahmr_cli.distributed.settings",
     "ProcessConfig": "metahmr_cli.process_config",
     "TTOConfig": "metahmr_cli.tto",
     "run_tto": "metahmr_cli.tto",
