@@ -185,6 +185,21 @@ MUTATIONS: tuple[Mutation, ...] = (
       "        cutoff = self.s.min_cutoff + self.s.beta * np.linalg.norm(self.w, axis=-1)\n",
       "        cutoff = self.s.min_cutoff + 0 * np.linalg.norm(self.w, axis=-1)\n",
       ("tests/test_video_motion.py",), "One-Euro's speed-adaptive cut-off is lost on rotations"),
+    # ---------------------------------------------------------------- process on Ray (the tests without Ray)
+    M("ray-videos-split-with-images", "metahmr_cli/distributed/ray_backend.py",
+      '    videos = [[i] for i in todo if items[i].kind == "video"]\n'
+      '    images = [i for i in todo if items[i].kind != "video"]\n',
+      "    videos = []\n    images = list(todo)\n",
+      ("tests/test_ray_backend.py::test_units_keep_videos_whole_and_share_images_among_workers",),
+      "a video's frames could go to a worker with other inputs, breaking its tracking"),
+    M("ray-gpus-not-checked", "metahmr_cli/distributed/ray_backend.py",
+      "    if gpw > 0 and n * gpw > gpus + 1e-9:\n", "    if False:\n",
+      ("tests/test_ray_backend.py::test_worker_plan_fits_the_cluster_and_names_what_does_not",),
+      "more GPU workers than GPUs would wait for ever instead of stopping with the numbers"),
+    M("ray-any-folder-is-shared", "metahmr_cli/distributed/ray_backend.py",
+      "    if text.strip() != nonce:\n", "    if False:\n",
+      ("tests/test_ray_backend.py::test_a_worker_tells_a_shared_folder_from_another_one",),
+      "a worker writing into another folder than the driver's is not noticed"),
 )
 
 _PROBE = '''"""pytest plugin of scripts/mutation_check.py: refuse to run unless the mutated module is the copy's."""

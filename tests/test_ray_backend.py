@@ -101,6 +101,16 @@ def test_settings_are_checked():
             bad.validate()
     for good in ("auto", "10.0.0.1:6379", "head.cluster:6379", "[::1]:6379"):
         RaySettings(address=good).validate()
+    with pytest.raises(ConfigError, match="backend = 'spark'; choose one of local, ray"):
+        ProcessConfig(inputs=["x.jpg"], backend="spark").validate()
+
+
+def test_without_ray_installed_the_fix_is_named(monkeypatch):
+    from metahmr_cli.distributed import ray_backend
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` raises ImportError
+    with pytest.raises(ConfigError, match=r"--backend ray needs Ray Data.*pip install 'metahmr\[ray\]'"):
+        ray_backend._import_ray()
 
 
 def test_a_worker_tells_a_shared_folder_from_another_one(tmp_path):

@@ -129,8 +129,8 @@ def register(app: typer.Typer) -> None:
                                                               "CLIFF/SPIN), use it as its own auxiliary net for "
                                                               "metahmr/reference/paper (labelled +self-aux)."),
         backend: str | None = typer.Option(None, "--backend", help="local (default: this process) | ray (Ray Data "
-                                                                   "workers, the same outputs; needs "
-                                                                   "metahmr[ray])."),
+                                                                   "workers, the same outputs; needs the ray "
+                                                                   "extra)."),
         ray_address: str | None = typer.Option(None, "--ray-address", help="With --backend ray: auto (the cluster "
                                                                            "this machine joined) or HOST:PORT of the "
                                                                            "Ray head (default: a local Ray instance "

@@ -192,7 +192,6 @@ class _UnitWorker:
         if problem is not None:
             raise InputError(f"--out must be a folder every Ray worker can reach: {problem}.")
         t0 = time.perf_counter()
-        self.created_at = time.time()
         self.out = out
         self.pipeline = Pipeline(config, progress=False, **stages)
         self.pipeline.setup()
@@ -225,8 +224,8 @@ class _UnitWorker:
         warnings = pipe.warnings[self.warnings_sent:]
         self.warnings_sent = len(pipe.warnings)
         return {"records": [r.to_dict() for r in records], "worker": self.worker, "seconds": time.perf_counter() - t0,
-                "setup_seconds": self.setup_seconds, "created_at": self.created_at, "started_at": started_at,
-                "finished_at": time.time(), "warnings": warnings,
+                "setup_seconds": self.setup_seconds, "started_at": started_at, "finished_at": time.time(),
+                "warnings": warnings,
                 "renders_disabled": pipe.render_disabled_reason, "fatal": fatal}
 
 
