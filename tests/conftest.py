@@ -16,12 +16,3 @@ with contextlib.suppress(ImportError):
 
 pytest_plugins = ["fixtures.body", "fixtures.models", "fixtures.data"]
 
-
-def pytest_xdist_make_scheduler(config, log):
-    """Under ``-n N`` (xdist's ``load`` distribution) keep the tests of one ``xdist_group`` on one worker, as
-    ``--dist loadgroup`` does: the Ray tests share one Ray instance per module."""
-    if config.getoption("dist", "load") != "load":
-        return None
-    from xdist.scheduler import LoadGroupScheduling
-
-    return LoadGroupScheduling(config, log)

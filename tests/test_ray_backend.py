@@ -2,10 +2,11 @@
 over Ray Data workers, and the faults around them (a killed worker, a killed driver, an unreachable cluster, an
 output folder the workers cannot reach, more workers than CPUs).
 
-The Ray tests share one local Ray instance (``num_cpus=2``) started once for this module; its workers find the
-test stages (``tests/ray_stages.py``) through ``PYTHONPATH``. Nothing here depends on timing: the runs that must be
-caught in flight are held by a file gate, and every wait ends on a condition (the deadlines only stop a broken
-test from hanging).
+The Ray tests share one local Ray instance (``num_cpus=2``) started once for this module (once per xdist worker
+that runs some of them: xdist's ``loadgroup`` cannot keep them together under pytest 9, whose node ids it no longer
+renames); its workers find the test stages (``tests/ray_stages.py``) through ``PYTHONPATH``. Nothing here depends
+on timing: the runs that must be caught in flight are held by a file gate, and every wait ends on a condition (the
+deadlines only stop a broken test from hanging).
 """
 
 from __future__ import annotations
@@ -44,9 +45,6 @@ from metahmr_cli.io.sources import InputItem
 from metahmr_cli.io.writers import MANIFEST_NAME, SUMMARY_NAME, TEMP_MARKER, read_manifest
 from metahmr_cli.pipeline import Pipeline, ProcessConfig
 from metahmr_cli.tto import TTOConfig
-
-# the Ray tests share one Ray instance: one xdist worker runs them all (tests/conftest.py schedules groups)
-pytestmark = pytest.mark.xdist_group("ray")
 
 TESTS = Path(__file__).resolve().parent
 RECORD_FIELDS_COMPARED = ("input", "key", "kind", "status", "reason", "people", "frames", "outputs", "settings",
