@@ -228,6 +228,7 @@ def test_ray_run_gives_the_files_and_records_of_a_local_run(tmp_path, ray_addres
     assert summary["processed"] == local_summary["processed"] == {"images": 2, "frames": 6, "people": 8}
     assert summary["settings_fingerprint"] == local_summary["settings_fingerprint"]
     assert (summary["ray"]["workers"], summary["ray"]["units"], summary["ray"]["units_lost"]) == (2, 3, 0)
+    assert (summary["config"]["backend"], summary["config"]["ray"]["workers"], summary["device"]) == ("ray", 2, "cpu")
     workers = summary["workers"]
     # units: the video, the two images in one run, the broken file with them or alone (2 images per unit)
     assert sum(w["units"] for w in workers) == 3 and sum(w["inputs"] for w in workers) == 4

@@ -42,6 +42,7 @@ from typing import Any
 
 import numpy as np
 
+from metahmr_cli.config import config_to_dict
 from metahmr_cli.distributed.settings import RaySettings
 from metahmr_cli.errors import ConfigError, InputError, MetaHMRError
 from metahmr_cli.io.outdir import DiskFullError, OutputLock, check_output_folder
@@ -496,6 +497,8 @@ class RayRunner:
         summary = driver.run_summary(run_id=run_id, started=started, wall=wall, inputs=len(items), counts=counts,
                                      processed=tally.totals)
         summary.update({
+            # the settings the workers ran with (the driver's own copy runs on the CPU and loads no model)
+            "config": config_to_dict(dataclasses.replace(worker_cfg, backend="ray", wait=cfg.wait)),
             "stage_seconds": {s: tally.stage_seconds.get(s, 0.0) for s in STAGES},
             "device": probe["device"], "prefetch": probe["prefetch"], "tier": probe["tier"],
             "body_model": probe["body_model"], "checkpoint": probe["checkpoint"],
