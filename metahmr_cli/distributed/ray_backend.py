@@ -277,7 +277,7 @@ def _check_reachable(address: str, timeout: float = 5.0) -> None:
                      "others), check the address, or leave out --ray-address to run on this machine.")
 
 
-def init_ray(ray: Any, attempts: int = 3, **kwargs: Any) -> None:
+def init_ray(ray: Any, attempts: int = 5, **kwargs: Any) -> None:
     """``ray.init(**kwargs)``, tried again when a local instance's processes did not register in time: Ray waits 30 s
     for them, which a heavily loaded machine can exceed."""
     for attempt in range(1, attempts + 1):
