@@ -15,4 +15,3 @@ with contextlib.suppress(ImportError):
     import triton  # noqa: F401
 
 pytest_plugins = ["fixtures.body", "fixtures.models", "fixtures.data"]
-
