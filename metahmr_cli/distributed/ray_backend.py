@@ -417,11 +417,17 @@ class RayRunner:
         """Every alive node of the cluster sees the driver's output folder (the token file in it)."""
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-        check = ray.remote(num_cpus=0, max_retries=0)(check_shared_folder)
+        # retried like a unit of work when its process dies (Ray's memory monitor kills tasks on a node that runs low)
+        check = ray.remote(num_cpus=0, max_retries=self.config.ray.max_retries)(check_shared_folder)
         nodes = [n for n in ray.nodes() if n.get("Alive")]
         refs = [check.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False))
                 .remote(str(out), token, nonce) for n in nodes]
-        problems = [p for p in ray.get(refs) if p is not None]
+        try:
+            answers = ray.get(refs)
+        except Exception as exc:  # noqa: BLE001 - a node whose check died every time
+            raise MetaHMRError(f"the Ray cluster could not check that it sees --out {out}: {type(exc).__name__}: "
+                               f"{str(exc).strip().splitlines()[0] if str(exc).strip() else ''}") from exc
+        problems = [p for p in answers if p is not None]
         if problems:
             raise InputError(f"--out {out} must be one folder that every machine of the Ray cluster reaches at the "
                              f"same path (a shared file system such as NFS): {'; '.join(problems)}. Mount it there on "
@@ -437,8 +443,8 @@ class RayRunner:
             self._check_nodes(ray, out, token_path.name, nonce)
             worker_cfg = self._worker_config(driver, out)
             try:
-                probe = ray.get(ray.remote(num_cpus=cpw, num_gpus=gpw, max_retries=0)(_probe).remote(worker_cfg,
-                                                                                                   self.stages))
+                probe_task = ray.remote(num_cpus=cpw, num_gpus=gpw, max_retries=self.config.ray.max_retries)(_probe)
+                probe = ray.get(probe_task.remote(worker_cfg, self.stages))
             except Exception as exc:  # noqa: BLE001 - e.g. the worker could not unpickle an injected stage
                 raise MetaHMRError(f"a Ray worker could not start: {type(exc).__name__}: "
                                    f"{str(exc).strip().splitlines()[-1] if str(exc).strip() else ''}") from exc
