@@ -131,8 +131,12 @@ def ray_address():
     """One local Ray instance for the module (2 CPUs); its workers import the test stages."""
     ray = pytest.importorskip("ray")
     path = os.pathsep.join(p for p in (str(TESTS), os.environ.get("PYTHONPATH", "")) if p)
-    init_ray(ray, num_cpus=2, include_dashboard=False, log_to_driver=False,
-             runtime_env={"env_vars": {"PYTHONPATH": path, "OMP_NUM_THREADS": "1"}})
+    with pytest.MonkeyPatch.context() as mp:
+        # Ray's memory monitor kills its own workers when the machine's memory is 95% used, whoever uses it: on a
+        # shared test machine that is other processes, and the tests would fail for them (read by Ray at start)
+        mp.setenv("RAY_memory_monitor_refresh_ms", "0")
+        init_ray(ray, num_cpus=2, include_dashboard=False, log_to_driver=False,
+                 runtime_env={"env_vars": {"PYTHONPATH": path, "OMP_NUM_THREADS": "1"}})
     try:
         yield ray.get_runtime_context().gcs_address
     finally:
