@@ -18,6 +18,9 @@ the report and the next section runs; rows measured before a failure are kept.
                   renders): the open tier (``--model open``) and the random released HRNet-W48 layout with the open
                   body (see benchmarks/process.py)
     train_step    seconds per meta-training step vs a plain step (HRNet-W48, batch 30; benchmarks/train_step.py)
+    ray           ``metahmr process --backend ray`` with one worker per GPU against one worker and the local run
+                  (open tier, 256 images, 16 per unit; benchmarks/process.py --backend ray), when there are
+                  several GPUs; with one GPU the section only says so. ``--quick`` on a CPU: 1 CPU worker, 2 images
 
 Schedule of the TTO sections: "metahmr" (the default: step 0 SGD on the head, then ``--steps`` Adam updates,
 released 14), early stopping off so every person takes 1 + steps updates; body: the open body (7,000 vertices,
@@ -42,11 +45,12 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(HERE))
 
-SECTIONS = ("cuda_tests", "tto_released", "tto_open", "tto_settings", "process", "train_step")
-CAPS = {"cuda_tests": 60, "tto_released": 180, "tto_open": 25, "tto_settings": 40, "process": 50, "train_step": 45}
-"""Seconds each section may run (full run). With the start-up of each process the sum stays under the time limit."""
+SECTIONS = ("cuda_tests", "tto_released", "tto_open", "tto_settings", "process", "train_step", "ray")
+CAPS = {"cuda_tests": 60, "tto_released": 180, "tto_open": 25, "tto_settings": 40, "process": 50, "train_step": 45,
+        "ray": 90}
+"""Seconds each section may run (full run); the last ones get what the time limit leaves, at most their cap."""
 QUICK_CAPS = {"cuda_tests": 40, "tto_released": 60, "tto_open": 30, "tto_settings": 30, "process": 40,
-              "train_step": 30}
+              "train_step": 30, "ray": 60}
 TIME_LIMIT = 450.0
 """Seconds for the whole run (7.5 minutes); a section gets at most what is left."""
 
@@ -56,10 +60,12 @@ def plan(quick: bool, device: str) -> dict[str, Any]:
     if quick:
         return {"steps": 1, "released": ["tiny"], "people": [2], "open_people": [2], "settings_network": "tiny",
                 "settings_people": 2, "process_images": 1, "process_network": "tiny", "train_backbone": "resnet_tiny",
-                "train_batch": 2, "train_steps": 1, "pytest_targets": ["tests/test_tto_cuda.py"]}
+                "train_batch": 2, "train_steps": 1, "pytest_targets": ["tests/test_tto_cuda.py"], "ray_images": 2,
+                "ray_images_per_unit": 1}
     return {"steps": 14, "released": ["resnet50", "hrnet"], "people": [1, 8, 64], "open_people": [1, 8, 64],
             "settings_network": "resnet50", "settings_people": 64, "process_images": 64, "process_network": "hrnet",
-            "train_backbone": "hrnet", "train_batch": 30, "train_steps": 3, "pytest_targets": ["tests"]}
+            "train_backbone": "hrnet", "train_batch": 30, "train_steps": 3, "pytest_targets": ["tests"],
+            "ray_images": 256, "ray_images_per_unit": 16}
 
 
 def device_slug(device: str) -> tuple[str, str]:
@@ -170,6 +176,28 @@ def section_process(args: argparse.Namespace, cfg: dict[str, Any], rows_file: Pa
         _append_row(rows_file, row)
 
 
+def section_ray(args: argparse.Namespace, cfg: dict[str, Any], rows_file: Path) -> None:
+    """benchmarks/process.py --backend ray: one worker per GPU against one worker and the local run."""
+    import torch
+
+    if args.device.startswith("cuda"):
+        gpus = torch.cuda.device_count()
+        if gpus < 2:
+            _append_row(rows_file, {"note": f"not run: {gpus} GPU here; one Ray worker per GPU needs 2 or more"})
+            return
+        workers, gpw = [1, gpus], ["--gpus-per-worker", "1"]
+    else:  # --quick on a CPU: the code path, not a measurement
+        workers, gpw = [1], []
+    out = rows_file.with_suffix(".ray.json")
+    _call_main("process", ["--device", args.device, "--images", str(cfg["ray_images"]), "--steps", str(cfg["steps"]),
+                           "--model", "open", "--keypoints", "template", "--no-render", "--backend", "ray",
+                           "--ray-workers", ",".join(map(str, workers)), "--images-per-unit",
+                           str(cfg["ray_images_per_unit"]), "--json", str(out), *gpw])
+    result = json.loads(out.read_text())
+    for r in result["ray"]:
+        _append_row(rows_file, {"local_images_per_second": result["images_per_second"], **r})
+
+
 def section_train_step(args: argparse.Namespace, cfg: dict[str, Any], rows_file: Path) -> None:
     out = rows_file.with_suffix(".train.json")
     _call_main("train_step", ["--device", args.device, "--backbone", cfg["train_backbone"], "--batch-size",
@@ -237,6 +265,8 @@ def run_section(args: argparse.Namespace) -> None:
         section_train_step(args, cfg, rows)
     elif name == "cuda_tests":
         section_cuda_tests(args, cfg, rows)
+    elif name == "ray":
+        section_ray(args, cfg, rows)
     else:
         raise SystemExit(f"unknown section {name!r}")
 
@@ -308,6 +338,19 @@ def markdown(report: dict[str, Any]) -> str:
                   f"{r.get('backbone')} batch {r.get('batch_size')}: plain {_fmt(r.get('plain_s_per_step'), '{:.3f}')}"
                   f" s, meta {_fmt(r.get('meta_s_per_step'), '{:.3f}')} s per step "
                   f"(meta / plain = {_fmt(r.get('meta_over_plain'))})."]
+    rows = secs.get("ray", {}).get("rows", [])
+    if rows and "note" in rows[0]:
+        lines += ["", "### process on Ray", "", rows[0]["note"]]
+    elif rows:
+        lines += ["", "### process on Ray (open tier, one worker per GPU)", "",
+                  "| workers | images | images/s | local images/s | images/s after start-up | start-up s | "
+                  "wait per unit ms |", "|---|---|---|---|---|---|---|"]
+        for r in rows:
+            wait = r.get("wait_per_unit_seconds")
+            lines.append(f"| {r.get('workers')} | {_fmt(r.get('images'))} | {_fmt(r.get('images_per_second'))} | "
+                         f"{_fmt(r.get('local_images_per_second'))} | "
+                         f"{_fmt(r.get('images_per_second_after_startup'))} | {_fmt(r.get('startup_seconds'))} | "
+                         f"{_fmt(None if wait is None else 1000 * wait, '{:.0f}')} |")
     rows = secs.get("cuda_tests", {}).get("rows", [])
     if rows:
         lines += ["", "### pytest -m cuda", "", f"`{rows[0]['summary']}`"]

@@ -9,9 +9,17 @@ Person boxes are imported (a random-weight detector finds nobody); keypoints com
 
 The regression time is measured by a run with ``--tto none``; TTO = (tto stage with TTO) - (regression).
 
+``--backend ray`` then runs the same inputs with ``--backend ray`` on a local Ray instance sized to the machine,
+once per worker count of ``--ray-workers`` (a unit of work per image, ``--images-per-unit``), and prints images/s
+against the local run (measured before and after the Ray runs: on a shared machine the load drifts), Ray's start-up
+(connecting, the probe task, workers started and their models loaded) and what Ray adds per unit of work: the wait
+between the end of a worker's unit and the start of its next one.
+
     python benchmarks/process.py --device cpu --images 8 --network tiny
     python benchmarks/process.py --device cuda --images 64 --network hrnet --batch-size 32 --body open
     python benchmarks/process.py --device cuda --images 64 --model open
+    python benchmarks/process.py --device cpu --images 16 --backend ray --ray-workers 1,2 --no-render
+    python benchmarks/process.py --device cuda --images 256 --model open --backend ray --ray-workers 4
 """
 
 from __future__ import annotations
@@ -104,6 +112,55 @@ def _run(photos: Path, out: Path, body: str, ckpt: Path | None, boxes: Path, arg
             "people": s["processed"]["people"], "stages": s["stage_seconds"], "counts": s["counts"]}
 
 
+def _run_ray(photos: Path, out: Path, body: str, ckpt: Path | None, boxes: Path, args: argparse.Namespace,
+             render: bool, workers: int) -> dict:
+    """One ``--backend ray`` run on the Ray instance this process is connected to, and what Ray added."""
+    from metahmr_cli.distributed import RayRunner, RaySettings
+    from metahmr_cli.pipeline import ProcessConfig
+    from metahmr_cli.tto import TTOConfig
+
+    cfg = ProcessConfig(inputs=[str(photos)], out=out, model=args.model, body=body, checkpoint=ckpt,
+                        boxes_json=boxes, keypoints="mediapipe", device=args.device, batch_size=args.batch_size,
+                        render=render, tto=TTOConfig(schedule=args.schedule, max_steps=args.steps),
+                        prefetch=args.prefetch, backend="ray",
+                        ray=RaySettings(workers=workers, gpus_per_worker=args.gpus_per_worker,
+                                        images_per_unit=args.images_per_unit))
+    stages = {"keypoints": _TemplateKeypoints()} if args.keypoints == "template" else {}
+    t0 = time.perf_counter()
+    report = RayRunner(cfg, progress=False, **stages).run()
+    wall = time.perf_counter() - t0
+    s = report.summary
+    images, units = s["processed"]["images"], s["ray"]["units"]
+    ws = s["workers"]
+    gaps = sum(max(w["units"] - 1, 0) for w in ws)
+    startup = s["ray"]["startup_seconds"] or 0.0
+    return {"workers": workers, "units": units, "images": images, "people": s["processed"]["people"],
+            "seconds": wall, "images_per_second": images / wall,
+            "connect_and_probe_seconds": wall - s["wall_seconds"], "startup_seconds": startup,
+            "images_per_second_after_startup": images / max(s["wall_seconds"] - startup, 1e-9),
+            "wait_per_unit_seconds": sum(w["waiting_seconds"] for w in ws) / gaps if gaps else None,
+            "busy_seconds_per_image": sum(w["busy_seconds"] for w in ws) / max(images, 1),
+            "worker_processes": len(ws), "counts": s["counts"]}
+
+
+def _bench_ray(args: argparse.Namespace, work: Path, body: str, ckpt: Path | None, photos: Path, boxes: Path,
+               render: bool) -> list[dict]:
+    import os
+
+    import ray
+
+    from metahmr_cli.distributed.ray_backend import init_ray
+
+    # one local instance sized to the machine; its workers import this folder's modules (the template keypoints)
+    init_ray(ray, include_dashboard=False, log_to_driver=False,
+             runtime_env={"env_vars": {"PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parent),
+                                                                     os.environ.get("PYTHONPATH", "")])}})
+    try:
+        return [_run_ray(photos, work / f"out_ray{n}", body, ckpt, boxes, args, render, n) for n in args.ray_workers]
+    finally:
+        ray.shutdown()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="cpu")
@@ -121,6 +178,13 @@ def main() -> None:
     ap.add_argument("--keypoints", choices=("mediapipe", "template"), default="mediapipe")
     ap.add_argument("--no-render", action="store_true")
     ap.add_argument("--json", type=Path, help="also write the numbers to this file")
+    ap.add_argument("--backend", choices=("local", "ray"), default="local",
+                    help="ray: also run with --backend ray for each of --ray-workers and compare")
+    ap.add_argument("--ray-workers", type=lambda t: [int(x) for x in t.split(",")], default=[1, 2],
+                    help="worker counts of the Ray runs (comma list, default 1,2)")
+    ap.add_argument("--gpus-per-worker", type=float, default=None, help="Ray runs: GPUs per worker (default: 1 when "
+                    "there are GPUs)")
+    ap.add_argument("--images-per-unit", type=int, default=1, help="Ray runs: images per unit of work (default 1)")
     args = ap.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -134,6 +198,10 @@ def main() -> None:
         _run(warm, work / "out_warm", body, ckpt, boxes, args, args.schedule, render)
         plain = _run(photos, work / "out_none", body, ckpt, boxes, args, "none", False)
         full = _run(photos, work / "out_full", body, ckpt, boxes, args, args.schedule, render)
+        ray_rows, after = [], None
+        if args.backend == "ray":
+            ray_rows = _bench_ray(args, work, body, ckpt, photos, boxes, render)
+            after = _run(photos, work / "out_after", body, ckpt, boxes, args, args.schedule, render)
 
     regress = plain["stages"]["tto"]
     stages = dict(full["stages"])
@@ -157,6 +225,22 @@ def main() -> None:
           f"(plain regression without renders: {result['plain_regression_images_per_second']:.2f} images/s)")
     for k, v in result["stage_seconds_per_image"].items():
         print(f"  {k:<10s} {1000 * v:8.1f} ms/image")
+    if ray_rows:
+        assert after is not None
+        result["ray"] = ray_rows
+        result["local_images_per_second_after_ray"] = after["images"] / after["run_seconds"]
+        print(f"--backend ray ({args.images_per_unit} image(s) per unit of work); the local run: "
+              f"{result['images_per_second']:.2f} images/s before the Ray runs, "
+              f"{result['local_images_per_second_after_ray']:.2f} after, {1000 / result['images_per_second']:.0f} ms "
+              "per image before")
+        for r in ray_rows:
+            wait = r["wait_per_unit_seconds"]
+            print(f"  {r['workers']} worker(s): {r['images_per_second']:.2f} images/s end to end "
+                  f"({r['seconds']:.1f} s: connect + probe {r['connect_and_probe_seconds']:.1f} s, workers' start-up "
+                  f"{r['startup_seconds']:.1f} s), {r['images_per_second_after_startup']:.2f} images/s after start-up; "
+                  f"{'n/a' if wait is None else f'{1000 * wait:.0f} ms'} waiting per unit, "
+                  f"{1000 * r['busy_seconds_per_image']:.0f} ms busy per image; {r['units']} units on "
+                  f"{r['worker_processes']} worker process(es), counts {r['counts']}")
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))
 

@@ -8,6 +8,8 @@ fast for the command line:
   loaded once;
 - :class:`Pipeline` with :class:`ProcessConfig` — the batch runner behind ``metahmr process`` (files, folders,
   videos, resume, manifest, renders);
+- :class:`RayRunner` with :class:`RaySettings` — the same runner spread over the workers of a Ray cluster
+  (``metahmr process --backend ray``; needs ``metahmr[ray]``);
 - :class:`TTOConfig`, :func:`run_tto` — test-time optimisation; :func:`load_body_model`, :func:`load_networks`;
 - :func:`read_image`, :func:`load_result_npz` — reading inputs and result files;
 - the errors metahmr raises: :class:`MetaHMRError` and its kinds :class:`InputError` (an input that cannot be used:
@@ -29,6 +31,8 @@ _LAZY: dict[str, str] = {
     "People": "metahmr_cli.estimator",
     "Dropped": "metahmr_cli.estimator",
     "Pipeline": "metahmr_cli.pipeline",
+    "RayRunner": "metahmr_cli.distributed.ray_backend",
+    "RaySettings": "metahmr_cli.distributed.settings",
     "ProcessConfig": "metahmr_cli.process_config",
     "TTOConfig": "metahmr_cli.tto",
     "run_tto": "metahmr_cli.tto",

@@ -285,6 +285,24 @@ def _read_ahead(frames: Iterator[Any], depth: int) -> Iterator[Any]:
         worker.join(timeout=5)
 
 
+def new_totals() -> dict[str, int]:
+    """A run's ``processed`` totals before any input: images, frames, people (with a mesh) and no_keypoints
+    (people found without usable keypoints), added up by :func:`count_processed`."""
+    return {"images": 0, "frames": 0, "people": 0, "no_keypoints": 0}
+
+
+def count_processed(totals: dict[str, int], kind: str, rec: ManifestRecord) -> None:
+    """Add a finished input to a run's ``totals`` (:func:`new_totals`) when it was processed to the end
+    (:data:`~metahmr_cli.io.writers.DONE_STATUSES`: ok, no_person, no_keypoints)."""
+    if rec.status in DONE_STATUSES:
+        totals["people"] += rec.people
+        totals["no_keypoints"] += rec.no_keypoints or 0
+        if kind == "video":
+            totals["frames"] += rec.frames or 0
+        else:
+            totals["images"] += 1
+
+
 def _batch_full(pending: list[Frame], batch_size: int) -> bool:
     """Whether the frames waiting for the networks hold a batch of people (or as many frames)."""
     return len(pending) >= batch_size or sum(f.num_people for f in pending) >= batch_size
@@ -491,9 +509,6 @@ class Pipeline:
             return self._run_locked(items, out)
 
     def _run_locked(self, items: list[Any], out: Path) -> RunReport:
-        from metahmr_cli.config import config_to_dict
-
-        cfg = self.config
         clean_temp_files(out)  # no other run writes here (the lock): every temporary file is a leftover
         self.setup()
         self._say_schedule()
@@ -501,8 +516,7 @@ class Pipeline:
         manifest = Manifest(out, run_id=run_id)
         started = time.time()
         t0 = time.perf_counter()
-        totals = {"images": 0, "frames": 0, "people": 0, "no_keypoints": 0}
-        pending: list[Frame] = []
+        totals = new_totals()
         progress = WorkProgress(label="process", unit="images+frames", enabled=self.progress, console=self.console)
         for it in items:  # the ETA prices each input by its kind and the people found in it so far
             progress.add_work(it.stem, self._units(it), "frame" if it.kind == "video" else "image")
@@ -510,59 +524,13 @@ class Pipeline:
         with progress:
 
             def record(item: Any, rec: ManifestRecord, advance: bool = True) -> None:
-                rec.settings = self._fingerprint_of(item.kind) if rec.status in (*DONE_STATUSES, "skipped") \
-                    else None
-                if rec.status in (*DONE_STATUSES, "skipped"):
-                    rec.identity = self._identities.get(item.stem)
                 manifest.add(rec)
-                if rec.status in DONE_STATUSES:
-                    totals["people"] += rec.people
-                    totals["no_keypoints"] += rec.no_keypoints or 0
-                    if item.kind == "video":
-                        totals["frames"] += rec.frames or 0
-                    else:
-                        totals["images"] += 1
+                count_processed(totals, item.kind, rec)
                 if advance and item.kind == "image":
                     progress.advance(item.stem, 1, people=rec.people, name=Path(str(item.path)).name)
 
-            # the outputs (files, renders) of a batch are written on a background thread while the next batch
-            # goes through the networks; their records follow in input order
-            writer = ThreadPoolExecutor(1, thread_name_prefix="metahmr-write") if self.prefetch_depth > 0 else None
-            writing: deque[tuple[Any, Future[ManifestRecord]]] = deque()
-
-            def settle() -> None:
-                """Record every image whose outputs are being written, in input order (waits for them)."""
-                while writing:
-                    item, fut = writing.popleft()
-                    record(item, fut.result())
-
-            def flush(drain: bool = False) -> None:
-                if pending:
-                    errors = self.estimator.regress(pending)  # meanwhile the previous batch's outputs are written
-                    settle()
-                    for fr in pending:
-                        err = errors.get(id(fr))
-                        job = functools.partial(self._failed, fr.item, _reason(err)) if err is not None \
-                            else functools.partial(self._finish_image, fr, out)
-                        if writer is None:
-                            record(fr.item, job())
-                        else:
-                            writing.append((fr.item, writer.submit(job)))
-                    pending.clear()
-                if drain:
-                    settle()
-
             try:
-                try:
-                    self._loop(items, out, manifest, progress, record, flush, pending)
-                    flush(drain=True)
-                finally:
-                    if writer is not None:  # stopped early: keep the records of the images already written
-                        writer.shutdown(wait=True, cancel_futures=True)
-                        for item, fut in writing:
-                            if fut.done() and not fut.cancelled() and fut.exception() is None:
-                                record(item, fut.result())
-                        writing.clear()
+                self._process_items(items, out, manifest.previous, progress, record)
             except DiskFullError:
                 with contextlib.suppress(OSError):
                     manifest.finalize(order=[it.stem for it in items])
@@ -570,7 +538,123 @@ class Pipeline:
         manifest.finalize(order=[it.stem for it in items])
         wall = time.perf_counter() - t0
         counts = manifest.counts()
+        summary = self.run_summary(run_id=run_id, started=started, wall=wall, inputs=len(items), counts=counts,
+                                   processed=totals)
+        write_summary(out, summary)
+        if self.renderer is not None and hasattr(self.renderer, "close"):
+            with contextlib.suppress(Exception):
+                self.renderer.close()
+        return RunReport(counts=counts, exit_code=summary["exit_code"], out_dir=out, summary=summary)
+
+    def _process_items(self, items: list[Any], out: Path, previous: dict[str, ManifestRecord],
+                       progress: WorkProgress, record: Callable[..., None]) -> None:
+        """Process ``items`` into ``out``, calling ``record(item, record, advance=True)`` once per input (in input
+        order, stamped by :meth:`_stamp`); ``previous`` holds the records of earlier runs (resume, exports kept)."""
+        pending: list[Frame] = []
+
+        def settled(item: Any, rec: ManifestRecord, advance: bool = True) -> None:
+            record(item, self._stamp(item, rec), advance)
+
+        # the outputs (files, renders) of a batch are written on a background thread while the next batch
+        # goes through the networks; their records follow in input order
+        writer = ThreadPoolExecutor(1, thread_name_prefix="metahmr-write") if self.prefetch_depth > 0 else None
+        writing: deque[tuple[Any, Future[ManifestRecord]]] = deque()
+
+        def settle() -> None:
+            """Record every image whose outputs are being written, in input order (waits for them)."""
+            while writing:
+                item, fut = writing.popleft()
+                settled(item, fut.result())
+
+        def flush(drain: bool = False) -> None:
+            if pending:
+                errors = self.estimator.regress(pending)  # meanwhile the previous batch's outputs are written
+                settle()
+                for fr in pending:
+                    err = errors.get(id(fr))
+                    job = functools.partial(self._failed, fr.item, _reason(err)) if err is not None \
+                        else functools.partial(self._finish_image, fr, out)
+                    if writer is None:
+                        settled(fr.item, job())
+                    else:
+                        writing.append((fr.item, writer.submit(job)))
+                pending.clear()
+            if drain:
+                settle()
+
+        try:
+            self._loop(items, out, previous, progress, settled, flush, pending)
+            flush(drain=True)
+        finally:
+            if writer is not None:  # stopped early: keep the records of the images already written
+                writer.shutdown(wait=True, cancel_futures=True)
+                for item, fut in writing:
+                    if fut.done() and not fut.cancelled() and fut.exception() is None:
+                        settled(item, fut.result())
+                writing.clear()
+
+    def process_units(self, items: list[Any], out: str | Path, records: list[ManifestRecord] | None = None,
+                      previous: dict[str, ManifestRecord] | None = None) -> list[ManifestRecord]:
+        """Process ``items`` (:class:`~metahmr_cli.io.sources.InputItem`, none of them unreadable) into ``out`` and
+        return their manifest records in input order, for a runner that hands out units of work to several
+        processes (:mod:`metahmr_cli.distributed`): the caller owns the output lock, the manifest, the summary and
+        the clean-up of temporary files. The inputs' identities are read here (the records carry them); as in
+        :meth:`run`, a video resumes from its last finished frame, an input whose results are finished and only
+        lack exports gets them from those results (``skipped``), and earlier mesh and export formats are kept.
+
+        ``records``: a list the records are appended to as each input finishes (so that a caller still has those of
+        the finished inputs when this raises, e.g. :class:`~metahmr_cli.io.outdir.DiskFullError`).
+        ``previous``: the earlier runs' records of these inputs (from ``manifest.jsonl``; none: a fresh start)."""
+        self.setup()
+        records = [] if records is None else records
+        with WorkProgress(label="process", unit="images+frames", enabled=False) as progress:
+            self._process_items(items, Path(out), dict(previous or {}), progress,
+                                lambda item, rec, advance=True: records.append(rec))
+        return records
+
+    def use_fingerprints(self, settings: str, video: str) -> None:
+        """Take the settings fingerprints computed where the models are loaded (a runner whose workers hold the
+        models checks resume without loading them: :meth:`resume_records`)."""
+        self._fingerprint, self._video_fingerprint = settings, video
+
+    def resume_records(self, items: list[Any], previous: dict[str, ManifestRecord],
+                       out: Path) -> list[ManifestRecord | None]:
+        """For each input, the record it gets without being processed: ``failed`` for a folder entry that cannot be
+        read, ``skipped`` when an earlier run with the same settings finished it from the same file
+        (:meth:`is_finished` says "done"); None when it must be processed, or when only its exports are missing
+        (:meth:`process_units`, given the earlier records, writes those from the stored results)."""
+        self._previous = previous
+        plan: list[ManifestRecord | None] = []
+        for item in items:
+            prev = previous.get(item.stem)
+            self._note_input(item, prev)
+            if item.problem is not None:
+                plan.append(self._stamp(item, self._failed(item, item.problem)))
+            elif self.is_finished(item, prev, out) == "done":
+                assert prev is not None
+                plan.append(self._stamp(item, self.skipped_record(item, prev)))
+            else:
+                plan.append(None)
+        return plan
+
+    def _stamp(self, item: Any, rec: ManifestRecord) -> ManifestRecord:
+        """``rec`` with the fingerprint of the settings that made its outputs and the identity of the file they were
+        made from (neither for a failed input)."""
+        finished = rec.status in (*DONE_STATUSES, "skipped")
+        rec.settings = self._fingerprint_of(item.kind) if finished else None
+        if finished:
+            rec.identity = self._identities.get(item.stem)
+        return rec
+
+    def run_summary(self, *, run_id: str, started: float, wall: float, inputs: int, counts: dict[str, int],
+                    processed: dict[str, int]) -> dict[str, Any]:
+        """The content of ``summary.json`` (``started``: epoch seconds; ``processed``: images, frames, people,
+        no_keypoints, as :func:`count_processed` adds them up)."""
+        from metahmr_cli.config import config_to_dict
+
+        cfg = self.config
         exit_code = 1 if counts["failed"] else 0
+        totals = processed
         n_units = totals["images"] + totals["frames"]
         est = self.estimator
         summary = {
@@ -578,7 +662,7 @@ class Pipeline:
             "metahmr_version": __version__,
             "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
             "wall_seconds": wall,
-            "inputs": len(items),
+            "inputs": inputs,
             "counts": counts,
             "exit_code": exit_code,
             "processed": totals,
@@ -596,11 +680,7 @@ class Pipeline:
             "warnings": self.warnings,
             "config": config_to_dict(cfg),
         }
-        write_summary(out, summary)
-        if self.renderer is not None and hasattr(self.renderer, "close"):
-            with contextlib.suppress(Exception):
-                self.renderer.close()
-        return RunReport(counts=counts, exit_code=exit_code, out_dir=out, summary=summary)
+        return summary
 
     def _say_schedule(self) -> None:
         """Name the test-time optimisation and its step budget (e.g. EFT's 20) before the work starts."""
@@ -614,36 +694,27 @@ class Pipeline:
             self.console.print(line, markup=False, highlight=False, soft_wrap=True)
         logger.info("%s", line)
 
-    def _loop(self, items: list[Any], out: Path, manifest: Manifest, progress: WorkProgress,
+    def _loop(self, items: list[Any], out: Path, previous: dict[str, ManifestRecord], progress: WorkProgress,
               record: Any, flush: Any, pending: list[Frame]) -> None:
-        from metahmr_cli.io.sources import input_changed
-
-        cfg = self.config
         complete: list[str | None] = []
         plan = []
-        self._previous = manifest.previous
+        self._previous = previous
         self._earlier_meshes, self._earlier_exports = {}, {}
         for item in items:
-            prev = manifest.previous.get(item.stem)
-            self._identities[item.stem] = self._identity(item)
-            if prev is not None and not cfg.overwrite:  # a re-run adds export formats and keeps those it finds
-                self._earlier_meshes[item.stem] = {o.rsplit(".", 1)[-1] for o in prev.outputs
-                                                   if re.search(r"_person\d{2}\.(obj|ply|glb)$", o)}
-                self._earlier_exports[item.stem] = {o for o in prev.outputs if o.startswith(f"{item.stem}_tracks/")}
-            done = None
-            if item.problem is None and not cfg.overwrite and prev is not None \
-                    and input_changed(prev.identity, self._identities[item.stem]) is None:
-                done = self._completeness(prev, out)
+            prev = previous.get(item.stem)
+            self._note_input(item, prev)
+            done = self.is_finished(item, prev, out)
             complete.append(done)
             plan.append("pass" if item.problem is not None or done else "video" if item.kind == "video" else "image")
         prefetch = _Prefetch(self._prepare_image, items, plan, self.prefetch_depth)
         try:
-            self._loop_items(items, out, manifest, progress, record, flush, pending, complete, prefetch)
+            self._loop_items(items, out, previous, progress, record, flush, pending, complete, prefetch)
         finally:
             prefetch.close()
 
-    def _loop_items(self, items: list[Any], out: Path, manifest: Manifest, progress: WorkProgress, record: Any,
-                    flush: Any, pending: list[Frame], complete: list[str | None], prefetch: _Prefetch) -> None:
+    def _loop_items(self, items: list[Any], out: Path, previous: dict[str, ManifestRecord], progress: WorkProgress,
+                    record: Any, flush: Any, pending: list[Frame], complete: list[str | None],
+                    prefetch: _Prefetch) -> None:
         cfg = self.config
         for index, item in enumerate(items):
             name = Path(str(item.path)).name
@@ -651,7 +722,7 @@ class Pipeline:
             if item.problem is not None:
                 record(item, self._failed(item, item.problem))
                 continue
-            prev = manifest.previous.get(item.stem)
+            prev = previous.get(item.stem)
             if complete[index] == "exports":  # results of an earlier run: only exports are missing
                 assert prev is not None
                 record(item, self._exports_only(item, prev, out), advance=False)
@@ -659,12 +730,7 @@ class Pipeline:
                 continue
             if complete[index]:
                 assert prev is not None
-                rec = ManifestRecord(input=str(item.path), key=item.stem, kind=item.kind, status="skipped",
-                                     reason="outputs of an earlier run with the same settings are complete "
-                                            "(use --overwrite to redo)",
-                                     people=prev.people, frames=prev.frames, outputs=list(prev.outputs),
-                                     previous_status=prev.previous_status or prev.status)
-                record(item, rec, advance=False)
+                record(item, self.skipped_record(item, prev), advance=False)
                 progress.skip(item.stem, name=name)
                 continue
             if prev is not None and not cfg.overwrite and prev.settings \
@@ -689,6 +755,15 @@ class Pipeline:
             # decoded images wait here until a batch of people is full (or as many images are held)
             if _batch_full(pending, cfg.batch_size):
                 flush()
+
+    def _note_input(self, item: Any, prev: ManifestRecord | None) -> None:
+        """Read an input's identity, and the mesh and export formats its earlier record lists (a re-run adds
+        formats and keeps those it finds)."""
+        self._identities[item.stem] = self._identity(item)
+        if prev is not None and not self.config.overwrite:
+            self._earlier_meshes[item.stem] = {o.rsplit(".", 1)[-1] for o in prev.outputs
+                                               if re.search(r"_person\d{2}\.(obj|ply|glb)$", o)}
+            self._earlier_exports[item.stem] = {o for o in prev.outputs if o.startswith(f"{item.stem}_tracks/")}
 
     def _identity(self, item: Any) -> dict[str, Any] | None:
         """The identity of an input file (None when it cannot be read: it fails later with its own reason)."""
@@ -715,6 +790,29 @@ class Pipeline:
         return min(n, self.config.max_frames) if self.config.max_frames else n
 
     # -------------------------------------------------------------------------------------------- skip logic
+    def is_finished(self, item: Any, prev: ManifestRecord | None, out: Path) -> str | None:
+        """How much of an input an earlier run finished: "done" (skip it), "exports" (its results are complete and
+        kept, some asked-for meshes or sequence files are missing: :meth:`_exports_only`), or None (process it).
+        Only a readable input without ``--overwrite`` whose earlier record ``prev`` was made from the same file
+        (its identity, read by :meth:`_note_input`) can be finished; then :meth:`_completeness` decides."""
+        from metahmr_cli.io.sources import input_changed
+
+        if item.problem is not None or self.config.overwrite or prev is None:
+            return None
+        if item.stem not in self._identities:
+            self._note_input(item, prev)
+        if input_changed(prev.identity, self._identities[item.stem]) is not None:
+            return None
+        return self._completeness(prev, out)
+
+    def skipped_record(self, item: Any, prev: ManifestRecord) -> ManifestRecord:
+        """The ``skipped`` record of a finished input (its outputs as ``prev``, the earlier record, lists them)."""
+        return ManifestRecord(input=str(item.path), key=item.stem, kind=item.kind, status="skipped",
+                              reason="outputs of an earlier run with the same settings are complete "
+                                     "(use --overwrite to redo)",
+                              people=prev.people, frames=prev.frames, outputs=list(prev.outputs),
+                              previous_status=prev.previous_status or prev.status)
+
     @property
     def mesh_formats(self) -> tuple[str, ...]:
         """The mesh formats asked for (``--save-mesh``)."""

@@ -11,6 +11,7 @@ from typing import Literal
 
 import torch
 
+from metahmr_cli.distributed.settings import BACKENDS, RaySettings
 from metahmr_cli.errors import ConfigError
 from metahmr_cli.keypoints.people import PeopleSettings
 from metahmr_cli.tto.config import TTOConfig
@@ -102,6 +103,11 @@ class ProcessConfig:
         wait: wait for another run writing to ``out`` instead of stopping with an error.
         self_aux: let a single-network checkpoint (official CLIFF, SPIN) serve as its own auxiliary network for the
             Meta-HMR schedules; refused otherwise, and outputs say ``<schedule>+self-aux``.
+        backend: "local" (this process) or "ray" (Ray Data workers on a Ray cluster, the same outputs:
+            :mod:`metahmr_cli.distributed`); ray: its settings (:class:`~metahmr_cli.distributed.RaySettings`).
+            ``metahmr process`` picks the runner from it; :class:`~metahmr_cli.pipeline.Pipeline` always runs in its
+            own process and :class:`~metahmr_cli.distributed.RayRunner` on Ray. Neither setting changes results, so
+            neither is part of the settings fingerprint (a local run resumes a Ray run and the other way round).
     """
 
     inputs: list[str] = field(default_factory=list)
@@ -142,6 +148,8 @@ class ProcessConfig:
     max_pixels: int = 100_000_000
     wait: bool = False
     prefetch: int | None = None
+    backend: Literal["local", "ray"] = "local"
+    ray: RaySettings = field(default_factory=RaySettings)
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` naming the bad setting and what is allowed (inputs included)."""
@@ -197,6 +205,9 @@ class ProcessConfig:
         self.people.validate()
         self.tto.validate()
         self.video.validate()
+        if self.backend not in BACKENDS:
+            raise ConfigError(f"backend = {self.backend!r}; choose one of {', '.join(BACKENDS)}.")
+        self.ray.validate()
 
 
 def resolve_device(device: str) -> torch.device:

@@ -167,17 +167,37 @@ class WorkProgress:
                 timed: bool = True) -> None:
         """``units`` of input ``key`` are finished (with ``people`` in them, when counted); ``timed`` False: they
         took no real work (e.g. frames resumed from an earlier run) and say nothing about the rate."""
-        now = self.clock()
+        if timed:
+            self.advance_many([(key, units, people)], name=name)
+            return
         w = self.work.get(key)
         if w is None:
             w = self.work[key] = _Work(cls=key, units=units)
-        if timed:
+        w.free += units
+        self.last = self.clock()
+        self._show(name)
+
+    def advance_many(self, parts: list[tuple[str, float, float | None]], *, name: str = "") -> None:
+        """Several inputs finished together (e.g. a unit of work that came back from another process): ``parts``
+        holds (key, units, people or None) per input; the time since the last update is one interval of work per
+        class, shared between the classes by their units."""
+        now = self.clock()
+        per_class: dict[str, list[Any]] = {}  # class -> [units, people, people counted]
+        for key, units, people in parts:
+            w = self.work.get(key)
+            if w is None:
+                w = self.work[key] = _Work(cls=key, units=units)
             w.done += units
             if people is not None:
                 w.people += people
-            self.model.add(w.cls, units, people, now - self.last)
-        else:
-            w.free += units
+            c = per_class.setdefault(w.cls, [0.0, 0.0, True])
+            c[0] += units
+            c[1] += people or 0.0
+            c[2] = c[2] and people is not None
+        total = sum(c[0] for c in per_class.values())
+        for cls, (units, people, counted) in per_class.items():
+            seconds = (now - self.last) * units / total if total > 0 else 0.0
+            self.model.add(cls, units, people if counted else None, seconds)
         self.last = now
         self._show(name)
 

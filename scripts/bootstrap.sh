@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Create ./.venv with metahmr and fetch the open keypoint model (idempotent: a no-op when nothing changed).
 #   scripts/bootstrap.sh          # for users: metahmr with every backend (what `metahmr process` needs)
-#   scripts/bootstrap.sh --dev    # for development: also the test and lint tools (pytest, ruff)
+#   scripts/bootstrap.sh --dev    # for development: also the test and lint tools (pytest, ruff) and Ray
+#                                 # (metahmr[ray]: `process --backend ray` and its tests)
 #   PYTHON=/usr/bin/python3 scripts/bootstrap.sh   # with a given interpreter (default: python3 on PATH)
 # Afterwards: .venv/bin/metahmr --help
 #

@@ -22,7 +22,8 @@ def test_gpu_benchmark_quick_run_on_cpu(tmp_path):
     assert len(reports) == 1 and reports[0].with_suffix(".md").is_file()
     report = json.loads(reports[0].read_text())
     sections = report["sections"]
-    assert list(sections) == ["cuda_tests", "tto_released", "tto_open", "tto_settings", "process", "train_step"]
+    assert list(sections) == ["cuda_tests", "tto_released", "tto_open", "tto_settings", "process", "train_step",
+                              "ray"]
     for name, sec in sections.items():
         assert sec["status"] == "ok", f"{name}: {sec.get('error')}"
         assert sec["rows"], name
@@ -34,8 +35,12 @@ def test_gpu_benchmark_quick_run_on_cpu(tmp_path):
     assert {r["run"] for r in sections["process"]["rows"]} == {"open tier", "tiny + open body"}
     assert all(r["images_per_second"] > 0 for r in sections["process"]["rows"])
     assert sections["train_step"]["rows"][0]["meta_over_plain"] > 0
+    ray_row = sections["ray"]["rows"][0]  # on a CPU: one worker, the code path
+    assert ray_row["workers"] == 1 and ray_row["images"] == 2 and ray_row["images_per_second"] > 0
+    assert ray_row["counts"]["ok"] == 2
     md = reports[0].with_suffix(".md").read_text()
     assert "engine people/s" in md and "process, end to end" in md and "pytest -m cuda" in md
+    assert "process on Ray" in md
 
 
 def test_failing_section_is_recorded_and_the_rest_runs(tmp_path, monkeypatch):

@@ -130,6 +130,7 @@ def check_backends() -> list[Check]:
         ("smplx", "SMPL layer", "pip install smplx"),
         ("trimesh", "mesh export", "pip install trimesh"),
         ("tensorboard", "training logs", "pip install 'metahmr[train]'"),
+        ("ray", "process --backend ray (many GPUs and machines)", "pip install 'metahmr[ray]'"),
     ]
     out = []
     for module, what, fix in table:

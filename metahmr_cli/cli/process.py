@@ -38,10 +38,14 @@ Examples:
 
   metahmr process ./photos --config run.toml                    # any setting from a TOML/JSON file
 
+  metahmr process ./videos --out results/ --backend ray         # every GPU of this machine, one worker each
+
+  metahmr process /nfs/shots --out /nfs/results --backend ray --ray-address auto   # a Ray cluster; --out shared
+
 Outputs (see docs/output-schema.md): <stem>.npz per image (<stem>/frame_NNNNNN.npz per video frame),
 <stem>_overlay.png / <stem>.mp4, optional meshes, manifest.jsonl (one status per input) and summary.json.
 Videos also get <stem>_tracks.npz (every tracked person's motion) and <stem>_tracks/track_NNN.npz|glb|bvh.
-Finished inputs are skipped on a re-run unless --overwrite is given.
+Finished inputs are skipped on a re-run unless --overwrite is given (with either backend).
 Exit codes: 0 all inputs ok or without people, 1 some inputs failed, 2 usage or setup error.
 """
 
@@ -156,6 +160,21 @@ def register(app: typer.Typer) -> None:
         self_aux: bool = typer.Option(False, "--self-aux", help="With a single-network checkpoint (official "
                                                               "CLIFF/SPIN), use it as its own auxiliary net for "
                                                               "metahmr/reference/paper (labelled +self-aux)."),
+        backend: str | None = typer.Option(None, "--backend", help="local (default: this process) | ray (Ray Data "
+                                                                   "workers, the same outputs; needs the ray "
+                                                                   "extra)."),
+        ray_address: str | None = typer.Option(None, "--ray-address", help="With --backend ray: auto (the cluster "
+                                                                           "this machine joined) or HOST:PORT of the "
+                                                                           "Ray head (default: a local Ray instance "
+                                                                           "with every CPU and GPU here)."),
+        workers: int | None = typer.Option(None, "--workers", help="With --backend ray: workers, each loading the "
+                                                                   "models once (default: one per GPU, or per "
+                                                                   "--cpus-per-worker CPUs without GPUs)."),
+        gpus_per_worker: float | None = typer.Option(None, "--gpus-per-worker", help="With --backend ray: GPUs per "
+                                                                                     "worker (default: 1 when the "
+                                                                                     "cluster has GPUs, else 0)."),
+        cpus_per_worker: float | None = typer.Option(None, "--cpus-per-worker", help="With --backend ray: CPUs per "
+                                                                                     "worker (default: 1)."),
     ) -> None:
         """Recover SMPL meshes of every person in photos and videos.
 
@@ -203,14 +222,20 @@ def register(app: typer.Typer) -> None:
             "video.warm_start": warm_start, "video.world": world,
             "video.export": None if export is None else tuple(e.strip() for e in export.split(",")
                                                             if e.strip() and e.strip() != "none"),
+            "backend": backend, "ray.address": ray_address, "ray.workers": workers,
+            "ray.gpus_per_worker": gpus_per_worker, "ray.cpus_per_worker": cpus_per_worker,
         }
         try:
             cfg = ProcessConfig()
             if config is not None:
                 cfg = apply_overrides(cfg, load_config_file(config))
             cfg = apply_overrides(cfg, overrides)
-            pipeline = Pipeline(cfg, progress=progress, console=console)
-            report = pipeline.run()
+            if cfg.backend == "ray":
+                from metahmr_cli.distributed.ray_backend import RayRunner
+
+                report = RayRunner(cfg, progress=progress, console=console).run()
+            else:
+                report = Pipeline(cfg, progress=progress, console=console).run()
         except DiskFullError as exc:
             print_error(console, exc)
             raise typer.Exit(code=1) from None
