@@ -119,7 +119,7 @@ def test_noise_free_detections_put_every_keypoint_on_its_own_side(standin_dir):
     for fmt in ("coco17", "body25", "halpe26", "mediapipe33"):
         ds = SyntheticKeypointDataset(standin_dir, KeypointSynthConfig(
             length=20, seed=3, formats={fmt: 1.0}, noise=(0.0, 0.0), dropout=(0.0, 0.0), occlusion=0.0,
-            truncation=0.0, swap=0.0, outlier=0.0))
+            truncation=0.0, half_body=0.0, head_shoulders=0.0, swap=0.0, body_swap=(0.0, 0.0), outlier=0.0))
         for i in range(4):
             item = ds[i]
             gt, obs = item["keypoints"].numpy(), item["keypoints_obs"].numpy()

@@ -12,6 +12,8 @@ the ground-truth body with the errors those models make:
   ankles sit 5-7 cm lower than the body's joints); 6 of 116 people (5 %) came out facing the other way, i.e. front
   and back exchanged with left and right relabelled. Renders are harder for it than photos, so every sample draws a
   noise multiplier around these values.
+- **BlazePose's guesses** for joints outside the picture (low visibility, positions that say nothing: folded legs
+  under a person cut at the waist).
 - **BlazePose 2D landmarks** with visibilities (high in the image, low outside it or under an occluder), relabelled
   with the world landmarks when it turns the person around.
 - **BlazePose misses** a person now and then (more often when the person is small or cut by the image border).
@@ -107,6 +109,18 @@ def _person_axes(j17: np.ndarray) -> np.ndarray:
     return np.stack([a, u, np.cross(a, u)])
 
 
+def _guessed(rng: np.random.Generator, world: np.ndarray, outside: np.ndarray) -> np.ndarray:
+    """BlazePose's world landmarks for joints outside the picture (``outside``: (17,) bool): guesses that carry no
+    information about the body. On photos cut at the waist its knees and ankles come out folded up toward the hips
+    (knees 0.2-0.3 m and ankles 0.5 m under the hip centre instead of 0.45 m and 0.85 m) and scattered in depth;
+    here each hidden joint is pulled toward the hip centre by a random factor and moved by ~10 cm, so the network
+    learns that these rows say nothing (the ground truth of unseen legs is a standing pose)."""
+    hip = 0.5 * (world[11] + world[12])
+    pull = rng.uniform(0.2, 1.0)
+    out = hip + (world[outside] - hip) * pull
+    return out + rng.normal(0.0, 0.1, out.shape)
+
+
 def simulate_evidence(rng: np.random.Generator, joints: np.ndarray, uv: np.ndarray, box: np.ndarray, f: float,
                       w: int, h: int, occluded: np.ndarray, cfg: EvidenceSimConfig) -> PersonEvidence:
     """Evidence for one synthetic person.
@@ -146,6 +160,8 @@ def simulate_evidence(rng: np.random.Generator, joints: np.ndarray, uv: np.ndarr
         axis = rng.normal(size=3)
         world = world @ Rotation.from_rotvec(axis / np.linalg.norm(axis) * angle).as_matrix().T
         world *= 1.0 + rng.normal(0.0, _SCALE_SIGMA * noise)
+        if cut:  # joints outside the picture: BlazePose still places them, as a guess, e.g. folded legs
+            world[~inside] = _guessed(rng, world, ~inside)
         vis = np.where(inside, rng.uniform(0.85, 1.0, 17), rng.uniform(0.0, 0.3, 17))
         hidden = occluded[GT_SLOTS] & inside
         vis[hidden] = rng.uniform(0.2, 0.7, int(hidden.sum()))
