@@ -127,9 +127,11 @@ def body_dir_for(body: str) -> Path:
     return out
 
 
-def make_people(num: int, device: torch.device, keypoint_input: bool = False, seed: int = 0) -> TTOInputs:
-    """P synthetic people: random crops (or, for a keypoint network, their keypoints as the input), boxes in a
-    480x640 image and GT-slot keypoints with confidence 1. Built on the CPU and moved with pinned copies."""
+def make_people(num: int, device: torch.device, keypoint_input: bool | tuple[int, ...] = False,
+                seed: int = 0) -> TTOInputs:
+    """P synthetic people: random crops (or, for a keypoint network, their keypoints as the input: ``True`` or the
+    network's per-person input shape, e.g. (67, 4) with image-evidence rows, left empty), boxes in a 480x640 image
+    and GT-slot keypoints with confidence 1. Built on the CPU and moved with pinned copies."""
     gen = torch.Generator().manual_seed(seed)
     center = torch.stack([300 + 80 * torch.rand(num, generator=gen), 240 + 40 * torch.rand(num, generator=gen)], -1)
     scale = 1.0 + 0.5 * torch.rand(num, generator=gen)
@@ -137,7 +139,12 @@ def make_people(num: int, device: torch.device, keypoint_input: bool = False, se
     kp = torch.zeros(num, 49, 3)
     kp[:, 25:, :2] = 1.4 * torch.rand(num, 24, 2, generator=gen) - 0.7
     kp[:, 25:, 2] = 1.0
-    images = kp.clone() if keypoint_input else 0.5 * torch.randn(num, 3, 256, 192, generator=gen)
+    if keypoint_input:
+        rows, cols = keypoint_input if isinstance(keypoint_input, tuple) else (49, 3)
+        images = torch.zeros(num, rows, cols)
+        images[:, :49, :3] = kp
+    else:
+        images = 0.5 * torch.randn(num, 3, 256, 192, generator=gen)
     return TTOInputs(images, crop, kp).to(device)
 
 
@@ -210,7 +217,7 @@ def bench_one(device: str, network: str, scope: str, p: int, steps: int, impl: s
     dev = torch.device(device)
     main, aux = load_networks_for(network, dev)
     body_model = load_body_model(body_dir_for(body), "neutral", device=dev)
-    kp_in = network == "kpnet"
+    kp_in = tuple(main.backbone.input_shape) if network == "kpnet" else False
     # the engine warms up on 2 people so its one-off activation probe (cached per shape) is not timed
     inputs, warm_inputs = make_people(p, dev, kp_in), make_people(1 if impl == "loop" else 2, dev, kp_in, seed=1)
     extra = extra or {}

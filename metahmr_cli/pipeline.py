@@ -366,15 +366,18 @@ class Pipeline:
         progress: show progress (a bar on a terminal, plain lines otherwise).
         console: rich console for progress and messages.
         estimator: a ready :class:`~metahmr_cli.estimator.Estimator` to use (its models stay loaded across runs).
+        evidence: the image-evidence stage of a network that reads it (see :class:`~metahmr_cli.estimator.Estimator`).
     """
 
     def __init__(self, config: ProcessConfig, *, detector: Any = None, keypoints: KeypointStage | None = None,
                  networks: Any = None, body: Any = None, renderer: Renderer | None = None,
-                 progress: bool = True, console: Any = None, estimator: Estimator | None = None) -> None:
+                 progress: bool = True, console: Any = None, estimator: Estimator | None = None,
+                 evidence: Any = None) -> None:
         config.validate()
         self.config = config
         self.estimator = estimator if estimator is not None else Estimator(
-            config, detector=detector, keypoints=keypoints, networks=networks, body=body, console=console)
+            config, detector=detector, keypoints=keypoints, networks=networks, body=body, console=console,
+            evidence=evidence)
         self.device = self.estimator.device
         self.renderer = renderer
         self.progress = progress
