@@ -215,8 +215,9 @@ def main() -> None:
         "images": full["images"], "people": full["people"], "seconds": t,
         "images_per_second": full["images"] / t, "people_per_second": full["people"] / t,
         "plain_regression_images_per_second": plain["images"] / plain["run_seconds"],
-        "stage_seconds_per_image": {k: stages[k] / max(full["images"], 1) for k in
-                                    ("decode", "detect", "keypoints", "crop", "regress", "tto", "write", "render")},
+        "stage_seconds_per_image": {k: stages.get(k, 0.0) / max(full["images"], 1) for k in
+                                    ("decode", "detect", "keypoints", "evidence", "crop", "regress", "tto", "write",
+                                     "render")},
     }
     print(f"{result['images']} images, {result['people']} people on {args.device} ({result['network']}, body {body}, "
           f"{args.schedule} x{args.steps}, batch {args.batch_size}, keypoints {args.keypoints}, "

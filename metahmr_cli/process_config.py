@@ -29,8 +29,9 @@ __all__ = [
     "resolve_device",
 ]
 
-STAGES: tuple[str, ...] = ("decode", "detect", "keypoints", "crop", "tto", "smooth", "write", "render")
-"""Timed stages. ``tto`` includes the forward passes of the networks (plain regression when ``--tto none``);
+STAGES: tuple[str, ...] = ("decode", "detect", "keypoints", "evidence", "crop", "tto", "smooth", "write", "render")
+"""Timed stages. ``evidence`` is the open model's image evidence (BlazePose and the face check on each person's crop);
+``tto`` includes the forward passes of the networks (plain regression when ``--tto none``);
 ``smooth`` is the temporal filter of videos."""
 KEYPOINT_BACKENDS: tuple[str, ...] = (
     "auto", "rtmpose", "yolo-pose", "mediapipe", "movenet", "movenet-thunder", "openpose-json", "coco-json", "mmpose")
