@@ -284,6 +284,7 @@ def test_probe_measures_the_inner_step_by_hand(setup):
     net = copy.deepcopy(main0)
     plain = 60.0 * hand_loss(decode(net(batch.images, batch.crop.bbox_info()), body, batch.crop), batch.gt)
     g_plain = torch.autograd.grad(plain, list(net.parameters()))
+    plain = float(plain.detach())
     outer, g_meta = 0.0, [torch.zeros_like(p) for p in net.parameters()]
     for i, theta in enumerate(ref):
         net = copy.deepcopy(main0)
