@@ -387,19 +387,6 @@ def build_config(cls: type[T], config_file: str | Path | None = None, **cli_over
     return apply_overrides(cfg, {k: v for k, v in cli_overrides.items() if v is not None})
 
 
-def resolve_device(device: str = "auto") -> str:
-    """Map ``auto`` to ``cuda`` when a GPU is visible, else ``cpu``; validate explicit choices."""
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"--device {device} was asked for but no CUDA device is visible; use --device cpu.")
-    if not (device == "cpu" or device.startswith("cuda") or device == "mps"):
-        raise ConfigError(f"--device {device!r}: use auto, cpu, cuda or cuda:N.")
-    return device
-
-
 def resolve_dtype(name: str):
     """``float32`` | ``float64`` | ``bfloat16`` | ``float16`` → torch dtype."""
     import torch

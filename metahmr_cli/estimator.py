@@ -33,6 +33,7 @@ import torch
 
 from metahmr_cli.constants import BBOX_MARGIN_DETECTOR, IMAGENET_MEAN, IMAGENET_STD
 from metahmr_cli.errors import AssetNotFoundError, ConfigError, InputError, MetaHMRError
+from metahmr_cli.io.sources import check_image
 from metahmr_cli.process_config import (
     DETECTOR_DEFAULTS,
     YOLO_DEFAULTS,
@@ -259,44 +260,6 @@ class Frame:
     @property
     def num_people(self) -> int:
         return len(self.boxes)
-
-
-def check_image(image: Any, what: str = "image") -> np.ndarray:
-    """An (H, W, 3) uint8 RGB array from an array-like image; a clear InputError otherwise.
-
-    Accepts (H, W) grayscale, (H, W, 4) RGBA (alpha dropped), uint16 images (scaled by 255 / 65535), other
-    integer images with values in 0..255, and float images in [0, 1] (or 0..255)."""
-    if isinstance(image, str | Path):
-        raise InputError(f"{what} is a path ({image}); the estimator takes pixels: read it with "
-                         "metahmr_cli.io.sources.read_image(path), or run files with `metahmr process` / Pipeline.")
-    if isinstance(image, torch.Tensor):
-        image = image.detach().cpu().numpy()
-    arr = np.asarray(image)
-    if arr.ndim == 2:
-        arr = np.repeat(arr[..., None], 3, axis=2)
-    if arr.ndim != 3 or arr.shape[2] not in (3, 4) or arr.shape[0] < 2 or arr.shape[1] < 2:
-        raise InputError(f"{what} must be an (H, W, 3) RGB array, got shape {arr.shape} "
-                         "(channels last; use image.transpose(1, 2, 0) for a (3, H, W) tensor).")
-    arr = arr[..., :3]
-    if arr.dtype != np.uint8:
-        if np.issubdtype(arr.dtype, np.floating):
-            if not np.isfinite(arr).all():
-                raise InputError(f"{what} holds NaN or infinite values.")
-            scale = 255.0 if arr.max() <= 1.0 else 1.0
-            arr = np.clip(np.rint(arr * scale), 0, 255).astype(np.uint8)
-        elif arr.dtype == np.uint16:
-            from metahmr_cli.io.sources import image_to_uint8
-
-            arr = image_to_uint8(arr, "I;16")  # a 16-bit image: its full range, not values clipped at 255
-        elif np.issubdtype(arr.dtype, np.integer):
-            lo, hi = int(arr.min()), int(arr.max())
-            if lo < 0 or hi > 255:
-                raise InputError(f"{what} has dtype {arr.dtype} with values {lo}..{hi}, outside 0..255; give uint8 "
-                                 "RGB, a uint16 image, or floats in [0, 1].")
-            arr = arr.astype(np.uint8)
-        else:
-            raise InputError(f"{what} has dtype {arr.dtype}; give uint8 RGB (or floats in [0, 1]).")
-    return np.ascontiguousarray(arr)
 
 
 MAX_FOCAL_PER_DIAGONAL = 1000.0

@@ -9,8 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-import torch
-
+from metahmr_cli.devices import resolve_device
 from metahmr_cli.distributed.settings import BACKENDS, RaySettings
 from metahmr_cli.errors import ConfigError
 from metahmr_cli.keypoints.people import PeopleSettings
@@ -209,19 +208,6 @@ class ProcessConfig:
         if self.backend not in BACKENDS:
             raise ConfigError(f"backend = {self.backend!r}; choose one of {', '.join(BACKENDS)}.")
         self.ray.validate()
-
-
-def resolve_device(device: str) -> torch.device:
-    """"auto" -> CUDA when available else CPU; raises ConfigError for unknown or unavailable devices."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except RuntimeError as exc:
-        raise ConfigError(f"device {device!r} is not valid; use auto, cpu, cuda or cuda:N.") from exc
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device {device!r} asked for, but CUDA is not available here; use --device cpu.")
-    return dev
 
 
 def focal_for_image(width: int, height: int, *, focal: float | str | None = None, fov: float | None = None,

@@ -1,4 +1,4 @@
-"""The one atomic writer (``io.writers.atomic_path``) and the writers built on it: a failed or killed write keeps
+"""The one atomic writer (``files.atomic_path``) and the writers built on it: a failed or killed write keeps
 the previous file and leaves no temporary file behind (or one that the next run recognises and removes)."""
 
 from __future__ import annotations
@@ -13,11 +13,9 @@ import numpy as np
 import pytest
 import torch
 
+from metahmr_cli import files
 from metahmr_cli.body import standin
-from metahmr_cli.data import npzio
-from metahmr_cli.evaluation import runner
 from metahmr_cli.io.writers import atomic_path, clean_temp_files, is_temp_file
-from metahmr_cli.models import checkpoints
 from metahmr_cli.training.checkpointing import clean_stale_temp_files
 
 OLD = b"the previous, complete file\n"
@@ -67,15 +65,15 @@ def test_atomic_path_failure_keeps_old_file_and_removes_temp(tmp_path):
 
 # each writer of the project, with the library call it makes patched to fail half-way
 WRITERS = {
-    "torch checkpoint (models.checkpoints._atomic_save)": (
-        "out.pt", lambda path: checkpoints._atomic_save({"w": torch.zeros(2)}, path),
+    "torch checkpoint (files.save_torch_atomic)": (
+        "out.pt", lambda path: files.save_torch_atomic({"w": torch.zeros(2)}, path),
         (torch, "save", lambda obj, f, *a, **k: _half_write(f))),
-    "dataset npz (data.npzio.save_npz_atomic)": (
-        "out.npz", lambda path: npzio.save_npz_atomic(path, {"a": np.zeros(2)}),
+    "npz: datasets, eval caches, tracks (files.save_npz_atomic)": (
+        "out.npz", lambda path: files.save_npz_atomic(path, {"a": np.zeros(2)}),
         (np, "savez", lambda f, *a, **k: _half_write(f))),
-    "eval cache (evaluation.runner._atomic_savez)": (
-        "out.npz", lambda path: runner._atomic_savez(path, {"a": np.zeros(2)}),
-        (np, "savez", lambda f, *a, **k: _half_write(f))),
+    "compressed npz (files.save_npz_atomic, compressed)": (
+        "out.npz", lambda path: files.save_npz_atomic(path, {"a": np.zeros(2)}, compressed=True),
+        (np, "savez_compressed", lambda f, *a, **k: _half_write(f))),
     "body asset (body.standin._atomic_write)": (
         "out.bin", lambda path: standin._atomic_write(path, _half_write), None),
 }

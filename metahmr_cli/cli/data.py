@@ -62,8 +62,9 @@ def synth(
                                        "fields; flags override it)."),
 ) -> None:
     """Render random bodies over procedural backgrounds into a SPIN-format dataset with train/test splits."""
-    from metahmr_cli.config import apply_overrides, load_config_file, resolve_device
+    from metahmr_cli.config import apply_overrides, load_config_file
     from metahmr_cli.data.synth import SynthConfig, write_synth_dataset
+    from metahmr_cli.devices import resolve_device
 
     cfg = SynthConfig(n=n)
     if config is not None:

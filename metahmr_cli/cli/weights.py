@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
@@ -12,6 +11,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from metahmr_cli import assets
+from metahmr_cli.files import file_sha256
 
 weights_app = typer.Typer(
     help="Inspect and install weights, body models and regressors.",
@@ -30,18 +30,6 @@ weights_app = typer.Typer(
 CHECKPOINT_KINDS = (
     "metahmr_cliff_hrnet", "metahmr_cliff_resnet", "metahmr_hmr_resnet", "cliff_hr48", "cliff_res50", "spin_hmr",
 )
-
-
-def _sha256(path: Path, limit: int = 1 << 40) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        read = 0
-        while chunk := handle.read(1 << 20):
-            digest.update(chunk)
-            read += len(chunk)
-            if read >= limit:
-                break
-    return digest.hexdigest()
 
 
 TIER_ASSETS: dict[str, tuple[str, ...]] = {
@@ -86,7 +74,7 @@ def status(
             "licence": spec.licence,
         }
         if checksums and lookup.found:
-            row["sha256"] = _sha256(lookup.found)
+            row["sha256"] = file_sha256(lookup.found)
             expected = manifest.get(name, {}).get("sha256")
             row["sha256_matches_manifest"] = None if not expected else expected == row["sha256"]
         rows[name] = row

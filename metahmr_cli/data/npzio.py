@@ -11,7 +11,7 @@ from typing import Any, BinaryIO
 import numpy as np
 
 from ..errors import DatasetError
-from ..io.writers import atomic_path
+from ..files import save_npz_atomic  # noqa: F401 (the datasets' writer)
 
 __all__ = ["load_npz", "save_npz_atomic"]
 
@@ -77,14 +77,3 @@ def load_npz(path: str | Path) -> dict[str, np.ndarray]:
     except (zipfile.BadZipFile, ValueError, OSError, EOFError, pickle.UnpicklingError) as exc:
         raise DatasetError(f"cannot read dataset file {p}: {exc}") from exc
     return out
-
-
-def save_npz_atomic(path: str | Path, arrays: dict[str, np.ndarray], compressed: bool = False) -> Path:
-    """Write an ``.npz`` to a temporary file in the same folder and rename it into place.
-
-    A reader never sees a half-written file, and an interrupted write leaves the previous file intact.
-    """
-    p = Path(path)
-    with atomic_path(p) as tmp, open(tmp, "wb") as f:
-        (np.savez_compressed if compressed else np.savez)(f, **arrays)
-    return p

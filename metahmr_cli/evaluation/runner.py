@@ -22,8 +22,6 @@ written atomically, so a crash never leaves a half-written file behind.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -38,7 +36,7 @@ from metahmr_cli.errors import ConfigError, DatasetError
 from metahmr_cli.evaluation import protocols as P
 from metahmr_cli.evaluation.paper_numbers import match_paper_result
 from metahmr_cli.evaluation.reports import EvalReport, MethodResult, write_reports
-from metahmr_cli.io.writers import atomic_path
+from metahmr_cli.files import fingerprint, save_npz_atomic
 from metahmr_cli.tto.config import InnerLoop
 
 log = logging.getLogger(__name__)
@@ -182,19 +180,9 @@ class EvalConfig:
 # ---------------------------------------------------------------------------------------------- helpers
 
 
-def _hash(obj: Any) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:12]
-
-
 def _file_fingerprint(path: Path) -> dict[str, Any]:
     st = path.stat()
     return {"path": str(path.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
-
-
-def _atomic_savez(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    """One cache file, written through the atomic writer (a killed run never leaves a half-written cache)."""
-    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
-        np.savez(fh, **arrays)
 
 
 def _batches(n: int, batch_size: int) -> list[tuple[int, int]]:
@@ -272,11 +260,12 @@ class _Evaluator:
     """State shared by the batches of one evaluation."""
 
     def __init__(self, config: EvalConfig) -> None:
-        from metahmr_cli.config import config_to_dict, resolve_device, resolve_dtype
+        from metahmr_cli.config import config_to_dict, resolve_dtype
+        from metahmr_cli.devices import resolve_device
 
         config.validate()
         self.config = config
-        self.device = torch.device(resolve_device(config.device))
+        self.device = resolve_device(config.device)
         self.dtype = resolve_dtype(config.dtype)
         torch.manual_seed(config.seed)
         np.random.seed(config.seed % (2**32))
@@ -436,7 +425,7 @@ class _Evaluator:
             "seed": c.seed,
             "extra": c.extra,
         }
-        return f"{method}-{_hash(key)}"
+        return f"{method}-{fingerprint(key, 12)}"
 
     def inner_loop_of(self, method: str) -> InnerLoop | None:
         """The inner loop a method starts with: the setting, else the checkpoint's record (None: released)."""
@@ -679,7 +668,7 @@ def run_evaluation(config: EvalConfig) -> EvalReport:
                     res = ev.run_method(m, inputs, prepared)
                     seconds[m] += time.perf_counter() - t0
                     res["sample_index"] = np.arange(s, e, dtype=np.int64)
-                    _atomic_savez(ev.cache_path(m, s, e), res)
+                    save_npz_atomic(ev.cache_path(m, s, e), res)
                     cached[(m, b)] = res
                     progress.advance(m, e - s, name=f"{m}, batch {i + 1}/{len(todo)}")
                 computed_samples += e - s

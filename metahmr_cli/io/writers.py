@@ -51,14 +51,11 @@ dropped_reason              (R,)             str        ... why: "no_keypoints" 
 
 from __future__ import annotations
 
-import contextlib
 import datetime as _dt
 import json
 import logging
-import math
 import os
-import secrets
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -66,6 +63,18 @@ from typing import Any, Literal
 import numpy as np
 
 from metahmr_cli.body.joints import JOINT_NAMES
+from metahmr_cli.files import (  # noqa: F401 (the atomic writer, re-exported for the writers' callers)
+    TEMP_MARKER,
+    atomic_path,
+    clean_temp_files,
+    is_temp_file,
+    jsonable,
+    temp_path_for,
+    write_bytes_atomic,
+    write_image_atomic,
+    write_json_atomic,
+    write_text_atomic,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -73,7 +82,6 @@ SCHEMA_VERSION = "1.3"
 READABLE_SCHEMAS: tuple[str, ...] = ("1.0", "1.1", "1.2", "1.3")
 """Schema versions this version reads (1.1 added string keys, 1.2 the optional ``track_id`` of video frames, 1.3 the
 ``dropped_*`` keys of people given no mesh)."""
-TEMP_MARKER = ".metahmr-tmp-"
 MANIFEST_NAME = "manifest.jsonl"
 SUMMARY_NAME = "summary.json"
 NUM_OUTPUT_JOINTS = 49
@@ -121,107 +129,6 @@ _NAN_ALLOWED = {"reproj_error_before", "reproj_error_after"}
 
 REQUIRED_KEYS: tuple[str, ...] = _STR_KEYS + tuple(_ARRAY_SPEC)
 OPTIONAL_KEYS: tuple[str, ...] = tuple(_OPTIONAL_SPEC)
-
-
-# --------------------------------------------------------------------------------------------------------------
-# atomic writes
-
-
-def temp_path_for(path: str | Path) -> Path:
-    """A unique hidden temporary name beside ``path`` that keeps its suffix (writers pick formats by suffix)."""
-    path = Path(path)
-    return path.with_name(f".{path.stem}{TEMP_MARKER}{os.getpid()}-{secrets.token_hex(4)}{path.suffix}")
-
-
-def is_temp_file(path: str | Path) -> bool:
-    """True for temporary files made by :func:`temp_path_for`."""
-    name = Path(path).name
-    return name.startswith(".") and TEMP_MARKER in name
-
-
-@contextlib.contextmanager
-def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path to write to; on success it replaces ``path``, on error it is removed.
-
-    The one atomic writer of the project (result files, checkpoints, datasets, caches, reports). The temporary
-    file sits beside ``path`` (same file system, so the rename is atomic), keeps its suffix (writers that pick
-    a format by suffix, such as ``np.savez``, write exactly there), and is flushed to disk before the rename.
-    If the body raises (or the process dies), ``path`` keeps its previous content; a temporary file left by a
-    killed process is recognised by :func:`is_temp_file`.
-
-    Example::
-
-        with atomic_path(out / "a.png") as tmp:
-            cv2.imwrite(str(tmp), image)
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temp_path_for(path)
-    try:
-        yield tmp
-        if not tmp.exists():
-            raise OSError(f"writer produced no file for {path}")
-        fd = os.open(tmp, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
-
-
-def write_bytes_atomic(path: str | Path, data: bytes) -> Path:
-    """Write ``data`` to ``path`` atomically (fsync before the rename)."""
-    path = Path(path)
-    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    return path
-
-
-def write_text_atomic(path: str | Path, text: str) -> Path:
-    """Write UTF-8 ``text`` to ``path`` atomically."""
-    return write_bytes_atomic(path, text.encode("utf-8"))
-
-
-def write_json_atomic(path: str | Path, obj: Any) -> Path:
-    """Write ``obj`` as indented JSON atomically (NaN/inf become null)."""
-    return write_text_atomic(path, json.dumps(_jsonable(obj), indent=2, allow_nan=False) + "\n")
-
-
-def write_image_atomic(path: str | Path, image_rgb: np.ndarray) -> Path:
-    """Write an RGB uint8 image (H, W, 3) to ``path`` (format from the suffix) atomically."""
-    import cv2
-
-    path = Path(path)
-    image_rgb = np.ascontiguousarray(image_rgb)
-    if image_rgb.ndim != 3 or image_rgb.shape[2] != 3 or image_rgb.dtype != np.uint8:
-        raise ValueError(f"expected an (H, W, 3) uint8 image, got {image_rgb.shape} {image_rgb.dtype}")
-    with atomic_path(path) as tmp:
-        ok = cv2.imwrite(str(tmp), cv2.cvtColor(image_rgb, cv2.COLOR_RGB2BGR))
-        if not ok:
-            raise OSError(f"could not encode image {path}")
-    return path
-
-
-def clean_temp_files(out_dir: str | Path) -> list[Path]:
-    """Remove temporary files left by an interrupted run anywhere below ``out_dir``; returns what was removed."""
-    out_dir = Path(out_dir)
-    removed: list[Path] = []
-    if not out_dir.is_dir():
-        return removed
-    for p in out_dir.rglob(f".*{TEMP_MARKER}*"):
-        if p.is_file() and is_temp_file(p):
-            with contextlib.suppress(OSError):
-                p.unlink()
-                removed.append(p)
-    if removed:
-        logger.info("removed %d temporary file(s) left by an interrupted run in %s", len(removed), out_dir)
-    return removed
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -282,7 +189,7 @@ class FrameResult:
 
     def to_arrays(self) -> dict[str, np.ndarray]:
         """The npz payload: every key of the schema with its canonical dtype."""
-        cfg = self.tto_config if isinstance(self.tto_config, str) else json.dumps(_jsonable(self.tto_config),
+        cfg = self.tto_config if isinstance(self.tto_config, str) else json.dumps(jsonable(self.tto_config),
                                                                                 sort_keys=True)
         out: dict[str, np.ndarray] = {
             "schema_version": np.array(SCHEMA_VERSION),
@@ -515,7 +422,7 @@ class Manifest:
             record.input, record.input_hex = display, raw_hex
         self.records[record.key] = record
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        line = json.dumps(_jsonable(record.to_dict()), allow_nan=False) + "\n"
+        line = json.dumps(jsonable(record.to_dict()), allow_nan=False) + "\n"
         with open(self.path, "a", encoding="utf-8") as fh:
             fh.write(line)
             fh.flush()
@@ -531,7 +438,7 @@ class Manifest:
             merged.setdefault(key, rec)
         for key, rec in self.previous.items():
             merged.setdefault(key, rec)
-        text = "".join(json.dumps(_jsonable(r.to_dict()), allow_nan=False) + "\n" for r in merged.values())
+        text = "".join(json.dumps(jsonable(r.to_dict()), allow_nan=False) + "\n" for r in merged.values())
         return write_text_atomic(self.path, text)
 
     def counts(self) -> dict[str, int]:
@@ -564,24 +471,3 @@ def _to_numpy(x: Any) -> np.ndarray:
     if hasattr(x, "detach"):
         x = x.detach().cpu().numpy()
     return np.asarray(x)
-
-
-def _jsonable(obj: Any) -> Any:
-    """Convert numpy/pathlib/dataclass values into plain JSON types; non-finite floats become None."""
-    if isinstance(obj, Mapping):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple, set)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, Path):
-        return str(obj)
-    if isinstance(obj, np.generic):
-        obj = obj.item()
-    if isinstance(obj, np.ndarray):
-        return _jsonable(obj.tolist())
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if hasattr(obj, "__dataclass_fields__"):
-        return _jsonable({k: getattr(obj, k) for k in obj.__dataclass_fields__})
-    if isinstance(obj, (str, int, float, bool)) or obj is None:
-        return obj
-    return str(obj)

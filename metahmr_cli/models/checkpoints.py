@@ -12,7 +12,6 @@ Every file is read with ``torch.load(..., weights_only=True)``: a checkpoint can
 from __future__ import annotations
 
 import copy
-import hashlib
 import importlib
 import logging
 import pickle
@@ -27,7 +26,7 @@ from torch import Tensor, nn
 
 from ..constants import IMG_H, IMG_W
 from ..errors import AssetNotFoundError, CheckpointError, ConfigError
-from ..io.writers import atomic_path
+from ..files import file_sha256, save_torch_atomic
 from .builders import LAYOUTS, build_regressor, layout_for
 from .regressor import HEAD_DROPOUT, HEAD_MODULES, HEAD_WIDTH, NCAM, NPOSE, NSHAPE, Regressor
 
@@ -85,11 +84,7 @@ _NUMPY_SAFE_GLOBALS: frozenset[str] = frozenset({
 def file_identifier(path: str | Path) -> str:
     """``<file name>@<first 12 hex digits of the file's sha256>``, e.g. ``cliff_hrnet_3dpw.pt@1a2b3c4d5e6f``."""
     path = Path(path)
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return f"{path.name}@{digest.hexdigest()[:12]}"
+    return f"{path.name}@{file_sha256(path)[:12]}"
 
 
 def _resolve_global(name: str) -> Any:
@@ -656,13 +651,6 @@ def load_backbone_init(model: Regressor | nn.Module, path: str | Path) -> Backbo
 
 
 # --------------------------------------------------------------------------------------------- writing
-def _atomic_save(obj: Any, path: Path) -> Path:
-    """``torch.save`` through the project's atomic writer: a failed or interrupted save keeps the old file."""
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
-    return path
-
-
 def _matching_layout(model: Regressor, role: str) -> str | None:
     want = "meta" if role == "main" else "aux"
     candidates = [s for s in LAYOUTS.values() if s.arch == model.arch and s.backbone == model.backbone_name]
@@ -694,7 +682,7 @@ def save_networks(path: str | Path, main: Regressor, aux: Regressor | None, *,
         obj.setdefault(key, {} if key == "optimizer" else ([] if key == "dataset_perm" else 0))
     if extra:
         obj.update(extra)
-    return _atomic_save(obj, Path(path))
+    return save_torch_atomic(obj, path)
 
 
 def _randomise_bn_stats(model: nn.Module, gen: torch.Generator) -> None:
@@ -744,4 +732,4 @@ def write_random_checkpoint(path: str | Path, kind: str, seed: int = 0,
         if module_prefix:
             sd = {f"module.{k}": v for k, v in sd.items()}
         obj = {"model": sd}
-    return _atomic_save(obj, Path(path))
+    return save_torch_atomic(obj, path)

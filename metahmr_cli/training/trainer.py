@@ -31,7 +31,8 @@ from torch import nn
 
 from ..assets import ASSETS, body_dir, resolve_asset
 from ..body.smpl import BodyModel, load_body_model, load_mean_params
-from ..config import apply_overrides, config_to_dict, resolve_device
+from ..config import apply_overrides, config_to_dict
+from ..devices import resolve_device
 from ..errors import CheckpointError, ConfigError
 from ..io.outdir import OutputLock
 from ..models import (
@@ -313,10 +314,10 @@ class Trainer:
     # ------------------------------------------------------------------ set-up
     def _device(self) -> torch.device:
         dev = resolve_device(self.cfg.device)
-        if dev.startswith("cuda") and self.dist.enabled:
+        if dev.type == "cuda" and self.dist.enabled:
             torch.cuda.set_device(self.dist.local_rank)
             return torch.device("cuda", self.dist.local_rank)
-        return torch.device(dev)
+        return dev
 
     def _run_dir(self) -> Path:
         if self.cfg.resume:

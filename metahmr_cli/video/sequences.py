@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from metahmr_cli.files import save_npz_atomic
+
 if TYPE_CHECKING:
     from metahmr_cli.video.world import WorldFrame
 
@@ -142,14 +144,6 @@ def rest_root(body: Any, betas: np.ndarray) -> np.ndarray:
         return body(rot, b).smpl_joints[0, 0].cpu().double().numpy()
 
 
-def _atomic_npz(path: Path, arrays: dict[str, Any]) -> Path:
-    from metahmr_cli.io.writers import atomic_path
-
-    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
-        np.savez(fh, **arrays)
-    return path
-
-
 def write_tracks_npz(path: str | Path, tracks: list[TrackSequence], *, fps: float, stride: int, K: np.ndarray,
                      image_size: tuple[int, int], meta: dict[str, Any], world: WorldFrame | None = None,
                      depth_scale: dict[int, float] | None = None) -> Path:
@@ -178,7 +172,7 @@ def write_tracks_npz(path: str | Path, tracks: list[TrackSequence], *, fps: floa
         arrays.update({p + k: v for k, v in t.report.items()})
         if depth_scale is not None:
             arrays[p + "depth_scale"] = np.float64(depth_scale.get(t.track_id, 1.0))
-    return _atomic_npz(Path(path), arrays)
+    return save_npz_atomic(path, arrays)
 
 
 AMASS_NUM_BETAS = 16
@@ -227,4 +221,4 @@ def write_amass(path: str | Path, seq: TrackSequence, body: Any, *, fps: float, 
               "frames": frames, "interpolated": interp, "start_time": np.float64(frames[0] / float(fps)),
               "track_id": np.int64(seq.track_id), "world_from_camera": world.matrix(),
               "world_source": np.array(world.source)}
-    return _atomic_npz(Path(path), arrays)
+    return save_npz_atomic(path, arrays)
