@@ -32,11 +32,26 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from metahmr_cli.errors import ConfigError, DatasetError
+from metahmr_cli.assets import body_dir, resolve_asset
+from metahmr_cli.body.smpl import load_body_model, load_mean_params
+from metahmr_cli.config import apply_overrides, check_types, config_to_dict, resolve_dtype
+from metahmr_cli.data.check import require_valid
+from metahmr_cli.data.datasets import HMRDataset
+from metahmr_cli.data.keypoint_synth import KeypointSynthConfig, SyntheticKeypointDataset
+from metahmr_cli.data.npzio import load_npz
+from metahmr_cli.data.registry import load_datasets_config
+from metahmr_cli.devices import resolve_device
+from metahmr_cli.errors import AssetNotFoundError, ConfigError, DatasetError
 from metahmr_cli.evaluation import protocols as P
 from metahmr_cli.evaluation.paper_numbers import match_paper_result
 from metahmr_cli.evaluation.reports import EvalReport, MethodResult, write_reports
 from metahmr_cli.files import fingerprint, save_npz_atomic
+from metahmr_cli.geometry.camera import CropInfo
+from metahmr_cli.geometry.crop import apply_affine, normalize_crop_keypoints
+from metahmr_cli.losses import LossWeights
+from metahmr_cli.models.checkpoints import file_identifier, load_networks
+from metahmr_cli.progress import WorkProgress
+from metahmr_cli.tto import TTOConfig, TTOInputs, resolve_schedule, run_tto
 from metahmr_cli.tto.config import InnerLoop
 
 log = logging.getLogger(__name__)
@@ -138,7 +153,6 @@ class EvalConfig:
 
     def validate(self) -> None:
         """Raise ConfigError naming the bad setting and its valid values."""
-        from metahmr_cli.config import check_types
 
         check_types(self)
         methods = list(self.methods)
@@ -214,7 +228,6 @@ def default_checkpoint(family: str | None) -> Path:
     Raises:
         AssetNotFoundError: the release is not installed; the message says where it was looked for.
     """
-    from metahmr_cli.assets import resolve_asset
 
     name = "metahmr_cliff_hrnet_h36m" if family == "h36m" else "metahmr_cliff_hrnet_3dpw"
     return resolve_asset(name)
@@ -236,7 +249,6 @@ def paper_family(protocol: P.EvalProtocol, family: str | None, split_name: str, 
 
 
 def _detected_keypoints(npz: Path, n: int) -> np.ndarray:
-    from metahmr_cli.data.npzio import load_npz
 
     d = load_npz(npz)
     if "keypoints_detected" not in d:
@@ -260,8 +272,6 @@ class _Evaluator:
     """State shared by the batches of one evaluation."""
 
     def __init__(self, config: EvalConfig) -> None:
-        from metahmr_cli.config import config_to_dict, resolve_dtype
-        from metahmr_cli.devices import resolve_device
 
         config.validate()
         self.config = config
@@ -283,7 +293,6 @@ class _Evaluator:
 
     def _init_synthetic(self, config: EvalConfig) -> None:
         """The held-out split of the open model's synthetic people (neutral body, exact mesh ground truth)."""
-        from metahmr_cli.data.keypoint_synth import KeypointSynthConfig, SyntheticKeypointDataset
 
         n = int(config.max_samples or SYNTHETIC_EVAL_SAMPLES)
         self.dataset = SyntheticKeypointDataset(self.body_dir, KeypointSynthConfig(length=n, seed=config.seed,
@@ -301,8 +310,6 @@ class _Evaluator:
         self.detected = None
 
     def _init_npz(self, config: EvalConfig) -> None:
-        from metahmr_cli.data.datasets import HMRDataset
-        from metahmr_cli.data.registry import load_datasets_config
 
         dcfg = load_datasets_config(config.datasets_config)
         name = config.dataset
@@ -315,7 +322,6 @@ class _Evaluator:
                 f"dataset {config.dataset!r}: annotation file {spec.npz} does not exist; set the data root in the "
                 "datasets config (root = ...) or $METAHMR_DATA, or pass a path to an .npz"
             )
-        from metahmr_cli.data.check import require_valid
 
         require_valid([spec], what="evaluation")  # before any report or cache file is written
         self.spec = spec
@@ -356,10 +362,8 @@ class _Evaluator:
         self.checkpoint = default_checkpoint(self.family) if not config.checkpoint else \
             Path(config.checkpoint).expanduser()
         if not self.checkpoint.is_file():
-            from metahmr_cli.errors import AssetNotFoundError
 
             raise AssetNotFoundError(f"checkpoint {self.checkpoint} does not exist; pass --checkpoint PATH")
-        from metahmr_cli.models.checkpoints import file_identifier
 
         self.checkpoint_id = file_identifier(self.checkpoint)
         self.out = Path(config.out).expanduser()
@@ -369,8 +373,6 @@ class _Evaluator:
     @property
     def nets(self):  # -> LoadedNetworks
         if self._nets is None:
-            from metahmr_cli.body.smpl import load_mean_params
-            from metahmr_cli.models.checkpoints import load_networks
 
             self._nets = load_networks(self.checkpoint, device=self.device, dtype=self.dtype,
                                        mean_params=load_mean_params(self.body_dir))
@@ -381,14 +383,12 @@ class _Evaluator:
 
     @property
     def body_dir(self) -> Path:
-        from metahmr_cli.assets import body_dir
 
         return body_dir(self.config.body)
 
     @property
     def bodies(self) -> P.EvalBodies:
         if self._bodies is None:
-            from metahmr_cli.body.smpl import load_body_model
 
             bd = self.body_dir
             kw = {"device": self.device, "dtype": self.dtype}
@@ -443,9 +443,6 @@ class _Evaluator:
 
     # ---- per batch
     def tto_inputs(self, batch: dict[str, Any]):
-        from metahmr_cli.geometry.camera import CropInfo
-        from metahmr_cli.geometry.crop import apply_affine, normalize_crop_keypoints
-        from metahmr_cli.tto import TTOInputs
 
         dev, dt = self.device, self.dtype
         kp_crop = batch["keypoints"].to(dev, dt)
@@ -485,8 +482,6 @@ class _Evaluator:
         )
 
     def tto_config(self, method: str):
-        from metahmr_cli.losses import LossWeights
-        from metahmr_cli.tto import TTOConfig
 
         c = self.config
         if c.keypoints == "gt" or self.synthetic:
@@ -517,14 +512,12 @@ class _Evaluator:
     def steps_of(self, method: str) -> int:
         """The step budget a method runs with (``steps`` of the config, else the schedule's own: 20 for eft, 14 for
         the others; for metahmr/reference the Adam steps after the step-0 update)."""
-        from metahmr_cli.tto import resolve_schedule
 
         phases = resolve_schedule(self.tto_config(method)[0]).phases
         return phases[-1].steps if phases else 0
 
     def grouping_of(self, method: str) -> str:
         """The grouping a method runs with (the explicit setting, else the schedule's own)."""
-        from metahmr_cli.tto import resolve_schedule
 
         return resolve_schedule(self.tto_config(method)[0]).grouping
 
@@ -542,7 +535,6 @@ class _Evaluator:
         return text
 
     def run_method(self, method: str, inputs: Any, prepared: P.PreparedGT) -> dict[str, np.ndarray]:
-        from metahmr_cli.tto import resolve_schedule, run_tto
 
         cfg, main = self.tto_config(method)
         # a network meta-trained without the auxiliary net starts its Meta-HMR schedules with a 2D-only inner loop
@@ -560,7 +552,6 @@ class _Evaluator:
             )
         body = self.bodies.neutral
         B = len(inputs)
-        from metahmr_cli.tto import resolve_schedule
 
         n_cols = resolve_schedule(cfg).max_steps + 1  # the value before any update, then one per update
         step_vals = {m: np.full((B, n_cols), np.nan) for m in P.METRICS}
@@ -608,7 +599,6 @@ def run_evaluation(config: EvalConfig) -> EvalReport:
     from rich.console import Console
     from torch.utils.data import DataLoader
 
-    from metahmr_cli.progress import WorkProgress
 
     progress = WorkProgress(label="eval", unit="samples x methods", enabled=config.progress,
                             console=Console(stderr=True))
@@ -713,7 +703,6 @@ def run_evaluation(config: EvalConfig) -> EvalReport:
 
 def config_from_dict(values: dict[str, Any]) -> EvalConfig:
     """An EvalConfig from plain values (e.g. a config file), unknown keys rejected with the closest name."""
-    from metahmr_cli.config import apply_overrides
 
     return apply_overrides(EvalConfig(), values)
 

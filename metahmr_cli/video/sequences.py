@@ -12,14 +12,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from metahmr_cli.files import save_npz_atomic
-
-if TYPE_CHECKING:
-    from metahmr_cli.video.world import WorldFrame
+from metahmr_cli.video.world import WorldFrame, camera_world, rest_root
 
 __all__ = ["AMASS_NUM_BETAS", "AMASS_NUM_DMPLS", "AMASS_POSE_SIZE", "TrackSequence", "collect_tracks", "contiguous",
            "to_world", "write_amass", "write_tracks_npz", "Y_UP", "Z_UP"]
@@ -134,16 +132,6 @@ def to_world(rot_root: np.ndarray, trans: np.ndarray, root_joint: np.ndarray,
     return R @ np.asarray(rot_root, np.float64), (np.asarray(trans, np.float64) + j0) @ R.T + t - j0
 
 
-def rest_root(body: Any, betas: np.ndarray) -> np.ndarray:
-    """(3,) rest position of the root joint for ``betas``."""
-    import torch
-
-    with torch.no_grad():
-        rot, _ = body.rest_pose(1)
-        b = torch.as_tensor(np.asarray(betas, np.float64)[None], dtype=body.dtype, device=body.device)
-        return body(rot, b).smpl_joints[0, 0].cpu().double().numpy()
-
-
 def write_tracks_npz(path: str | Path, tracks: list[TrackSequence], *, fps: float, stride: int, K: np.ndarray,
                      image_size: tuple[int, int], meta: dict[str, Any], world: WorldFrame | None = None,
                      depth_scale: dict[int, float] | None = None) -> Path:
@@ -198,7 +186,6 @@ def write_amass(path: str | Path, seq: TrackSequence, body: Any, *, fps: float, 
     """
     from scipy.spatial.transform import Rotation
 
-    from metahmr_cli.video.world import camera_world
 
     world = world if world is not None else camera_world()
     frames, rot, trans, interp = contiguous(seq, stride)

@@ -226,6 +226,16 @@ def estimate_world(soles: np.ndarray, body_up: np.ndarray, groups: np.ndarray | 
     return WorldFrame(np.stack([x, y, n]), np.array([0.0, 0.0, d]), "ground", quality)
 
 
+def rest_root(body: Any, betas: np.ndarray) -> np.ndarray:
+    """(3,) rest position of the root joint for ``betas``."""
+    import torch
+
+    with torch.no_grad():
+        rot, _ = body.rest_pose(1)
+        b = torch.as_tensor(np.asarray(betas, np.float64)[None], dtype=body.dtype, device=body.device)
+        return body(rot, b).smpl_joints[0, 0].cpu().double().numpy()
+
+
 def onto_floor(track: Any, world: WorldFrame, body: Any) -> tuple[Any, float]:
     """A :class:`~metahmr_cli.video.sequences.TrackSequence` moved along the camera's rays onto the floor.
 
@@ -238,8 +248,6 @@ def onto_floor(track: Any, world: WorldFrame, body: Any) -> tuple[Any, float]:
     Returns (the moved track, the median ``s_t``); the track itself and 1 for the camera frame.
     """
     import dataclasses
-
-    from metahmr_cli.video.sequences import rest_root
 
     if world.source != "ground" or track.num_frames == 0:
         return track, 1.0
