@@ -143,7 +143,7 @@ MUTATIONS: tuple[Mutation, ...] = (
       "step_size = self.lr / (1 - beta1**step)", "step_size = self.lr",
       ("tests/test_tto_equivalence.py::test_paper_adam_and_early_stop_match",),
       "the in-place optimiser the engine uses on CPU"),
-    M("early-stop-comparison-sign", "metahmr_cli/tto/engine.py",
+    M("early-stop-comparison-sign", "metahmr_cli/tto/steps.py",
       "conv = upd & ((loss_prev - total).abs() < sched.tol)",
       "conv = upd & ((loss_prev - total).abs() > sched.tol)",
       ("tests/test_tto_equivalence.py::test_paper_adam_and_early_stop_match",
@@ -181,7 +181,7 @@ MUTATIONS: tuple[Mutation, ...] = (
       '    if "python" in state:\n', '    if "python" in state and False:\n',
       ("tests/test_train_checkpointing.py",)),
     # ---------------------------------------------------------------- video
-    M("warm-start-ignores-start-weights", "metahmr_cli/tto/engine.py",
+    M("warm-start-ignores-start-weights", "metahmr_cli/tto/steps.py",
       "            live[n] = torch.where(keep, w.to(base[n].dtype), base[n].unsqueeze(0))  # own storage\n",
       "            live[n] = base[n].unsqueeze(0).repeat(g, *[1] * base[n].ndim)\n",
       ("tests/test_tto_warm.py",), "warm-started TTO silently starts from the network's weights"),
