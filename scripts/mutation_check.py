@@ -287,7 +287,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     M("camera-elevation-sign", "metahmr_cli/data/poses.py",
       '_rot("x", view.elevation) @ _rot("x", 180.0)', '_rot("x", -view.elevation) @ _rot("x", 180.0)',
       ("tests/test_data_poses.py::test_camera_elevation_is_the_camera_above_looking_down",)),
-    M("anny-to-smpl-axes", "metahmr_cli/body/open_body.py",
+    M("anny-to-smpl-axes", "metahmr_cli/body/builders/anny_mesh.py",
       "_ANNY_TO_SMPL = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0], [0.0, -1.0, 0.0]])",
       "_ANNY_TO_SMPL = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, -1.0], [0.0, 1.0, 0.0]])",
       ("tests/test_body_open.py::test_anny_points_map_onto_the_smpl_frame",)),
