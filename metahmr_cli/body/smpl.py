@@ -17,7 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import smplx
 import torch
+from smplx.utils import Struct
 from torch import Tensor, nn
 
 from metahmr_cli.assets import SMPL_MODEL_NAMES
@@ -102,9 +104,6 @@ class BodyModel(nn.Module):
         source: str = "<memory>",
     ) -> None:
         super().__init__()
-        import smplx
-        from smplx.utils import Struct
-
         if dtype not in (torch.float32, torch.float64):
             raise ConfigError(f"body model dtype must be torch.float32 or torch.float64, got {dtype}")
         num_vertices = check_model_arrays(model_data, source)

@@ -12,6 +12,8 @@ them into a body folder (``metahmr weights import-smpl``) is :mod:`metahmr_cli.b
 
 from __future__ import annotations
 
+import codecs
+import importlib
 import io
 import logging
 import os
@@ -119,8 +121,6 @@ _NUMPY_MODULES = ("numpy.core.multiarray", "numpy._core.multiarray", "numpy.core
 def _allowed_global(module: str, name: str) -> Any:
     """Resolve an allowed global or return None."""
     if module in _NUMPY_MODULES and name in ("_reconstruct", "scalar", "_frombuffer"):
-        import importlib
-
         try:
             return getattr(importlib.import_module(module), name)
         except (ImportError, AttributeError):
@@ -137,8 +137,6 @@ def _allowed_global(module: str, name: str) -> Any:
     if module in ("copy_reg", "copyreg") and name == "_reconstructor":
         return _safe_reconstructor
     if module == "_codecs" and name == "encode":
-        import codecs
-
         return codecs.encode
     if module.split(".")[0] == "chumpy":
         return _CHUMPY_CLASSES.setdefault(name, _chumpy_class(name))

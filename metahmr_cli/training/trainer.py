@@ -27,7 +27,10 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel as DDP
+from torch.utils.data import DataLoader
 
 from ..assets import ASSETS, body_dir, resolve_asset
 from ..body.fast_joints import SubsetBody
@@ -300,8 +303,6 @@ class Trainer:
             return Path(self.cfg.out)
         run_dir = unique_run_dir(self.cfg.out) if self.dist.is_main else Path(self.cfg.out)
         if self.dist.enabled:
-            import torch.distributed as dist
-
             holder = [str(run_dir)]
             dist.broadcast_object_list(holder, src=0)
             run_dir = Path(holder[0])
@@ -339,8 +340,6 @@ class Trainer:
         self.inner_loop = self.step_module.cfg.inner
         self.model: nn.Module = self.step_module
         if self.dist.enabled:
-            from torch.nn.parallel import DistributedDataParallel as DDP
-
             self.model = DDP(self.step_module, device_ids=[self.device.index] if self.device.type == "cuda" else None,
                              find_unused_parameters=False)
 
@@ -380,8 +379,6 @@ class Trainer:
             self.cfg = dataclasses.replace(self.cfg, out=str(self.run_dir))
 
     def _build_data(self) -> None:
-        from torch.utils.data import DataLoader
-
         cfg = self.cfg
         self.dataset = training_dataset(cfg)
         self.sampler = GlobalBatchSampler(len(self.dataset), cfg.batch_size, seed=cfg.seed, rank=self.dist.rank,

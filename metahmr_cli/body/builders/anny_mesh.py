@@ -10,6 +10,8 @@ itself (shape space, regressors, files) is :mod:`.open_body`. ``anny`` is import
 
 from __future__ import annotations
 
+import dataclasses
+import heapq
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -17,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from metahmr_cli.body.joints import SMPL_PARENTS
 from metahmr_cli.constants import GENDERS, NUM_SMPL_JOINTS
@@ -311,8 +314,6 @@ def decimate(
     Returns:
         kept vertex indices (ascending) into the input, and the faces (F', 3) renumbered to them.
     """
-    import heapq
-
     shapes = np.asarray(shapes, dtype=np.float64)
     num = shapes.shape[1]
     quad = sum(_face_quadrics(p, faces, importance) for p in shapes)
@@ -435,8 +436,7 @@ class _Anny:
 
 def _load_anny() -> _Anny:
     anny = _require_anny()
-    import torch
-    import yaml
+    import yaml  # installed with anny
     from anny.face_segmentation import get_face_segmentation_mask
     from anny.paths import get_anny_root_dir
 
@@ -494,8 +494,6 @@ def _with_every_phenotype(a: _Anny) -> _Anny:
     anny's default model holds those at 0.5 (the ethnicities then weigh a third each); this one has the same mesh and
     rig, and the same rest shape for the same values (checked to 1e-12 m on the neutral mean).
     """
-    import dataclasses
-
     anny = _require_anny()
     torch = a.torch
     model = anny.Anny(phenotypes="all", phenotype_blendshapes="original", skinning_method="lbs").to(dtype=torch.float64)
