@@ -57,9 +57,9 @@ def _prepare(work: Path, n_images: int, network: str, model: str = "paper",
              body_choice: str | None = None) -> tuple[str, Path | None, Path, Path]:
     import torch
 
-    from metahmr_cli.body.open_body import BUNDLED_DIR
+    from metahmr_cli.body.builders.standin import write_standin_assets
+    from metahmr_cli.body.layout import BUNDLED_DIR
     from metahmr_cli.body.smpl import load_mean_params
-    from metahmr_cli.body.standin import write_standin_assets
     from metahmr_cli.models import build_regressor, save_networks, write_random_checkpoint
 
     choice = body_choice or ("open" if model == "open" else "standin")

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import torch
 
+from metahmr_cli.body.builders.standin import write_standin_assets
 from metahmr_cli.body.smpl import load_body_model, load_mean_params
-from metahmr_cli.body.standin import write_standin_assets
 from metahmr_cli.geometry.camera import CropInfo
 from metahmr_cli.geometry.rotation import axis_angle_to_rotmat
 from metahmr_cli.losses import LossTargets

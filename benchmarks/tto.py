@@ -117,10 +117,10 @@ def load_networks_for(network: str, device: torch.device) -> tuple[torch.nn.Modu
 def body_dir_for(body: str) -> Path:
     """Folder of the body model: "open" (bundled) or "standin" (generated into a temporary folder)."""
     if body == "open":
-        from metahmr_cli.body.open_body import BUNDLED_DIR
+        from metahmr_cli.body.layout import BUNDLED_DIR
 
         return BUNDLED_DIR
-    from metahmr_cli.body.standin import write_standin_assets
+    from metahmr_cli.body.builders.standin import write_standin_assets
 
     out = Path(tempfile.mkdtemp(prefix="metahmr-bench-")) / "standin"
     write_standin_assets(out)

@@ -171,7 +171,7 @@ def main() -> int:
 
     import torch
 
-    from metahmr_cli.body.open_body import BUNDLED_DIR
+    from metahmr_cli.body.layout import BUNDLED_DIR
     from metahmr_cli.body.smpl import load_body_model
     from metahmr_cli.video.synthetic import make_walking_scene, render_walking_video, scene_ground_truth
 

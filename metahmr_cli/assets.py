@@ -471,7 +471,7 @@ def body_dir(
     """
     kind_str = str(kind)
     if kind_str == "open":
-        from metahmr_cli.body.open_body import BUNDLED_DIR
+        from metahmr_cli.body.layout import BUNDLED_DIR
 
         if _body_dir_ok(BUNDLED_DIR):
             return BUNDLED_DIR
@@ -515,7 +515,7 @@ def body_dir(
         raise AssetNotFoundError(
             f"The stand-in body is not generated yet (looked in {target}). Run `metahmr weights make-standin`."
         )
-    from metahmr_cli.body.standin import write_standin_assets
+    from metahmr_cli.body.builders.standin import write_standin_assets
 
     write_standin_assets(target)
     return target

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from metahmr_cli import files
-from metahmr_cli.body import standin
+from metahmr_cli.body.builders import common as body_builders
 from metahmr_cli.io.writers import atomic_path, clean_temp_files, is_temp_file
 from metahmr_cli.training.checkpointing import clean_stale_temp_files
 
@@ -74,8 +74,8 @@ WRITERS = {
     "compressed npz (files.save_npz_atomic, compressed)": (
         "out.npz", lambda path: files.save_npz_atomic(path, {"a": np.zeros(2)}, compressed=True),
         (np, "savez_compressed", lambda f, *a, **k: _half_write(f))),
-    "body asset (body.standin._atomic_write)": (
-        "out.bin", lambda path: standin._atomic_write(path, _half_write), None),
+    "body asset (body.builders.common.write_atomic)": (
+        "out.bin", lambda path: body_builders.write_atomic(path, _half_write), None),
 }
 
 
@@ -142,7 +142,7 @@ def test_checkpoint_clean_up_keeps_temp_files_of_live_writers(tmp_path):
 
 def test_written_files_get_the_usual_permissions(tmp_path):
     """Files written atomically are readable by others as any new file is (0666 minus the umask), not 0600."""
-    from metahmr_cli.body.standin import write_standin_assets
+    from metahmr_cli.body.builders.standin import write_standin_assets
 
     old = os.umask(0o022)
     try:

@@ -18,8 +18,7 @@ import torch
 from typer.testing import CliRunner
 
 from metahmr_cli import assets
-from metahmr_cli.body.joints import SMPL_PARENTS, VERTEX_ID_NAMES
-from metahmr_cli.body.open_body import (
+from metahmr_cli.body.builders.open_body import (
     BUNDLED_DIR,
     OPEN_BODY_NAME,
     decimate,
@@ -27,6 +26,7 @@ from metahmr_cli.body.open_body import (
     open_mean_params,
     open_mean_pose,
 )
+from metahmr_cli.body.joints import SMPL_PARENTS, VERTEX_ID_NAMES
 from metahmr_cli.body.smpl import load_body_model, load_mean_params
 from metahmr_cli.constants import GENDERS
 
@@ -362,7 +362,7 @@ def test_anny_points_map_onto_the_smpl_frame():
     """The builder's change of frame, checked without anny: anny's axes (z up, -y the subject's front, +x the
     subject's left) become SMPL's (y up, +z front, +x left), with the root joint moved to the model's root
     position."""
-    from metahmr_cli.body.open_body import ROOT_POSITION, to_model_frame
+    from metahmr_cli.body.builders.open_body import ROOT_POSITION, to_model_frame
 
     root = np.array([[0.3, -0.2, 0.9]])
     anny = root[:, None, :] + np.array([[[0, 0, 1.0], [0, -1.0, 0], [1.0, 0, 0], [0, 0, 0]]])  # up, front, left, root
@@ -371,7 +371,7 @@ def test_anny_points_map_onto_the_smpl_frame():
 
 
 def test_decimation_is_deterministic_closed_and_keeps_protected_vertices():
-    from metahmr_cli.body.standin import build_standin_body
+    from metahmr_cli.body.builders.standin import build_standin_body
 
     body = build_standin_body("neutral")
     shapes = np.stack([body.v_template, body.v_template + 2.0 * body.shapedirs[:, :, 0]])
@@ -419,7 +419,7 @@ def test_make_open_body_without_anny_says_how_to_install(tmp_path):
 @pytest.mark.slow
 @pytest.mark.skipif(importlib.util.find_spec("anny") is None, reason="needs anny (pip install anny==0.6.2)")
 def test_regeneration_reproduces_the_bundled_files(tmp_path):
-    from metahmr_cli.body.open_body import write_open_body_assets
+    from metahmr_cli.body.builders.open_body import write_open_body_assets
 
     write_open_body_assets(tmp_path)
     for name in FILES[:5]:

@@ -15,8 +15,9 @@ import pytest
 import scipy.sparse as sp
 import torch
 
-from metahmr_cli.body.pkl import detect_gender, import_smpl_files, load_smpl_pkl, safe_unpickle
+from metahmr_cli.body.builders.pkl import detect_gender, import_smpl_files
 from metahmr_cli.body.smpl import load_body_model
+from metahmr_cli.body.smpl_pkl import load_smpl_pkl, safe_unpickle
 from metahmr_cli.errors import BodyModelError
 
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from metahmr_cli.body.builders.standin import build_standin_body, standin_mean_params, write_standin_assets
 from metahmr_cli.body.joints import SMPL_PARENTS, VERTEX_ID_NAMES
-from metahmr_cli.body.standin import build_standin_body, standin_mean_params, write_standin_assets
 
 
 def _edge_counts(faces: np.ndarray) -> dict[tuple[int, int], int]:

@@ -114,7 +114,8 @@ def _fake_smpl_arrays(components: int) -> dict[str, np.ndarray]:
 
 
 def test_v110_neutral_is_recognised_by_content_and_imported_with_a_warning(tmp_path, caplog):
-    from metahmr_cli.body.pkl import import_smpl_files, smpl_release
+    from metahmr_cli.body.builders.pkl import import_smpl_files
+    from metahmr_cli.body.smpl_pkl import smpl_release
 
     src = tmp_path / "src"
     src.mkdir()

@@ -76,7 +76,7 @@ def test_mirrored_joints_give_the_opposite_angle():
 
 
 def test_facing_of_the_open_body_with_a_known_orientation():
-    from metahmr_cli.body.open_body import BUNDLED_DIR
+    from metahmr_cli.body.layout import BUNDLED_DIR
     from metahmr_cli.body.smpl import load_body_model
 
     body = load_body_model(BUNDLED_DIR, "neutral", device="cpu", dtype=torch.float64)

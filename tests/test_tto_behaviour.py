@@ -207,7 +207,7 @@ def test_schedule_defaults_and_config_errors(nets, standin_body):
 
 def test_units_with_non_finite_outputs_get_their_predictions_before_tto():
     from metahmr_cli.predictions import Decoded
-    from metahmr_cli.tto.engine import _keep_finite_outputs
+    from metahmr_cli.tto.steps import _keep_finite_outputs
 
     def decoded(value: float) -> Decoded:
         p = 4  # 2 units x 2 people, people in unit order

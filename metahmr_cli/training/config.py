@@ -19,11 +19,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from ..config import check_types
 from ..errors import ConfigError
 from ..losses import LossWeights
 from ..tto.config import PAPER_TTO_LR, InnerLoop
 
-__all__ = ["BACKBONES", "SYNTHETIC_KEYPOINTS", "TrainConfig"]
+__all__ = ["BACKBONES", "SYNTHETIC_KEYPOINTS", "TrainConfig", "needs_aux", "network_layouts"]
 
 BACKBONES = ("resnet", "hrnet", "resnet_tiny", "kpnet")
 SYNTHETIC_KEYPOINTS = "synthetic-keypoints"
@@ -179,8 +180,6 @@ class TrainConfig:
 
     def validate(self) -> None:
         """Raise ConfigError naming the bad setting and its valid values."""
-        from ..config import check_types
-
         check_types(self)
         choices = [
             ("arch", self.arch, ("cliff", "hmr")),
@@ -235,3 +234,29 @@ class TrainConfig:
             raise ConfigError(f"aux_lr must be >= 0, got {self.aux_lr}.")
         if self.num_workers < 0 or self.eval_every < 0:
             raise ConfigError("num_workers and eval_every must be >= 0.")
+
+
+_NETWORK_LAYOUTS: dict[tuple[str, str], tuple[str, str]] = {
+    ("cliff", "hrnet"): ("cliff_meta_hrnet", "cliff_aux_hrnet"),
+    ("cliff", "resnet"): ("cliff_meta_resnet", "cliff_aux_resnet"),
+    ("hmr", "resnet"): ("hmr_meta_resnet", "hmr_aux_resnet"),
+}
+
+
+def network_layouts(cfg: TrainConfig) -> tuple[str | None, str | None]:
+    """Released layout names (main, aux) of a configuration; (None, None) for resnet_tiny and kpnet."""
+    if cfg.backbone in ("resnet_tiny", "kpnet"):
+        return None, None
+    key = (cfg.arch, cfg.backbone)
+    if key not in _NETWORK_LAYOUTS:
+        raise ConfigError(f"no released layout for arch {cfg.arch!r} with backbone {cfg.backbone!r}; "
+                          "use cliff+hrnet, cliff+resnet or hmr+resnet.")
+    return _NETWORK_LAYOUTS[key]
+
+
+def needs_aux(cfg: TrainConfig) -> bool:
+    """The auxiliary network is built, trained/used and saved by the meta step with pseudo terms, and in "paper" aux
+    mode (where it learns from the ground truth, Eq. 5) by a meta run without them too: its inner loop then uses
+    the 2D keypoints alone, and the run keeps the same networks and optimiser groups as one with pseudo terms
+    (an ablation can fork both from one checkpoint)."""
+    return cfg.meta and (cfg.pseudo or cfg.aux_mode == "paper")

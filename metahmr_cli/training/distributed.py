@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.distributed as dist
+import torch.multiprocessing as mp
 from torch.utils.data import Sampler
 
 from ..errors import ConfigError
@@ -92,8 +93,6 @@ def launch(fn: Callable[..., Any], nproc: int, args: tuple[Any, ...] = ()) -> No
     """
     if nproc < 1:
         raise ConfigError(f"--nproc-per-node must be >= 1, got {nproc}.")
-    import torch.multiprocessing as mp
-
     mp.spawn(_worker, args=(nproc, free_port(), fn, args), nprocs=nproc, join=True)
 
 

@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 
 from ..assets import ASSETS, body_dir, find_asset
+from ..data import MIX_PRESETS, load_datasets_config, parse_mix
 from ..errors import MetaHMRError
 from .checkpointing import resolve_resume_path, unique_run_dir
-from .config import SYNTHETIC_KEYPOINTS, TrainConfig
-from .trainer import needs_aux, network_layouts
+from .config import SYNTHETIC_KEYPOINTS, TrainConfig, needs_aux, network_layouts
 
 __all__ = ["RunPlan", "plan_run"]
 
@@ -61,7 +61,6 @@ def _check_init(plan: RunPlan, label: str, value: str | None, fix: str) -> None:
 
 
 def _mix_members(data: str) -> list[str]:
-    from ..data import MIX_PRESETS, parse_mix
 
     if data in MIX_PRESETS or "=" in data:
         names: list[str] = []
@@ -133,7 +132,6 @@ def plan_run(cfg: TrainConfig) -> RunPlan:
 
 def _plan_datasets(plan: RunPlan, cfg: TrainConfig) -> None:
     """The datasets of a run on SPIN/CLIFF-format files: sizes, image folders, occluders, evaluation set."""
-    from ..data import load_datasets_config
 
     try:
         reg = load_datasets_config(cfg.datasets_config)
@@ -181,7 +179,6 @@ def _plan_datasets(plan: RunPlan, cfg: TrainConfig) -> None:
 
 def dataset_specs(cfg: TrainConfig) -> list:
     """The resolved dataset files of a run's training data (a mix, one name or one npz path)."""
-    from ..data import load_datasets_config
 
     reg = load_datasets_config(cfg.datasets_config)
     return [reg.resolve(name) for name in _mix_members(cfg.data)]

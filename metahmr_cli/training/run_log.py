@@ -16,7 +16,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from ..io.writers import atomic_path
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from ..files import atomic_path
 from ..losses import LOSS_TERMS
 
 __all__ = ["CSV_COLUMNS", "RunLogger", "read_log"]
@@ -82,9 +85,6 @@ class RunLogger:
         except Exception as exc:  # tensorboard is optional
             log.info("TensorBoard logging off (%s)", exc)
         if progress:
-            from rich.console import Console
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
             self._progress = Progress(
                 TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
                 TimeRemainingColumn(), console=Console(stderr=True), transient=False,

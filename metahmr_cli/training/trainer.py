@@ -27,13 +27,21 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel as DDP
+from torch.utils.data import DataLoader
 
 from ..assets import ASSETS, body_dir, resolve_asset
+from ..body.fast_joints import SubsetBody
 from ..body.smpl import BodyModel, load_body_model, load_mean_params
 from ..config import apply_overrides, config_to_dict
+from ..data import AugmentConfig, DataConfig, build_train_dataset
+from ..data.check import require_valid
+from ..data.keypoint_synth import KeypointSynthConfig, SyntheticKeypointDataset
 from ..devices import resolve_device
 from ..errors import CheckpointError, ConfigError
+from ..evaluation.runner import EvalConfig, run_evaluation
 from ..io.outdir import OutputLock
 from ..models import (
     Regressor,
@@ -41,6 +49,7 @@ from ..models import (
     build_regressor,
     load_backbone_init,
     load_networks,
+    save_networks,
 )
 from .checkpointing import (
     checkpoint_dir,
@@ -52,7 +61,7 @@ from .checkpointing import (
     save_training_checkpoint,
     unique_run_dir,
 )
-from .config import SYNTHETIC_KEYPOINTS, TrainConfig
+from .config import SYNTHETIC_KEYPOINTS, TrainConfig, needs_aux, network_layouts
 from .distributed import (
     DistInfo,
     GlobalBatchSampler,
@@ -63,6 +72,7 @@ from .distributed import (
     launch,
 )
 from .meta_step import MetaStep, MetaStepConfig, prepare_batch
+from .plan import dataset_specs
 from .run_log import RunLogger
 
 __all__ = [
@@ -83,13 +93,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-_NETWORK_LAYOUTS: dict[tuple[str, str], tuple[str, str]] = {
-    ("cliff", "hrnet"): ("cliff_meta_hrnet", "cliff_aux_hrnet"),
-    ("cliff", "resnet"): ("cliff_meta_resnet", "cliff_aux_resnet"),
-    ("hmr", "resnet"): ("hmr_meta_resnet", "hmr_aux_resnet"),
-}
-
-
 @dataclass
 class TrainResult:
     """What a run produced (returned by the main process)."""
@@ -101,25 +104,6 @@ class TrainResult:
     log_csv: Path
     skipped_steps: int = 0
     history: list[dict[str, float]] = field(default_factory=list)
-
-
-def network_layouts(cfg: TrainConfig) -> tuple[str | None, str | None]:
-    """Released layout names (main, aux) of a configuration; (None, None) for resnet_tiny and kpnet."""
-    if cfg.backbone in ("resnet_tiny", "kpnet"):
-        return None, None
-    key = (cfg.arch, cfg.backbone)
-    if key not in _NETWORK_LAYOUTS:
-        raise ConfigError(f"no released layout for arch {cfg.arch!r} with backbone {cfg.backbone!r}; "
-                          "use cliff+hrnet, cliff+resnet or hmr+resnet.")
-    return _NETWORK_LAYOUTS[key]
-
-
-def needs_aux(cfg: TrainConfig) -> bool:
-    """The auxiliary network is built, trained/used and saved by the meta step with pseudo terms, and in "paper" aux
-    mode (where it learns from the ground truth, Eq. 5) by a meta run without them too: its inner loop then uses
-    the 2D keypoints alone, and the run keeps the same networks and optimiser groups as one with pseudo terms
-    (an ablation can fork both from one checkpoint)."""
-    return cfg.meta and (cfg.pseudo or cfg.aux_mode == "paper")
 
 
 def build_networks(cfg: TrainConfig, mean_params: dict[str, np.ndarray] | None = None,
@@ -154,7 +138,6 @@ def training_body(cfg: TrainConfig, device: torch.device | str = "cpu") -> BodyM
     """The neutral body of a run (posed at its joints and ``train_vertices`` surface vertices when set)."""
     body = load_body_model(body_dir(cfg.body), "neutral", device=device, dtype=torch.float32, with_h36m=False)
     if cfg.train_vertices is not None:
-        from ..body.fast_joints import SubsetBody
 
         body = SubsetBody(body, num_surface=int(cfg.train_vertices)).to(device)
     return body
@@ -163,13 +146,9 @@ def training_body(cfg: TrainConfig, device: torch.device | str = "cpu") -> BodyM
 def training_dataset(cfg: TrainConfig) -> Any:
     """The training data of a run (a map-style dataset with ``set_epoch``); dataset files are validated first."""
     if cfg.data == SYNTHETIC_KEYPOINTS:
-        from ..data.keypoint_synth import KeypointSynthConfig, SyntheticKeypointDataset
 
         return SyntheticKeypointDataset(body_dir(cfg.body), KeypointSynthConfig(
             length=cfg.synth_length, seed=cfg.seed, split="train"))
-    from ..data import AugmentConfig, DataConfig, build_train_dataset
-    from ..data.check import require_valid
-    from .plan import dataset_specs
 
     require_valid(dataset_specs(cfg))  # before the run folder exists
     aug = AugmentConfig(enabled=cfg.augment, occlusion=cfg.syn_occ, occluders=cfg.occluders)
@@ -324,8 +303,6 @@ class Trainer:
             return Path(self.cfg.out)
         run_dir = unique_run_dir(self.cfg.out) if self.dist.is_main else Path(self.cfg.out)
         if self.dist.enabled:
-            import torch.distributed as dist
-
             holder = [str(run_dir)]
             dist.broadcast_object_list(holder, src=0)
             run_dir = Path(holder[0])
@@ -363,8 +340,6 @@ class Trainer:
         self.inner_loop = self.step_module.cfg.inner
         self.model: nn.Module = self.step_module
         if self.dist.enabled:
-            from torch.nn.parallel import DistributedDataParallel as DDP
-
             self.model = DDP(self.step_module, device_ids=[self.device.index] if self.device.type == "cuda" else None,
                              find_unused_parameters=False)
 
@@ -404,8 +379,6 @@ class Trainer:
             self.cfg = dataclasses.replace(self.cfg, out=str(self.run_dir))
 
     def _build_data(self) -> None:
-        from torch.utils.data import DataLoader
-
         cfg = self.cfg
         self.dataset = training_dataset(cfg)
         self.sampler = GlobalBatchSampler(len(self.dataset), cfg.batch_size, seed=cfg.seed, rank=self.dist.rank,
@@ -531,7 +504,6 @@ class Trainer:
             if saved_at != self.step:
                 last_ckpt = self.save()
             if cfg.export and self.dist.is_main:
-                from ..models import save_networks
 
                 path = save_networks(Path(cfg.export).expanduser(), self.main, self.aux,
                                      extra={"total_step_count": self.step, "epoch": self.epoch,
@@ -551,7 +523,6 @@ class Trainer:
             barrier(self.dist)
             return
         try:
-            from ..evaluation.runner import EvalConfig, run_evaluation
 
             ecfg = EvalConfig(dataset=self.cfg.eval_dataset, datasets_config=self.cfg.datasets_config,
                               checkpoint=str(checkpoint), body=self.cfg.body, methods=tuple(self.cfg.eval_methods),

@@ -13,9 +13,11 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
+from metahmr_cli.config import check_types
 from metahmr_cli.errors import ConfigError, InputError
 from metahmr_cli.geometry.camera import CropInfo
 from metahmr_cli.losses import LossWeights
+from metahmr_cli.tto.strategies import to_device
 
 ScheduleName = Literal["metahmr", "reference", "paper", "eft", "none"]
 ScopeName = Literal["head", "last_stage", "all"]
@@ -164,8 +166,6 @@ class TTOConfig:
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` naming the bad field and its valid values."""
-        from metahmr_cli.config import check_types
-
         check_types(self, prefix="tto.")
         checks: list[tuple[str, Any, tuple[str, ...], bool]] = [
             ("schedule", self.schedule, SCHEDULES, False),
@@ -250,8 +250,6 @@ class TTOInputs:
 
     def to(self, device: torch.device | str) -> TTOInputs:
         """The inputs on ``device``; CPU -> CUDA copies go through pinned memory and do not block the host."""
-        from metahmr_cli.tto.strategies import to_device
-
         device = torch.device(device)
 
         def move(t: Tensor | None) -> Tensor | None:

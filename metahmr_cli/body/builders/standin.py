@@ -21,19 +21,25 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from metahmr_cli.body.joints import SMPL_PARENTS, VERTEX_ID_NAMES
+from metahmr_cli.body.builders.common import (
+    EXTRA_TAGS,
+    H36M_TAGS,
+    model_arrays,
+    nearest,
+    ordered_vertex_ids,
+    rot6d,
+    write_atomic,
+)
 from metahmr_cli.constants import GENDERS, NUM_BETAS
-from metahmr_cli.io.writers import atomic_path
+from metahmr_cli.files import save_npz_atomic
 
 logger = logging.getLogger(__name__)
 
-NUM_POSE_BASIS = 207
 STANDIN_VERSION = 1
 LICENCE_NOTE = "generated, open; not SMPL"
 MODEL_FILE_PATTERN = "STANDIN_{}.npz"
@@ -42,42 +48,6 @@ MODEL_FILE_PATTERN = "STANDIN_{}.npz"
 _PELVIS, _LHIP, _RHIP, _SPINE1, _LKNEE, _RKNEE, _SPINE2, _LANKLE, _RANKLE, _SPINE3 = range(10)
 _LFOOT, _RFOOT, _NECK, _LCOLLAR, _RCOLLAR, _HEAD, _LSHOULDER, _RSHOULDER = range(10, 18)
 _LELBOW, _RELBOW, _LWRIST, _RWRIST, _LHAND, _RHAND = range(18, 24)
-
-EXTRA_TAGS = [
-    "extra:rhip",
-    "extra:lhip",
-    "extra:neck",
-    "extra:headtop",
-    "extra:pelvis",
-    "extra:thorax",
-    "extra:spine",
-    "extra:jaw",
-    "extra:head",
-]
-"""Ring tags regressed into the 9 rows of ``J_regressor_extra`` (order of ``joints.EXTRA_JOINT_NAMES``)."""
-
-H36M_TAGS = [
-    "h36m:pelvis",
-    "joint:1",
-    "joint:4",
-    "joint:7",
-    "joint:2",
-    "joint:5",
-    "joint:8",
-    "extra:spine",
-    "h36m:thorax",
-    "extra:jaw",
-    "h36m:head",
-    "joint:16",
-    "joint:18",
-    "joint:20",
-    "joint:17",
-    "joint:19",
-    "joint:21",
-]
-"""Ring tags regressed into the 17 rows of ``J_regressor_h36m`` (rows 1-3 left leg, 4-6 right leg, so that
-``joints.H36M_TO_J17`` fills the "Right ..." slots with the right side)."""
-
 
 @dataclass
 class _Tube:
@@ -527,21 +497,8 @@ class StandinBody:
 
     def model_arrays(self) -> dict[str, np.ndarray]:
         """Arrays for the ``STANDIN_<G>.npz`` file (SMPL's keys plus the vertex ids)."""
-        v = self.num_vertices
-        kintree = np.stack([np.asarray(SMPL_PARENTS, dtype=np.int64), np.arange(24, dtype=np.int64)])
-        names = list(self.vertex_ids)
-        return {
-            "v_template": self.v_template.astype(np.float32),
-            "shapedirs": self.shapedirs.astype(np.float32),
-            "posedirs": np.zeros((v, 3, NUM_POSE_BASIS), dtype=np.float32),
-            "J_regressor": self.J_regressor.astype(np.float32),
-            "weights": self.weights.astype(np.float32),
-            "kintree_table": kintree,
-            "f": self.faces.astype(np.int32),
-            "body_name": np.asarray("standin"),
-            "vertex_id_names": np.asarray(names),
-            "vertex_id_values": np.asarray([self.vertex_ids[n] for n in names], dtype=np.int64),
-        }
+        return model_arrays(v_template=self.v_template, shapedirs=self.shapedirs, J_regressor=self.J_regressor,
+                            weights=self.weights, faces=self.faces, body_name="standin", vertex_ids=self.vertex_ids)
 
 
 def _ring_regressor(mesh: _Mesh, tags: list[str], num_vertices: int) -> np.ndarray:
@@ -556,9 +513,9 @@ def _ring_regressor(mesh: _Mesh, tags: list[str], num_vertices: int) -> np.ndarr
 
 
 def _nearest(vertices: np.ndarray, part: tuple[int, int], target: np.ndarray) -> int:
+    """The vertex of the part (a range of vertex indices) nearest to ``target``."""
     lo, hi = part
-    d = np.linalg.norm(vertices[lo:hi] - target, axis=1)
-    return int(lo + np.argmin(d))
+    return lo + nearest(vertices[lo:hi], target)
 
 
 def _vertex_ids(v: np.ndarray, parts: dict[str, tuple[int, int]], joints: np.ndarray) -> dict[str, int]:
@@ -591,7 +548,7 @@ def _vertex_ids(v: np.ndarray, parts: dict[str, tuple[int, int]], joints: np.nda
         ids[f"{side_name}BigToe"] = _nearest(v, foot, np.array([fx - side * 0.03, fy + 0.015, zmax - 0.01]))
         ids[f"{side_name}SmallToe"] = _nearest(v, foot, np.array([fx + side * 0.04, fy + 0.015, zmax - 0.03]))
         ids[f"{side_name}Heel"] = _nearest(v, foot, np.array([fx, fy + 0.015, zmin]))
-    return {name: ids[name] for name in VERTEX_ID_NAMES}
+    return ordered_vertex_ids(ids)
 
 
 def _shape_directions(
@@ -691,11 +648,6 @@ def build_standin_body(gender: str = "neutral", *, seed: int = 0) -> StandinBody
     )
 
 
-def _rot6d(rotmats: np.ndarray) -> np.ndarray:
-    """(..., 3, 3) -> (..., 6): the first two columns as a row-major 3x2 matrix (the networks' layout)."""
-    return rotmats[..., :, :2].reshape(*rotmats.shape[:-2], 6)
-
-
 def _rot_z(angle: float) -> np.ndarray:
     c, s = np.cos(angle), np.sin(angle)
     return np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
@@ -711,16 +663,10 @@ def standin_mean_params() -> dict[str, np.ndarray]:
     rot[_LSHOULDER] = _rot_z(-0.55)
     rot[_RSHOULDER] = _rot_z(0.55)
     return {
-        "pose": _rot6d(rot).reshape(-1).astype(np.float32),
+        "pose": rot6d(rot).reshape(-1).astype(np.float32),
         "shape": np.zeros(NUM_BETAS, dtype=np.float32),
         "cam": np.array([0.9, 0.0, 0.0], dtype=np.float32),
     }
-
-
-def _atomic_write(path: Path, writer: Callable[[object], None]) -> None:
-    """Call ``writer`` on a binary file handle of a temporary file that replaces ``path`` when it returns."""
-    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
-        writer(fh)
 
 
 def write_standin_assets(out_dir: str | os.PathLike[str], *, seed: int = 0) -> dict[str, Path]:
@@ -736,16 +682,16 @@ def write_standin_assets(out_dir: str | os.PathLike[str], *, seed: int = 0) -> d
     for gender, body in bodies.items():
         path = out / MODEL_FILE_PATTERN.format(gender.upper())
         arrays = body.model_arrays()
-        _atomic_write(path, lambda fh, a=arrays: np.savez_compressed(fh, **a))
+        save_npz_atomic(path, arrays, compressed=True)
         written[gender] = path
     neutral = bodies["neutral"]
     for key, arr in (("J_regressor_extra", neutral.J_regressor_extra), ("J_regressor_h36m", neutral.J_regressor_h36m)):
         path = out / f"{key}.npy"
-        _atomic_write(path, lambda fh, a=arr: np.save(fh, a.astype(np.float32)))
+        write_atomic(path, lambda fh, a=arr: np.save(fh, a.astype(np.float32)))
         written[key] = path
     mean = standin_mean_params()
     path = out / "smpl_mean_params.npz"
-    _atomic_write(path, lambda fh: np.savez(fh, **mean))
+    save_npz_atomic(path, mean)
     written["mean_params"] = path
     info = {
         "name": "standin",
@@ -762,7 +708,7 @@ def write_standin_assets(out_dir: str | os.PathLike[str], *, seed: int = 0) -> d
     }
     path = out / "body.json"
     text = json.dumps(info, indent=2).encode()
-    _atomic_write(path, lambda fh: fh.write(text))
+    write_atomic(path, lambda fh: fh.write(text))
     written["body_json"] = path
     logger.info("wrote the stand-in body (%d vertices) to %s", neutral.num_vertices, out)
     return written

@@ -1,29 +1,30 @@
-"""Read official SMPL ``.pkl`` files safely (no chumpy, no pickled code) and convert them to ``.npz``.
+"""Read official SMPL ``.pkl`` files safely (no chumpy, no pickled code) and tell their SMPL release apart.
 
 The official files are Python-2 pickles holding numpy arrays, a ``scipy.sparse`` joint regressor and chumpy
 objects. :class:`SafeSMPLUnpickler` resolves only an allow-list of globals: numpy array reconstruction, a
 few harmless builtins, stand-ins for chumpy and scipy sparse matrices that merely record their pickled state.
 Anything else (``os.system``, ``subprocess``, ``builtins.eval``...) is refused with :class:`BodyModelError`
 before it can run.
+
+This is the runtime side (:func:`metahmr_cli.body.smpl.load_body_model` reads ``.pkl`` files directly); converting
+them into a body folder (``metahmr weights import-smpl``) is :mod:`metahmr_cli.body.builders.pkl`.
 """
 
 from __future__ import annotations
 
+import codecs
+import importlib
 import io
 import logging
 import os
 import pickle
 import re
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from metahmr_cli.body.joints import SMPL_PARENTS
-from metahmr_cli.body.smpl import MODEL_KEYS, SMPL_NUM_VERTICES, check_model_arrays, load_model_arrays
-from metahmr_cli.body.standin import _atomic_write
-from metahmr_cli.constants import GENDERS
+from metahmr_cli.body.layout import MODEL_KEYS, check_model_arrays
 from metahmr_cli.errors import BodyModelError
 
 logger = logging.getLogger(__name__)
@@ -120,8 +121,6 @@ _NUMPY_MODULES = ("numpy.core.multiarray", "numpy._core.multiarray", "numpy.core
 def _allowed_global(module: str, name: str) -> Any:
     """Resolve an allowed global or return None."""
     if module in _NUMPY_MODULES and name in ("_reconstruct", "scalar", "_frombuffer"):
-        import importlib
-
         try:
             return getattr(importlib.import_module(module), name)
         except (ImportError, AttributeError):
@@ -138,8 +137,6 @@ def _allowed_global(module: str, name: str) -> Any:
     if module in ("copy_reg", "copyreg") and name == "_reconstructor":
         return _safe_reconstructor
     if module == "_codecs" and name == "encode":
-        import codecs
-
         return codecs.encode
     if module.split(".")[0] == "chumpy":
         return _CHUMPY_CLASSES.setdefault(name, _chumpy_class(name))
@@ -295,27 +292,6 @@ def load_smpl_pkl(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
     return arrays
 
 
-_GENDER_PATTERNS = (
-    ("neutral", re.compile(r"neutral")),
-    ("female", re.compile(r"female|(^|[_\-. ])f([_\-. ]|$)")),
-    ("male", re.compile(r"male|(^|[_\-. ])m([_\-. ]|$)")),
-)
-
-
-def detect_gender(path: str | os.PathLike[str], arrays: dict[str, np.ndarray] | None = None) -> str | None:
-    """Gender from the file name (e.g. ``basicModel_f_lbs_...``, ``SMPL_NEUTRAL.pkl``) or a ``gender`` entry."""
-    name = Path(path).name.lower()
-    for gender, pattern in _GENDER_PATTERNS:
-        if pattern.search(name):
-            return gender
-    if arrays is not None and "gender" in arrays:
-        g = str(arrays["gender"]).lower()
-        for gender in ("neutral", "female", "male"):
-            if g.startswith(gender[0]) and (g == gender or len(g) == 1):
-                return gender
-    return None
-
-
 SMPLIFY_NEUTRAL = "basicModel_neutral_lbs_10_207_0_v1.0.0.pkl"
 V110_NEUTRAL_WARNING = (
     "{path} is SMPL v1.1.0's neutral model (300 shape components). SPIN, CLIFF and Meta-HMR were trained and "
@@ -334,83 +310,6 @@ def smpl_release(arrays: dict[str, np.ndarray]) -> str:
     return {300: "v1.1.0", 10: "v1.0.0"}.get(comps, "unknown")
 
 
-def _read_source(path: Path) -> dict[str, np.ndarray]:
-    if not path.is_file():
-        raise BodyModelError(f"{path} does not exist or is not a file.")
-    if path.suffix.lower() == ".npz":
-        data = load_model_arrays(path)
-        missing = [k for k in MODEL_KEYS if k not in data]
-        if missing:
-            raise BodyModelError(f"{path} is not a SMPL model file: missing {', '.join(missing)}.")
-        return data
-    return load_smpl_pkl(path)
-
-
-def import_smpl_files(
-    sources: Iterable[str | os.PathLike[str]],
-    dest_dir: str | os.PathLike[str],
-    *,
-    gender: str | None = None,
-    num_vertices: int | None = SMPL_NUM_VERTICES,
-) -> list[Path]:
-    """Convert official SMPL model files into ``dest_dir/SMPL_{NEUTRAL|MALE|FEMALE}.npz``.
-
-    The release is recorded in each file (``smpl_release``: "v1.0.0" or "v1.1.0", told apart by content); a
-    v1.1.0 neutral model is imported with a warning (:data:`V110_NEUTRAL_WARNING`): the released networks were
-    trained with SMPLify's neutral v1.0.0.
-
-    Args:
-        sources: ``.pkl`` (official) or ``.npz`` files; the gender comes from each file name or contents.
-        dest_dir: target folder (created); each file is written to a temporary name, then renamed.
-        gender: force the gender (only with a single source).
-        num_vertices: required vertex count (6890 for SMPL); None skips the check (tests).
-
-    Returns:
-        The written paths, in the order of ``sources``.
-
-    Raises:
-        BodyModelError: a file is unsafe, damaged, not SMPL, of unknown gender, or two files share a gender.
-    """
-    paths = [Path(s).expanduser() for s in sources]
-    if not paths:
-        raise BodyModelError("No SMPL files given. Pass the .pkl files downloaded from https://smpl.is.tue.mpg.de.")
-    if gender is not None and len(paths) != 1:
-        raise BodyModelError("gender can only be forced when importing a single file.")
-    converted: list[tuple[str, Path, dict[str, np.ndarray]]] = []
-    seen: dict[str, Path] = {}
-    for path in paths:
-        arrays = _read_source(path)
-        g = gender.lower() if gender else detect_gender(path, arrays)
-        if g not in GENDERS:
-            raise BodyModelError(
-                f"Cannot tell the gender of {path}; rename it to SMPL_NEUTRAL.pkl, SMPL_MALE.pkl or SMPL_FEMALE.pkl "
-                "(or keep the official name, e.g. basicmodel_neutral_lbs_10_207_0_v1.1.0.pkl)."
-            )
-        if g in seen:
-            raise BodyModelError(f"Both {seen[g]} and {path} are {g} models; import only one of them.")
-        seen[g] = path
-        n = check_model_arrays(arrays, str(path), num_vertices=num_vertices)
-        parents = np.asarray(arrays["kintree_table"])[0].astype(np.int64).copy()
-        parents[0] = -1
-        if parents.tolist() != SMPL_PARENTS:
-            raise BodyModelError(f"{path}: kinematic tree differs from SMPL's; is this a SMPL (not SMPL-H/X) file?")
-        logger.info("read %s model with %d vertices from %s", g, n, path)
-        release = smpl_release(arrays)
-        if g == "neutral" and release == "v1.1.0":
-            logger.warning(V110_NEUTRAL_WARNING.format(path=path))
-        out_arrays = {k: np.asarray(arrays[k]) for k in MODEL_KEYS}
-        out_arrays["smpl_release"] = np.array(release)
-        converted.append((g, path, out_arrays))
-    dest = Path(dest_dir).expanduser()
-    dest.mkdir(parents=True, exist_ok=True)
-    written: list[Path] = []
-    for g, _, arrays in converted:
-        target = dest / f"SMPL_{g.upper()}.npz"
-        _atomic_write(target, lambda fh, a=arrays: np.savez_compressed(fh, **a))
-        written.append(target)
-    return written
-
-
 __all__ = [
     "SMPLIFY_NEUTRAL",
     "V110_NEUTRAL_WARNING",
@@ -418,8 +317,6 @@ __all__ = [
     "MODEL_KEYS",
     "SafeSMPLUnpickler",
     "SparseStandin",
-    "detect_gender",
-    "import_smpl_files",
     "load_smpl_pkl",
     "safe_unpickle",
     "smpl_arrays_from_pickled",
