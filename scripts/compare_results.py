@@ -9,7 +9,8 @@ folders, then::
 Each ``.npz`` found below either folder is matched by its relative path; for each pair the keys, and for each key
 the dtype, the shape and the bytes are compared (NaN equals NaN only where its bit pattern is the same). With
 ``--files`` the meshes, animations and renders are compared byte for byte too; ``manifest.jsonl`` and
-``summary.json`` (which hold times and dates) are compared without their timing and date fields. Exit status: 0 when
+``summary.json`` (which hold times and dates) are compared without their timing and date fields, and files
+shipped with the package by their path inside it. Exit status: 0 when
 everything compared is identical, 1 otherwise (each difference is listed), 2 for a usage error.
 """
 
@@ -26,9 +27,10 @@ import numpy as np
 VOLATILE_KEYS = frozenset({
     "started", "finished", "elapsed_s", "seconds", "stage_seconds", "time", "timestamp", "wall_s", "date",
     "images_per_s", "people_per_s", "per_worker", "timings", "host", "pid", "out", "command", "run_id",
-    "started_at", "finished_at", "wall_seconds", "images_per_second", "people_per_second",
+    "started_at", "finished_at", "wall_seconds", "images_per_second", "people_per_second", "inputs",
 })
-"""Fields of the manifest and summary that differ between two runs of the same work (times, dates, places)."""
+"""Fields of the manifest and summary that differ between two runs of the same work (times, dates, places; the
+inputs as typed on the command line: each manifest record names its input as a full path)."""
 
 
 def _files(root: Path) -> dict[str, Path]:
@@ -63,6 +65,8 @@ def _strip(obj: Any) -> Any:
         return {k: _strip(v) for k, v in obj.items() if k not in VOLATILE_KEYS}
     if isinstance(obj, list):
         return [_strip(v) for v in obj]
+    if isinstance(obj, str) and obj.startswith("/") and "/metahmr_cli/" in obj:
+        return obj.split("/metahmr_cli/", 1)[1]  # a file shipped with the package: where the checkout lives differs
     return obj
 
 
