@@ -151,15 +151,13 @@ def test_resume_uses_cache_without_recomputing(cli_run, tmp_path, synth_dataset,
     out = tmp_path / "resumed"
     shutil.copytree(cli_run / "cache", out / "cache")
     calls = []
-    import metahmr_cli.tto as tto
-
-    real = tto.run_tto
+    real = R.run_tto
 
     def counting(*args, **kwargs):
         calls.append(args[4].schedule)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(tto, "run_tto", counting)
+    monkeypatch.setattr(R, "run_tto", counting)
     rep = run_evaluation(_config(synth_dataset, standin_dir, tiny_checkpoint, out))
     assert calls == []  # everything came from the cache
     assert rep.from_cache == dict.fromkeys(("none", "eft", "metahmr", "reference"), N_SAMPLES)
