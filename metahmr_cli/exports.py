@@ -22,6 +22,12 @@ from typing import Any
 import numpy as np
 
 from metahmr_cli.errors import ConfigError
+from metahmr_cli.geometry.rotation import axis_angle_to_rotmat
+from metahmr_cli.io.meshes import write_person_meshes
+from metahmr_cli.render.overlay import person_colors
+from metahmr_cli.video.export import write_bvh, write_glb_animation, write_scene_glb
+from metahmr_cli.video.sequences import collect_tracks, write_amass, write_tracks_npz
+from metahmr_cli.video.world import camera_world, estimate_world, onto_floor, sole_contacts
 
 __all__ = ["EXPORT_SUFFIX", "MESH_FORMATS", "SCENE_NAME", "mesh_names", "parse_formats", "sequence_formats",
            "sequence_names", "write_result_meshes", "write_sequence_files"]
@@ -68,8 +74,6 @@ def write_result_meshes(result: dict[str, np.ndarray], out: Path, stem: str, for
     parameters (``BODY(global_orient, body_pose, betas) + transl``). ``only_missing``: files that exist are kept as
     they are. Returns every mesh name of the result in these formats (written or kept).
     """
-    from metahmr_cli.io.meshes import write_person_meshes
-    from metahmr_cli.render.overlay import person_colors
 
     people = int(np.asarray(result["global_orient"]).shape[0])
     names = mesh_names(stem, people, formats)
@@ -90,7 +94,6 @@ def _pose_body(body: Any, result: dict[str, np.ndarray]) -> np.ndarray:
     """(P, V, 3) vertices of a result's people posed with its parameters (camera frame)."""
     import torch
 
-    from metahmr_cli.geometry.rotation import axis_angle_to_rotmat
 
     aa = np.concatenate([result["global_orient"], result["body_pose"]], axis=1).reshape(-1, 24, 3)
     with torch.no_grad():
@@ -159,9 +162,6 @@ def write_sequence_files(out: Path, stem: str, frame_files: list[Path], *, body:
     Returns:
         the names written or kept (relative to ``out``). Exports of tracks that no longer exist are removed.
     """
-    from metahmr_cli.video.export import write_bvh, write_glb_animation, write_scene_glb
-    from metahmr_cli.video.sequences import collect_tracks, write_amass, write_tracks_npz
-    from metahmr_cli.video.world import camera_world, estimate_world, onto_floor, sole_contacts
 
     frames = []
     for path in frame_files:

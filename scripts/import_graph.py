@@ -75,6 +75,13 @@ def import_graph(root: Path = ROOT, *, nested: bool = False) -> dict[str, set[st
                     target = target.rpartition(".")[0]
                 if target and target != name and target.startswith(PACKAGE):
                     graph[name].add(target)
+                    # importing a.b.c runs a/__init__ and a/b/__init__ first: those are imports too, except the
+                    # packages the importer itself sits in (already being imported)
+                    parent = target.rpartition(".")[0]
+                    while parent and parent != PACKAGE:
+                        if parent in modules and not _is_parent_package(parent, name):
+                            graph[name].add(parent)
+                        parent = parent.rpartition(".")[0]
     return graph
 
 
@@ -83,11 +90,10 @@ def _is_parent_package(a: str, b: str) -> bool:
 
 
 def circles(graph: dict[str, set[str]]) -> list[list[str]]:
-    """Strongly connected groups of more than one module (Tarjan), ignoring a package importing its own
-    submodules (its ``__init__`` re-exporting them) and a submodule importing its parent package's ``__init__``
-    only as the way to reach a sibling."""
-    edges = {m: {t for t in ts if not _is_parent_package(m, t) and not _is_parent_package(t, m)}
-             for m, ts in graph.items()}
+    """Strongly connected groups of more than one module (Tarjan). A submodule importing its own package's
+    ``__init__`` (already being imported when the submodule runs) does not count; a package's ``__init__``
+    importing its submodules does."""
+    edges = {m: {t for t in ts if not _is_parent_package(t, m)} for m, ts in graph.items()}
     index: dict[str, int] = {}
     low: dict[str, int] = {}
     on: set[str] = set()

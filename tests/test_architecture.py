@@ -36,6 +36,7 @@ def test_the_circle_finder_finds_a_circle(graph_module, tmp_path):
     graph = graph_module.import_graph(tmp_path, nested=True)
     assert graph["metahmr_cli.sub.a"] == {"metahmr_cli.sub.b"}
     assert graph["metahmr_cli.sub.c"] == {"metahmr_cli.sub.a"}  # the TYPE_CHECKING import does not count
+    assert graph["metahmr_cli.d"] == {"metahmr_cli.sub.c", "metahmr_cli.sub"}  # importing sub.c runs sub/__init__
     assert graph_module.circles(graph) == [["metahmr_cli.sub.a", "metahmr_cli.sub.b", "metahmr_cli.sub.c"]]
     assert graph_module.circles(graph_module.import_graph(tmp_path, nested=False)) == []
 

@@ -48,6 +48,7 @@ from scipy.spatial.transform import Rotation
 from torch.utils.data import Dataset
 
 from ..body.fast_joints import SubsetBody
+from ..body.smpl import load_body_model
 from ..constants import (
     BBOX_INFO_SIZE_DIV,
     BBOX_INFO_SIZE_OFFSET,
@@ -57,6 +58,7 @@ from ..constants import (
     SCALE_PX,
 )
 from ..geometry.crop import apply_affine, box_from_xyxy, crop_transform, normalize_crop_keypoints
+from ..geometry.rotation import axis_angle_to_rotmat
 from ..keypoints.evidence import (
     OPEN_KEYPOINT_MIN_CONF,
     drop_unreliable_keypoints,
@@ -226,7 +228,6 @@ class SyntheticKeypointDataset(Dataset):
     def joints_body(self) -> SubsetBody:
         """The body posing only what the 49 joints need (loaded lazily: each data-loader worker loads its own)."""
         if self._body is None:
-            from ..body.smpl import load_body_model
 
             # float64: a sample must not depend on which other samples share its batch (float32 GEMMs round
             # differently for different batch sizes)
@@ -249,7 +250,6 @@ class SyntheticKeypointDataset(Dataset):
         return self.__getitems__([index])[0]
 
     def __getitems__(self, indices: list[int]) -> list[dict[str, Any]]:
-        from ..geometry.rotation import axis_angle_to_rotmat
 
         rngs = [self._rng(i) for i in indices]
         poses = np.zeros((len(indices), 24, 3))

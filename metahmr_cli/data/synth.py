@@ -32,6 +32,8 @@ import numpy as np
 import torch
 from scipy.spatial.transform import Rotation
 
+from ..assets import body_dir
+from ..body.smpl import load_body_model
 from ..constants import BBOX_MARGIN_KEYPOINTS, NUM_BETAS, SCALE_PX
 from ..errors import ConfigError, InputError
 from ..geometry import axis_angle_to_rotmat
@@ -301,7 +303,6 @@ def _box(mask: np.ndarray) -> tuple[np.ndarray, float]:
 def _resolve_body_dir(body: str | Path) -> Path:
     text = str(body)
     if text in ("standin", "smpl", "open"):
-        from ..assets import body_dir
 
         return Path(body_dir(text))
     p = Path(text).expanduser()
@@ -313,7 +314,6 @@ def _resolve_body_dir(body: str | Path) -> Path:
 
 
 def _load_bodies(body: Any, genders: str, device: str = "cpu") -> dict[str, Any]:
-    from ..body.smpl import load_body_model
 
     if not isinstance(body, str | Path):
         if genders != "neutral":

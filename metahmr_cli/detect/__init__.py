@@ -1,7 +1,7 @@
 """Person detection: the :class:`Detector` protocol, the ultralytics YOLO adapter and imported boxes.
 
-``MoveNetDetector`` / ``MOVENET_DETECTOR`` (MoveNet MultiPose, ``--detector movenet``) live in
-:mod:`metahmr_cli.keypoints.movenet` (the same network gives the keypoints) and are loaded on first access.
+The MoveNet detector (``--detector movenet``) and the open people finder (``--detector finder``) live in
+:mod:`metahmr_cli.keypoints.movenet` and :mod:`metahmr_cli.keypoints.people`: the same networks give the keypoints.
 """
 
 from metahmr_cli.detect.base import Detections, Detector, box_iou, filter_detections
@@ -21,9 +21,7 @@ __all__ = [
     "Detector",
     "ImportedBoxes",
     "MEDIAPIPE_DETECTOR",
-    "MOVENET_DETECTOR",
     "MediaPipePersonDetector",
-    "MoveNetDetector",
     "YoloDetector",
     "box_iou",
     "candidate_keys",
@@ -35,11 +33,3 @@ __all__ = [
     "set_ultralytics_offline",
 ]
 
-
-def __getattr__(name: str):
-    # Imported on demand: metahmr_cli.keypoints imports metahmr_cli.detect.base, so an eager import would be circular.
-    if name in ("MOVENET_DETECTOR", "MoveNetDetector"):
-        from metahmr_cli.keypoints import movenet
-
-        return getattr(movenet, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,21 +1,13 @@
 """``metahmr process`` beyond one process: the same outputs, manifest and resume, with the inputs spread over the
 workers of a Ray cluster (:mod:`metahmr_cli.distributed.ray_backend`, needs ``pip install 'metahmr[ray]'``).
 
-Importing this package imports no Ray; :class:`RayRunner` loads it on first use.
+Importing this package imports no Ray (nor the runner): the Ray runner is
+:class:`metahmr_cli.distributed.ray_backend.RayRunner` (also ``metahmr_cli.RayRunner``).
 """
 
 from __future__ import annotations
 
-from typing import Any
-
 from metahmr_cli.distributed.settings import BACKENDS, RaySettings
 
-__all__ = ["BACKENDS", "RayRunner", "RaySettings"]
+__all__ = ["BACKENDS", "RaySettings"]
 
-
-def __getattr__(name: str) -> Any:
-    if name == "RayRunner":
-        from metahmr_cli.distributed.ray_backend import RayRunner
-
-        return RayRunner
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

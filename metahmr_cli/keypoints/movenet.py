@@ -46,12 +46,14 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from metahmr_cli import assets
 from metahmr_cli.detect.base import Detections, box_iou, filter_detections
 from metahmr_cli.devices import resolve_device
 from metahmr_cli.errors import AssetNotFoundError, MetaHMRError
 from metahmr_cli.files import file_sha256
 from metahmr_cli.io.sources import check_image
 from metahmr_cli.keypoints.base import check_boxes, match_keypoints_to_boxes
+from metahmr_cli.keypoints.tfjs_graph import TFJSGraph
 
 if TYPE_CHECKING:
     from metahmr_cli.keypoints.tfjs_graph import TFJSGraph
@@ -185,7 +187,6 @@ def resolve_tfjs_model(asset: str, filename: str, model: str | os.PathLike[str] 
     Raises:
         AssetNotFoundError: listing where it looked and naming ``metahmr weights fetch-open``.
     """
-    from metahmr_cli import assets
 
     explicit = None
     if model is not None:
@@ -229,7 +230,6 @@ class MoveNetMultiPose:
                  device: str = "cpu", weights: str | os.PathLike[str] | None = None, cache_size: int = 4) -> None:
         if int(input_size) != input_size or input_size < 32 or input_size % 32:
             raise ValueError(f"input_size must be a positive multiple of 32, got {input_size}")
-        from metahmr_cli.keypoints.tfjs_graph import TFJSGraph
 
         self.model_path = resolve_model_json(model, weights=weights)
         self.input_size = int(input_size)

@@ -43,6 +43,7 @@ import numpy as np
 
 from metahmr_cli.detect.base import Detections, box_iou
 from metahmr_cli.devices import resolve_device
+from metahmr_cli.errors import ConfigError
 from metahmr_cli.keypoints.base import check_boxes
 from metahmr_cli.keypoints.movenet import (
     NUM_KEYPOINTS,
@@ -52,6 +53,7 @@ from metahmr_cli.keypoints.movenet import (
     letterbox,
     resolve_tfjs_model,
 )
+from metahmr_cli.keypoints.tfjs_graph import TFJSGraph
 
 if TYPE_CHECKING:
     from metahmr_cli.keypoints.tfjs_graph import TFJSGraph
@@ -114,7 +116,6 @@ class PeopleSettings:
 
     def validate(self) -> None:
         """Raise :class:`~metahmr_cli.errors.ConfigError` naming the bad setting and what is allowed."""
-        from metahmr_cli.errors import ConfigError
 
         if isinstance(self.sizes, str):
             self.sizes = parse_sizes(self.sizes)
@@ -144,7 +145,6 @@ class PeopleSettings:
 
 def parse_sizes(text: str) -> tuple[int, ...]:
     """``"256,384"`` -> (256, 384); ``"none"`` or ``""`` -> (); raises ConfigError for anything else."""
-    from metahmr_cli.errors import ConfigError
 
     text = text.strip().lower()
     if text in ("", "none"):
@@ -325,7 +325,6 @@ def resolve_centernet_json(model: str | os.PathLike[str] | None = None, *,
 
 
 def _load_graph(path: Path, device: str) -> TFJSGraph:
-    from metahmr_cli.keypoints.tfjs_graph import TFJSGraph
 
     return TFJSGraph.load(path, device=device)
 

@@ -27,6 +27,7 @@ from torch import Tensor, nn
 from ..constants import IMG_H, IMG_W
 from ..errors import AssetNotFoundError, CheckpointError, ConfigError
 from ..files import file_sha256, save_torch_atomic
+from ..inner_loop import InnerLoop
 from .builders import LAYOUTS, build_regressor, layout_for
 from .regressor import HEAD_DROPOUT, HEAD_MODULES, HEAD_WIDTH, NCAM, NPOSE, NSHAPE, Regressor
 
@@ -448,15 +449,13 @@ class LoadedNetworks:
     path: Path
     messages: list[str] = field(default_factory=list)
     metadata: dict[str, Any] = field(default_factory=dict)
-    inner_loop: Any = None  # InnerLoop | None (imported lazily: the TTO package imports this one)
+    inner_loop: InnerLoop | None = None
 
 
 def _inner_loop_record(obj: Mapping[str, Any], source: str) -> Any:
     """The InnerLoop of a checkpoint's ``inner_loop`` entry, None without one."""
     if obj.get("inner_loop") is None:
         return None
-    from metahmr_cli.tto.config import InnerLoop
-
     try:
         return InnerLoop.from_record(obj["inner_loop"], source)
     except ConfigError as exc:
