@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from metahmr_cli.losses import LossWeights
-from metahmr_cli.pipeline import focal_for_image
+from metahmr_cli.process_config import focal_for_image
 from metahmr_cli.tto import TTOConfig, resolve_schedule
 from metahmr_cli.tto.eft import eft_loss
 
@@ -61,7 +61,8 @@ def test_process_with_an_exif_photo_uses_the_diagonal_by_default(tmp_path, stand
     from PIL import Image
 
     from metahmr_cli.detect.base import Detections
-    from metahmr_cli.pipeline import Pipeline, ProcessConfig
+    from metahmr_cli.pipeline import Pipeline
+    from metahmr_cli.process_config import ProcessConfig
 
     path = tmp_path / "phone.jpg"
     exif = Image.Exif()
@@ -203,7 +204,8 @@ def test_eval_uses_each_schedules_own_grouping_by_default():
 def test_single_network_checkpoint_refuses_meta_hmr_schedules(tmp_path, standin_body):
     from metahmr_cli.detect.base import Detections
     from metahmr_cli.errors import ConfigError
-    from metahmr_cli.pipeline import Pipeline, ProcessConfig
+    from metahmr_cli.pipeline import Pipeline
+    from metahmr_cli.process_config import ProcessConfig
 
     class Nobody:
         def detect(self, image):

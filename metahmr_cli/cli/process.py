@@ -201,7 +201,8 @@ def register(app: typer.Typer) -> None:
 
         from metahmr_cli.config import apply_overrides, load_config_file
         from metahmr_cli.io.outdir import DiskFullError
-        from metahmr_cli.pipeline import Pipeline, ProcessConfig
+        from metahmr_cli.pipeline import Pipeline
+        from metahmr_cli.process_config import ProcessConfig
 
         overrides: dict[str, Any] = {
             "inputs": inputs or None, "out": out, "recursive": recursive or None, "weights": weights,

@@ -54,8 +54,9 @@ from metahmr_cli.io.writers import (
     temp_path_for,
     write_summary,
 )
-from metahmr_cli.pipeline import Pipeline, ProcessConfig, RunReport, _reason, count_processed, new_totals
-from metahmr_cli.process_config import STAGES
+from metahmr_cli.pipeline import Pipeline, RunReport, count_processed, new_totals
+from metahmr_cli.pipeline.records import _reason
+from metahmr_cli.process_config import STAGES, ProcessConfig
 from metahmr_cli.progress import WorkProgress
 
 logger = logging.getLogger(__name__)
