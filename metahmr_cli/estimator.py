@@ -32,15 +32,11 @@ import numpy as np
 import torch
 
 from metahmr_cli.constants import BBOX_MARGIN_DETECTOR, IMAGENET_MEAN, IMAGENET_STD
+from metahmr_cli.devices import resolve_device
 from metahmr_cli.errors import AssetNotFoundError, ConfigError, InputError, MetaHMRError
+from metahmr_cli.geometry.camera import CameraSettings, camera_for, check_focal, intrinsics
 from metahmr_cli.io.sources import check_image
-from metahmr_cli.process_config import (
-    DETECTOR_DEFAULTS,
-    YOLO_DEFAULTS,
-    ProcessConfig,
-    focal_for_image,
-    resolve_device,
-)
+from metahmr_cli.process_config import DETECTOR_DEFAULTS, YOLO_DEFAULTS, ProcessConfig
 
 logger = logging.getLogger(__name__)
 
@@ -262,23 +258,8 @@ class Frame:
         return len(self.boxes)
 
 
-MAX_FOCAL_PER_DIAGONAL = 1000.0
-"""A focal length above this many image diagonals (a field of view under 0.06 degrees) is refused."""
 KEYPOINT_MARGIN = 10.0
 """Keypoints (and boxes) may lie at most this many image widths / heights outside the image."""
-
-
-def check_focal(focal: Any, image_hw: tuple[int, int], what: str = "focal") -> float:
-    """A focal length in pixels: a finite number > 0 and at most :data:`MAX_FOCAL_PER_DIAGONAL` image diagonals."""
-    if isinstance(focal, bool) or not isinstance(focal, int | float | np.integer | np.floating):
-        raise InputError(f"{what} must be a number of pixels, got {focal!r} ({type(focal).__name__}).")
-    f = float(focal)
-    limit = MAX_FOCAL_PER_DIAGONAL * float(np.hypot(*image_hw))
-    if not np.isfinite(f) or f <= 0 or f > limit:
-        raise InputError(f"{what} = {f!r} px cannot be used: give a focal length > 0 and at most {limit:.4g} px "
-                         f"(this image's default is its diagonal, {np.hypot(*image_hw):.1f} px; leave focal unset "
-                         "for it).")
-    return f
 
 
 def _numeric(value: Any, what: str) -> np.ndarray:
@@ -386,6 +367,7 @@ class Estimator:
             cfg = apply_overrides(cfg, overrides)
         cfg.validate_settings()
         self.config = cfg
+        self.camera_settings: CameraSettings = cfg.camera  # the parsed --focal / --fov
         self.device = resolve_device(cfg.device)
         self.dtype = torch.float64 if cfg.dtype == "float64" else torch.float32
         self.detector = detector
@@ -679,16 +661,20 @@ class Estimator:
                 focal: float | None = None, exif_focal: float | None = None, boxes: Any = None, scores: Any = None,
                 keypoints: Any = None, timings: dict[str, float] | None = None, item: Any = None,
                 path: Path | None = None,
-                people_hook: Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray] | None = None) -> Frame:
+                people_hook: Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray] | None = None,
+                camera: tuple[np.ndarray, str] | None = None) -> Frame:
         """Detect, estimate keypoints and cut crops for one image (no networks yet).
 
         Args:
             image: (H, W, 3) uint8 RGB.
-            focal: focal length in px (None: the configured rule, :func:`focal_for_image`).
+            focal: focal length in px (None: the configured rule, :func:`~metahmr_cli.geometry.camera.camera_for`).
+            exif_focal: the photo's EXIF focal length in px (used with ``focal="exif"`` in the settings).
             boxes, scores: (N, 4) person boxes in px (and (N,) scores) instead of the detector.
             keypoints: (N, 49, 3) keypoints in px + confidence instead of the keypoint backend (needs ``boxes``).
             people_hook: called as ``hook(boxes, scores, keypoints)`` once the people are known (also with none),
                 returns the keypoints to use (a video runner tracks the people and smooths their keypoints here).
+            camera: ``(K, rule)`` from :func:`~metahmr_cli.geometry.camera.camera_for`, instead of ``focal`` (a video
+                runner finds its camera once per video).
 
         Raises:
             InputError: a given value that cannot be used, named with the fix: a focal length that is not a finite
@@ -703,19 +689,20 @@ class Estimator:
         image = check_image(image)
         timings = timings if timings is not None else defaultdict(float)
         H, W = image.shape[:2]
-        if focal is None:
-            focal, rule = focal_for_image(W, H, focal=self.config.focal, fov=self.config.fov, exif_focal=exif_focal)
-            focal = check_focal(focal, (H, W), what="the configured focal length")
+        if camera is not None:
+            K64, rule = camera
+        elif focal is None:
+            K64, rule = camera_for(W, H, self.camera_settings, exif_focal)
         else:
-            focal = check_focal(focal, (H, W))
-            rule = "focal"
+            K64, rule = intrinsics(check_focal(focal, (H, W)), W, H), "focal"
+        focal = float(K64[0, 0])
         if boxes is not None:
             boxes, scores = check_boxes(boxes, scores, (H, W))
         elif scores is not None:
             raise InputError("scores were given without boxes; give boxes=... with them (or neither).")
         if keypoints is not None and boxes is None:
             raise InputError("keypoints were given without boxes; give boxes=... for the people they belong to.")
-        K = np.array([[focal, 0.0, W / 2.0], [0.0, focal, H / 2.0], [0.0, 0.0, 1.0]], np.float32)
+        K = np.asarray(K64, np.float32)
         with self._stages_lock:  # detector and keypoint models: one call at a time
             boxes_px, det_scores, kp = self._people_of(image, boxes, scores, keypoints, timings, (H, W),
                                                        path or Path(source), frame)

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
+from metahmr_cli.geometry.camera import focal_for_image
 from metahmr_cli.losses import LossWeights
-from metahmr_cli.process_config import focal_for_image
 from metahmr_cli.tto import TTOConfig, resolve_schedule
 from metahmr_cli.tto.eft import eft_loss
 

@@ -52,8 +52,8 @@ def settings_fingerprint(est: Estimator) -> str:
         "max_people": cfg.max_people, "min_box": cfg.min_box, "keypoints": cfg.keypoints,
         "keypoints_model": cfg.keypoints_model, "boxes_json": _file_id(cfg.boxes_json),
         "keypoints_json": _file_id(cfg.keypoints_json), "tto": config_to_dict(cfg.tto),
-        "schedule": est.schedule_label, "focal": cfg.focal, "fov": cfg.fov, "dtype": cfg.dtype,
-        "device": est.device.type, "metahmr": __version__, "schema": SCHEMA_VERSION,
+        "schedule": est.schedule_label, "focal": est.camera_settings.focal, "fov": est.camera_settings.fov,
+        "dtype": cfg.dtype, "device": est.device.type, "metahmr": __version__, "schema": SCHEMA_VERSION,
     }
     if cfg.detector in ("finder", "centernet") or cfg.keypoints == "movenet-thunder":
         key["people"] = config_to_dict(cfg.people)  # only then: other settings keep their fingerprints

@@ -339,7 +339,7 @@ class Pipeline:
             "settings_fingerprint": self.fingerprints.settings,
             "renders_disabled": self.render_disabled_reason,
             "warnings": self.warnings,
-            "config": config_to_dict(cfg),
+            "config": config_to_dict(cfg.resolved()),
         }
         return summary
 
@@ -427,7 +427,7 @@ class Pipeline:
         with StageTimer(timings, "decode"):
             image = read_image(item.path, max_pixels=self.config.max_pixels)
             H, W = image.shape[:2]
-            exif = read_exif_focal(item.path, W, H) if self.config.focal == "exif" else None
+            exif = read_exif_focal(item.path, W, H) if self.estimator.camera_settings.focal == "exif" else None
         frame = self.estimator.prepare(image, source=str(item.path), frame=None, focal=None, exif_focal=exif,
                                        timings=timings, item=item, path=Path(item.path),
                                        **self._imported.inputs(item, None, image))

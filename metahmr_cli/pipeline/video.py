@@ -29,6 +29,7 @@ from scipy.spatial.transform import Rotation
 from metahmr_cli.estimator import Dropped, Estimator, Frame, People, StageTimer
 from metahmr_cli.exports import read_sequence_meta, world_summary, write_result_meshes, write_sequence_files
 from metahmr_cli.files import save_npz_atomic
+from metahmr_cli.geometry.camera import camera_for
 from metahmr_cli.io.sources import input_changed, iter_video_frames, video_info
 from metahmr_cli.io.writers import ManifestRecord, display_path, load_result_npz, validate_result_npz
 from metahmr_cli.pipeline.fingerprints import Fingerprints, warm_possible
@@ -37,7 +38,7 @@ from metahmr_cli.pipeline.records import batch_full, outcome
 from metahmr_cli.pipeline.results import ResultWriter
 from metahmr_cli.pipeline.resume import Resume
 from metahmr_cli.pipeline.threads import read_ahead
-from metahmr_cli.process_config import ProcessConfig, focal_for_image
+from metahmr_cli.process_config import ProcessConfig
 from metahmr_cli.progress import WorkProgress
 from metahmr_cli.render import VideoWriter
 from metahmr_cli.video.motion import STATE_VERSION, TrackBook
@@ -87,7 +88,7 @@ class VideoRunner:
     """Processes the videos of a run (see the module docstring).
 
     Args:
-        config: the run settings (``video``, ``video_stride``, ``max_frames``, ``focal``, ``fov``, ``batch_size``).
+        config: the run settings (``video``, ``video_stride``, ``max_frames``, ``batch_size``).
         estimator: the estimator (set up).
         writer: writes each frame's results and renders.
         resume: the run's resume records (identities, fingerprints, mesh and export formats kept).
@@ -176,7 +177,8 @@ class VideoRunner:
         source_fps = info.fps or 25.0
         fps = source_fps / cfg.video_stride
         W, H = info.size
-        focal, focal_rule = focal_for_image(W, H, focal=cfg.focal if cfg.focal != "exif" else None, fov=cfg.fov)
+        camera = camera_for(W, H, self.estimator.camera_settings)  # one camera per video (no EXIF: the diagonal)
+        focal = float(camera[0][0, 0])
         book = TrackBook(cfg.video, fps=source_fps, stride=cfg.video_stride,
                          det_conf=self.estimator.config.det_conf if self.people.boxes is None else 0.0)
         warm = warm_possible(self.config, self.estimator)
@@ -285,10 +287,9 @@ class VideoRunner:
                         keypoint_states[index] = book.keypoint_state()  # for the resume state of this frame
                     return smoothed
 
-                frame = self.estimator.prepare(image, source=str(item.path), frame=index, focal=focal,
+                frame = self.estimator.prepare(image, source=str(item.path), frame=index, camera=camera,
                                                timings=defaultdict(float), item=item, path=Path(item.path),
                                                people_hook=hook, **self.people.inputs(item, index, image))
-                frame.focal_rule = focal_rule
                 frame.track_ids = ids[0]
                 if warm:
                     frame.warm = book.warm_states(frame.track_ids, frame.boxes, index)

@@ -17,9 +17,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from scipy.spatial.transform import Rotation
 
 from metahmr_cli.data.poses import CameraView, camera_orientation, gait_params, params_to_axis_angle
+from metahmr_cli.geometry.camera import camera_for
 
 __all__ = ["WalkingScene", "make_walking_scene", "render_walking_video", "scene_ground_truth"]
 
@@ -80,12 +82,9 @@ def make_walking_scene(body: Any, *, frames: int = 60, fps: float = 30.0, size: 
             exactly (otherwise the pelvis follows a fixed height with a small bob, and the feet of the swinging
             gait dip into the floor or float by a few centimetres).
     """
-    import torch
-
     rng = np.random.default_rng(seed)
     W, H = size
-    f = float(np.hypot(W, H))
-    K = np.array([[f, 0, W / 2], [0, f, H / 2], [0, 0, 1]], np.float64)
+    K, _ = camera_for(W, H)  # the diagonal rule, as metahmr process assumes for a video
     t = np.arange(frames) / fps
     duration = frames / fps
     speed = 1.3
@@ -151,7 +150,6 @@ def _pitch_rotation(pitch: float) -> np.ndarray:
 
 def scene_ground_truth(scene: WalkingScene, body: Any) -> dict[str, np.ndarray]:
     """Vertices (P, T, V, 3), 49 joints (P, T, 49, 3) and boxes (P, T, 4) of the scene (camera frame, metres)."""
-    import torch
 
     from metahmr_cli.geometry.rotation import axis_angle_to_rotmat
 
