@@ -37,6 +37,7 @@ from metahmr_cli.errors import AssetNotFoundError, ConfigError, InputError, Meta
 from metahmr_cli.geometry.camera import CameraSettings, camera_for, check_focal, intrinsics
 from metahmr_cli.io.sources import check_image
 from metahmr_cli.process_config import DETECTOR_DEFAULTS, YOLO_DEFAULTS, ProcessConfig
+from metahmr_cli.tto import ResolvedSchedule, TTOConfig, resolve_schedule
 
 logger = logging.getLogger(__name__)
 
@@ -379,6 +380,9 @@ class Estimator:
         self.console = console
         self.tier = "custom"
         self.tier_message: str | None = None
+        # the TTO settings and their schedule, resolved once (set-up adds what the networks need, in a copy)
+        self.tto: TTOConfig = cfg.tto
+        self.schedule: ResolvedSchedule = resolve_schedule(cfg.tto)
         self.schedule_label = cfg.tto.schedule
         self.checkpoint_id = ""
         self.network_input = "image"
@@ -538,17 +542,7 @@ class Estimator:
         self.checkpoint_id = str(getattr(self.networks, "identifier", "") or "")
         self.network_input = str(getattr(self.networks.main, "input_kind", "image"))
         self.uses_evidence = bool(getattr(getattr(self.networks.main, "backbone", None), "evidence", False))
-        inner = getattr(self.networks, "inner_loop", None)
-        if inner is not None and cfg.tto.inner_loop is None:
-            # TTO starts with the inner loop the networks were meta-trained with (their checkpoint's record)
-            cfg.tto = dataclasses.replace(cfg.tto, inner_loop=inner)
-        self._check_auxiliary()
-        # The camera of the TTO losses must fit the network: an HMR-architecture checkpoint predicts the SPIN crop
-        # camera (focal 5000, 256 px box), CLIFF the one of the full image (the written transl is full-image in both).
-        arch = getattr(self.networks.main, "arch", None)
-        if arch in ("cliff", "hmr") and cfg.tto.camera != arch:
-            logger.info("TTO camera set to %r to fit the %s network", arch, arch)
-            cfg.tto = dataclasses.replace(cfg.tto, camera=arch)
+        self._resolve_tto()
         if cfg.keypoints_json is not None and self.keypoint_stage is None:
             from metahmr_cli.keypoints import load_keypoints
 
@@ -594,14 +588,33 @@ class Estimator:
             self.evidence_stage = BlazePoseEvidence()
         self._setup_done = True
 
+    def _resolve_tto(self) -> None:
+        """The TTO settings the networks need, and their schedule, resolved once: :attr:`tto` and :attr:`schedule`,
+        passed to :func:`~metahmr_cli.tto.run_tto` and recorded by the writers. The caller's config is not changed:
+        :attr:`config` becomes a copy holding these TTO settings."""
+        tto = self.tto
+        inner = getattr(self.networks, "inner_loop", None)
+        if inner is not None and tto.inner_loop is None:
+            # TTO starts with the inner loop the networks were meta-trained with (their checkpoint's record)
+            tto = dataclasses.replace(tto, inner_loop=inner)
+            self.schedule = resolve_schedule(tto)
+        self.tto = tto
+        self._check_auxiliary()
+        # The camera of the TTO losses must fit the network: an HMR-architecture checkpoint predicts the SPIN crop
+        # camera (focal 5000, 256 px box), CLIFF the one of the full image (the written transl is full-image in both).
+        arch = getattr(self.networks.main, "arch", None)
+        if arch in ("cliff", "hmr") and tto.camera != arch:
+            logger.info("TTO camera set to %r to fit the %s network", arch, arch)
+            tto = dataclasses.replace(tto, camera=arch)  # the schedule does not depend on the camera
+        self.tto = tto
+        self.config = dataclasses.replace(self.config, tto=tto)
+
     def _check_auxiliary(self) -> None:
         """A single-network checkpoint (official CLIFF, SPIN) has no auxiliary net: the Meta-HMR schedules would
         use the network as its own pseudo mesh. Refuse unless asked for, and then label the outputs so."""
-        from metahmr_cli.tto import resolve_schedule
-
         cfg = self.config
         kind = getattr(self.networks, "kind", "metahmr")
-        if kind == "metahmr" or not resolve_schedule(cfg.tto).needs_aux:
+        if kind == "metahmr" or not self.schedule.needs_aux:
             self.schedule_label = cfg.tto.schedule
             return
         if not cfg.self_aux:
@@ -621,9 +634,7 @@ class Estimator:
     def supports_warm_start(self) -> bool:
         """Whether TTO can start from a given adapted state per person (a schedule that adapts each person's own
         weights; "reference" shares one copy per batch of 20 and "none" adapts nothing)."""
-        from metahmr_cli.tto import resolve_schedule
-
-        sched = resolve_schedule(self.config.tto)
+        sched = self.schedule
         return bool(sched.phases) and sched.grouping == "person"
 
     @property
@@ -801,10 +812,10 @@ class Estimator:
             the kept boxes, scores and keypoints, and the dropped people.
         """
         from metahmr_cli.io.writers import NO_KEYPOINTS
-        from metahmr_cli.tto import resolve_schedule, usable_keypoints
+        from metahmr_cli.tto import usable_keypoints
 
-        tto = self.config.tto
-        counts = usable_keypoints(torch.from_numpy(kp), resolve_schedule(tto).weights).numpy()
+        tto = self.tto
+        counts = usable_keypoints(torch.from_numpy(kp), self.schedule.weights).numpy()
         ok = counts >= tto.min_keypoints
         if ok.all():
             return boxes, scores, kp, Dropped.none()
@@ -868,8 +879,8 @@ class Estimator:
         for s in range(0, total, bs):
             inputs = TTOInputs(images=images[s:s + bs].to(dev, dt), crop=crop[s:s + bs].to(dev, dt),
                                keypoints2d=kp[s:s + bs].to(dev, dt))
-            res = run_tto(self.networks.main, self.networks.aux, self.body, inputs, self.config.tto,
-                          start=warm[s:s + bs] if keep else None, keep_weights=keep)
+            res = run_tto(self.networks.main, self.networks.aux, self.body, inputs, self.tto,
+                          start=warm[s:s + bs] if keep else None, keep_weights=keep, schedule=self.schedule)
             states += list(res.adapted) if res.adapted is not None else [None] * len(res)
             with torch.no_grad():
                 aa = rotmat_to_axis_angle(res.rotmat.detach())          # (P, 24, 3)

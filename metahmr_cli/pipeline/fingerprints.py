@@ -51,7 +51,7 @@ def settings_fingerprint(est: Estimator) -> str:
         "tier": est.tier, "detector": cfg.detector, "det_conf": cfg.det_conf, "det_iou": cfg.det_iou,
         "max_people": cfg.max_people, "min_box": cfg.min_box, "keypoints": cfg.keypoints,
         "keypoints_model": cfg.keypoints_model, "boxes_json": _file_id(cfg.boxes_json),
-        "keypoints_json": _file_id(cfg.keypoints_json), "tto": config_to_dict(cfg.tto),
+        "keypoints_json": _file_id(cfg.keypoints_json), "tto": config_to_dict(est.tto),
         "schedule": est.schedule_label, "focal": est.camera_settings.focal, "fov": est.camera_settings.fov,
         "dtype": cfg.dtype, "device": est.device.type, "metahmr": __version__, "schema": SCHEMA_VERSION,
     }

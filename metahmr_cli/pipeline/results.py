@@ -24,7 +24,6 @@ from metahmr_cli.io.writers import FrameResult, write_image_atomic, write_result
 from metahmr_cli.pipeline.fingerprints import Fingerprints
 from metahmr_cli.process_config import ProcessConfig
 from metahmr_cli.render import MeshRenderer, RendererUnavailable, person_colors, track_colors
-from metahmr_cli.tto import resolve_schedule
 
 logger = logging.getLogger(__name__)
 
@@ -79,8 +78,8 @@ class ResultWriter:
         p = f.result
         assert p is not None
         est = self.estimator
-        tto = dict(config_to_dict(self.config.tto))
-        sched = resolve_schedule(self.config.tto)
+        tto = dict(config_to_dict(est.tto))
+        sched = est.schedule
         tto["resolved"] = {"grouping": sched.grouping, "group_size": sched.group_size, "stop_rule": sched.stop_rule,
                            "tol": sched.tol, "max_updates": sched.max_steps,
                            "phases": [{"scope": ph.scope, "optimizer": ph.optimizer, "lr": ph.lr, "loss": ph.loss,

@@ -12,6 +12,7 @@ disk stops it with every finished input kept.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import logging
 import signal
@@ -41,7 +42,6 @@ from metahmr_cli.pipeline.video import VideoRunner
 from metahmr_cli.process_config import STAGES, ProcessConfig
 from metahmr_cli.progress import WorkProgress
 from metahmr_cli.render.overlay import note_interrupt
-from metahmr_cli.tto import resolve_schedule
 
 logger = logging.getLogger(__name__)
 
@@ -339,15 +339,15 @@ class Pipeline:
             "settings_fingerprint": self.fingerprints.settings,
             "renders_disabled": self.render_disabled_reason,
             "warnings": self.warnings,
-            "config": config_to_dict(cfg.resolved()),
+            "config": config_to_dict(dataclasses.replace(cfg.resolved(), tto=est.tto)),  # the settings used
         }
         return summary
 
     def _say_schedule(self) -> None:
         """Name the test-time optimisation and its step budget (e.g. EFT's 20) before the work starts."""
-        line = "test-time optimisation " + resolve_schedule(self.config.tto).describe()
+        line = "test-time optimisation " + self.estimator.schedule.describe()
         label = self.estimator.schedule_label
-        if label != self.config.tto.schedule:
+        if label != self.estimator.tto.schedule:
             line += f" [{label}]"
         if self.console is not None and self.progress:
             self.console.print(line, markup=False, highlight=False, soft_wrap=True)
