@@ -31,7 +31,6 @@ Modules (each owns one part):
 
 from __future__ import annotations
 
-from metahmr_cli.estimator import EstimatorStage, KeypointStage, check_keypoint_model
 from metahmr_cli.pipeline.records import RunReport, count_processed, new_totals
 from metahmr_cli.pipeline.results import Renderer
 from metahmr_cli.pipeline.runner import Pipeline
@@ -43,6 +42,7 @@ from metahmr_cli.process_config import (
     STAGES,
     YOLO_DEFAULTS,
 )
+from metahmr_cli.stages import EstimatorStage, KeypointStage, check_keypoint_model
 
 __all__ = [
     "DETECTOR_DEFAULTS",
