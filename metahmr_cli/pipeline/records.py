@@ -14,11 +14,13 @@ from typing import Any
 from metahmr_cli.errors import MetaHMRError
 from metahmr_cli.estimator import Frame
 from metahmr_cli.io.outdir import DiskFullError
+from metahmr_cli.io.sources import video_info
 from metahmr_cli.io.writers import DONE_STATUSES, ManifestRecord
+from metahmr_cli.process_config import ProcessConfig
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["RunReport", "count_processed", "new_totals"]
+__all__ = ["RunReport", "count_processed", "new_totals", "progress_units"]
 
 
 @dataclass
@@ -81,6 +83,18 @@ def count_processed(totals: dict[str, int], kind: str, rec: ManifestRecord) -> N
             totals["frames"] += rec.frames or 0
         else:
             totals["images"] += 1
+
+
+def progress_units(item: Any, config: ProcessConfig) -> int:
+    """Progress units of an input: 1 for an image, its (estimated) number of processed frames for a video."""
+    if item.kind != "video":
+        return 1
+    try:
+        n = video_info(item.path, count_frames=False).n_frames or 1
+    except Exception:  # noqa: BLE001 - a damaged video fails later with its own message
+        return 1
+    n = -(-n // config.video_stride)
+    return min(n, config.max_frames) if config.max_frames else n
 
 
 def batch_full(pending: list[Frame], batch_size: int) -> bool:

@@ -29,11 +29,20 @@ from metahmr_cli import __version__
 from metahmr_cli.config import config_to_dict
 from metahmr_cli.estimator import Estimator, Frame, KeypointStage, StageTimer
 from metahmr_cli.io.outdir import DiskFullError, OutputLock, check_output_folder, disk_full
-from metahmr_cli.io.sources import expand_inputs, read_exif_focal, read_image, video_info
+from metahmr_cli.io.sources import expand_inputs, read_exif_focal, read_image
 from metahmr_cli.io.writers import Manifest, ManifestRecord, clean_temp_files, write_summary
 from metahmr_cli.pipeline import fingerprints as fp
 from metahmr_cli.pipeline.imported import ImportedPeople
-from metahmr_cli.pipeline.records import RunReport, _reason, batch_full, count_processed, failed, new_totals, outcome
+from metahmr_cli.pipeline.records import (
+    RunReport,
+    _reason,
+    batch_full,
+    count_processed,
+    failed,
+    new_totals,
+    outcome,
+    progress_units,
+)
 from metahmr_cli.pipeline.records import disk_full as disk_full_error
 from metahmr_cli.pipeline.results import Renderer, ResultWriter
 from metahmr_cli.pipeline.resume import Resume, skipped_record
@@ -210,7 +219,7 @@ class Pipeline:
         totals = new_totals()
         progress = WorkProgress(label="process", unit="images+frames", enabled=self.progress, console=self.console)
         for it in items:  # the ETA prices each input by its kind and the people found in it so far
-            progress.add_work(it.stem, self._units(it), "frame" if it.kind == "video" else "image")
+            progress.add_work(it.stem, progress_units(it, self.config), "frame" if it.kind == "video" else "image")
 
         with progress:
 
@@ -407,17 +416,6 @@ class Pipeline:
             # decoded images wait here until a batch of people is full (or as many images are held)
             if batch_full(pending, self.config.batch_size):
                 flush()
-
-    def _units(self, item: Any) -> int:
-        """Progress units of an input: 1 for an image, its (estimated) number of processed frames for a video."""
-        if item.kind != "video":
-            return 1
-        try:
-            n = video_info(item.path, count_frames=False).n_frames or 1
-        except Exception:  # noqa: BLE001 - a damaged video fails later with its own message
-            return 1
-        n = -(-n // self.config.video_stride)
-        return min(n, self.config.max_frames) if self.config.max_frames else n
 
     # -------------------------------------------------------------------------------------------- per input
     def _prepare_image(self, item: Any) -> Frame:
