@@ -14,7 +14,7 @@ __all__ = ["BACKENDS", "RayRunner", "RaySettings"]
 
 
 def __getattr__(name: str) -> Any:
-    if name == "RayRunner":
+    if name == "RayRunner":  # on first use: it imports the pipeline (torch), which imports these settings
         from metahmr_cli.distributed.ray_backend import RayRunner
 
         return RayRunner

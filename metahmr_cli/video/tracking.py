@@ -19,7 +19,7 @@ from scipy.optimize import linear_sum_assignment
 
 from metahmr_cli.detect.base import box_iou
 from metahmr_cli.detect.yolo import set_ultralytics_offline
-from metahmr_cli.errors import ConfigError
+from metahmr_cli.errors import ConfigError, MetaHMRError
 
 __all__ = ["ByteTrackTracker", "IoUTracker", "TrackerSettings", "Tracker", "build_tracker"]
 
@@ -172,8 +172,6 @@ def build_tracker(kind: str = "auto", settings: TrackerSettings | None = None) -
             return ByteTrackTracker(settings)
         except ImportError as exc:
             if kind == "bytetrack":
-                from metahmr_cli.errors import MetaHMRError
-
                 raise MetaHMRError(f"--tracker bytetrack needs ultralytics and lap: pip install 'metahmr[detect]' "
                                    f"({exc})") from exc
             logger.info("ByteTrack unavailable (%s); tracking with IoU matching", exc)
