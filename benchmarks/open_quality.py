@@ -629,7 +629,8 @@ def run_open_tier(images: list[SetImage], work: Path, name: str, *, schedule: st
     """``metahmr process`` (open tier, default settings but the TTO schedule) on the set's images; the results
     by image id (None: no result file) and the run's summary."""
     from metahmr_cli.io.writers import load_result_npz
-    from metahmr_cli.pipeline import Pipeline, ProcessConfig
+    from metahmr_cli.pipeline import Pipeline
+    from metahmr_cli.process_config import ProcessConfig
     from metahmr_cli.tto import TTOConfig
 
     inputs = work / "inputs"

@@ -96,7 +96,8 @@ def _prepare(work: Path, n_images: int, network: str, model: str = "paper",
 
 def _run(photos: Path, out: Path, body: str, ckpt: Path | None, boxes: Path, args: argparse.Namespace,
          schedule: str, render: bool) -> dict:
-    from metahmr_cli.pipeline import Pipeline, ProcessConfig
+    from metahmr_cli.pipeline import Pipeline
+    from metahmr_cli.process_config import ProcessConfig
     from metahmr_cli.tto import TTOConfig
 
     cfg = ProcessConfig(inputs=[str(photos)], out=out, model=args.model, body=body, checkpoint=ckpt,
@@ -115,8 +116,9 @@ def _run(photos: Path, out: Path, body: str, ckpt: Path | None, boxes: Path, arg
 def _run_ray(photos: Path, out: Path, body: str, ckpt: Path | None, boxes: Path, args: argparse.Namespace,
              render: bool, workers: int) -> dict:
     """One ``--backend ray`` run on the Ray instance this process is connected to, and what Ray added."""
-    from metahmr_cli.distributed import RayRunner, RaySettings
-    from metahmr_cli.pipeline import ProcessConfig
+    from metahmr_cli.distributed import RaySettings
+    from metahmr_cli.distributed.ray_backend import RayRunner
+    from metahmr_cli.process_config import ProcessConfig
     from metahmr_cli.tto import TTOConfig
 
     cfg = ProcessConfig(inputs=[str(photos)], out=out, model=args.model, body=body, checkpoint=ckpt,

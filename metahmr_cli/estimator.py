@@ -11,8 +11,10 @@ Stages, each injectable (tests and servers can pass their own objects)::
     detect (detect/, or given boxes) -> 2D keypoints (keypoints/, or given keypoints) -> crops + camera (geometry)
       -> main/aux networks + test-time optimisation (tto.run_tto, people batched across images) -> People
 
-Files, folders, videos, resume, manifests and renders belong to the batch runner
-(:class:`metahmr_cli.pipeline.Pipeline`), which calls an estimator.
+Beside it: :mod:`metahmr_cli.stages` checks and loads the detector and keypoint backend, :mod:`metahmr_cli.api_checks`
+checks what a caller gives, :func:`metahmr_cli.geometry.camera.camera_for` gives each image its camera, and
+:func:`metahmr_cli.tto.run_tto` runs the schedule the estimator resolves once (:attr:`Estimator.schedule`). Files,
+folders, videos, resume, manifests and renders belong to the batch runner (:class:`metahmr_cli.pipeline.Pipeline`).
 """
 
 from __future__ import annotations
@@ -26,76 +28,58 @@ from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import torch
 
+# the body and network loaders and run_tto are looked up at call time (tests and tools replace them)
+import metahmr_cli.body.smpl as smpl
+import metahmr_cli.models as models
+import metahmr_cli.tto as tto_lib
+from metahmr_cli.api_checks import check_boxes, check_finite_people, check_focal, check_keypoints
+from metahmr_cli.assets import body_dir, resolve_asset
+from metahmr_cli.config import apply_overrides
 from metahmr_cli.constants import BBOX_MARGIN_DETECTOR, IMAGENET_MEAN, IMAGENET_STD
+from metahmr_cli.detect import Detections, filter_detections
+from metahmr_cli.devices import resolve_device
 from metahmr_cli.errors import AssetNotFoundError, ConfigError, InputError, MetaHMRError
+from metahmr_cli.geometry.camera import CameraSettings, CropInfo, camera_for, intrinsics
+from metahmr_cli.geometry.crop import apply_affine, box_from_xyxy, normalize_crop_keypoints, warp_crop
+from metahmr_cli.geometry.rotation import rotmat_to_axis_angle
 from metahmr_cli.io.sources import check_image
-from metahmr_cli.process_config import (
-    DETECTOR_DEFAULTS,
-    YOLO_DEFAULTS,
-    ProcessConfig,
-    focal_for_image,
-    resolve_device,
+from metahmr_cli.io.writers import NO_KEYPOINTS
+from metahmr_cli.keypoints import load_keypoints
+from metahmr_cli.keypoints.evidence import (
+    OPEN_KEYPOINT_MIN_CONF,
+    BlazePoseEvidence,
+    PersonEvidence,
+    drop_unreliable_keypoints,
+    pack_network_input,
+    resolve_left_right,
 )
+from metahmr_cli.process_config import DETECTOR_DEFAULTS, YOLO_DEFAULTS, ProcessConfig
+from metahmr_cli.stages import (
+    EstimatorStage,
+    KeypointStage,
+    build_detector,
+    build_keypoint_stage,
+    check_detector_files,
+    check_keypoint_model,
+)
+from metahmr_cli.tiers import choose_tier
+from metahmr_cli.tto import ResolvedSchedule, TTOConfig, TTOInputs, resolve_schedule, usable_keypoints
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Dropped", "Estimator", "EstimatorStage", "Frame", "KeypointStage", "People"]
+__all__ = ["Dropped", "Estimator", "EstimatorStage", "Frame", "KeypointStage", "People", "StageTimer",
+           "check_keypoint_model"]
 
 _MEAN = np.asarray(IMAGENET_MEAN, np.float32)
 _STD = np.asarray(IMAGENET_STD, np.float32)
-MEDIAPIPE_DETECTOR = "mediapipe"
-MOVENET_DETECTOR = "movenet"
-FINDER_DETECTOR = "finder"
-CENTERNET_DETECTOR = "centernet"
 
 
-# ------------------------------------------------------------------------------------------------------ stages
-
-
-class KeypointStage(Protocol):
-    """2D keypoints of the people in one image: (N, 49, 3) full-image pixels + confidence (0 = missing)."""
-
-    def __call__(self, image: np.ndarray, boxes: np.ndarray, *, path: Path, frame: int | None) -> np.ndarray: ...
-
-
-class EstimatorStage:
-    """Adapts a :class:`~metahmr_cli.keypoints.KeypointEstimator` to the pipeline: its keypoints mapped onto
-    the 49-joint convention (both the OpenPose and the ground-truth slots)."""
-
-    def __init__(self, estimator: Any) -> None:
-        self.estimator = estimator
-
-    def __call__(self, image: np.ndarray, boxes: np.ndarray, *, path: Path, frame: int | None) -> np.ndarray:
-        from metahmr_cli.keypoints import to_49
-
-        kp = np.asarray(self.estimator.estimate(image, boxes), np.float32)
-        return to_49(kp.reshape(len(boxes), -1, kp.shape[-1] if kp.ndim == 3 else 3), self.estimator.format)
-
-
-def check_keypoint_model(backend: str, model: str | None, weights: Path | None) -> None:
-    """Raise AssetNotFoundError when the model file of a keypoint backend is missing (without loading it)."""
-    if backend == "rtmpose":
-        from metahmr_cli.keypoints.rtmpose import resolve_rtmpose_model
-
-        resolve_rtmpose_model(model or "rtmpose-m", weights=weights)
-    elif backend == "yolo-pose":
-        from metahmr_cli.detect import resolve_yolo_model
-        from metahmr_cli.keypoints.ultralytics_pose import DEFAULT_POSE_MODEL
-
-        resolve_yolo_model(model or DEFAULT_POSE_MODEL, subdir=("keypoints", "detectors"), weights=weights)
-    elif backend == "movenet":
-        from metahmr_cli.keypoints.movenet import resolve_model_json
-
-        resolve_model_json(model, weights=weights)
-    elif backend == "movenet-thunder":
-        from metahmr_cli.keypoints.people import resolve_thunder_json
-
-        resolve_thunder_json(model, weights=weights)
+# ------------------------------------------------------------------------------------------------------ results
 
 
 class StageTimer:
@@ -110,8 +94,6 @@ class StageTimer:
     def __exit__(self, *exc: object) -> None:
         self.sink[self.stage] += time.perf_counter() - self.t0
 
-
-# ------------------------------------------------------------------------------------------------------ results
 
 @dataclass
 class Dropped:
@@ -262,98 +244,6 @@ class Frame:
         return len(self.boxes)
 
 
-MAX_FOCAL_PER_DIAGONAL = 1000.0
-"""A focal length above this many image diagonals (a field of view under 0.06 degrees) is refused."""
-KEYPOINT_MARGIN = 10.0
-"""Keypoints (and boxes) may lie at most this many image widths / heights outside the image."""
-
-
-def check_focal(focal: Any, image_hw: tuple[int, int], what: str = "focal") -> float:
-    """A focal length in pixels: a finite number > 0 and at most :data:`MAX_FOCAL_PER_DIAGONAL` image diagonals."""
-    if isinstance(focal, bool) or not isinstance(focal, int | float | np.integer | np.floating):
-        raise InputError(f"{what} must be a number of pixels, got {focal!r} ({type(focal).__name__}).")
-    f = float(focal)
-    limit = MAX_FOCAL_PER_DIAGONAL * float(np.hypot(*image_hw))
-    if not np.isfinite(f) or f <= 0 or f > limit:
-        raise InputError(f"{what} = {f!r} px cannot be used: give a focal length > 0 and at most {limit:.4g} px "
-                         f"(this image's default is its diagonal, {np.hypot(*image_hw):.1f} px; leave focal unset "
-                         "for it).")
-    return f
-
-
-def _numeric(value: Any, what: str) -> np.ndarray:
-    try:
-        arr = np.asarray(value, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise InputError(f"{what} must hold numbers, got {type(value).__name__}.") from None
-    return arr
-
-
-def check_boxes(boxes: Any, scores: Any, image_hw: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-    """(N, 4) float32 boxes x1, y1, x2, y2 and (N,) scores given to the estimator, checked: the shape, finite
-    values, x2 > x1 and y2 > y1, within :data:`KEYPOINT_MARGIN` image sizes of the image, scores in [0, 1]."""
-    b = _numeric(boxes, "boxes")
-    if b.size == 0:
-        b = b.reshape(0, 4)
-    if b.ndim != 2 or b.shape[1] != 4:
-        raise InputError(f"boxes must be an (N, 4) array of x1, y1, x2, y2 in pixels, got shape {b.shape}; "
-                         "one box is [[x1, y1, x2, y2]].")
-    H, W = image_hw
-    span = np.array([W, H, W, H], np.float64)
-    bad = ~np.isfinite(b).all(axis=1)
-    bad |= (b[:, 2] <= b[:, 0]) | (b[:, 3] <= b[:, 1])
-    bad |= (np.abs(b - span / 2) > (KEYPOINT_MARGIN + 0.5) * span).any(axis=1)
-    if bad.any():
-        i = int(np.flatnonzero(bad)[0])
-        raise InputError(f"boxes[{i}] = {b[i].tolist()} cannot be used: a box is x1, y1, x2, y2 in pixels with "
-                         f"x2 > x1 and y2 > y1, finite, near the {W}x{H} image.")
-    if scores is None:
-        s = np.ones(len(b), np.float64)
-    else:
-        s = _numeric(scores, "scores").reshape(-1) if np.ndim(scores) <= 1 else _numeric(scores, "scores")
-        if s.shape != (len(b),):
-            raise InputError(f"scores must have one value per box ({len(b)}), got shape {np.shape(scores)}.")
-        if not (np.isfinite(s) & (s >= 0) & (s <= 1)).all():
-            raise InputError(f"scores must be in [0, 1], got {s.tolist()[:8]}.")
-    return b.astype(np.float32), s.astype(np.float32)
-
-
-def check_keypoints(keypoints: Any, n: int, image_hw: tuple[int, int]) -> np.ndarray:
-    """(n, 49, 3) float32 keypoints given to the estimator (px + confidence), checked: the shape, finite values,
-    confidences in [0, 1], and confident keypoints within :data:`KEYPOINT_MARGIN` image sizes of the image."""
-    kp = _numeric(keypoints, "keypoints")
-    if kp.shape != (n, 49, 3):
-        raise InputError(f"keypoints must have shape ({n}, 49, 3) for {n} people (x, y in pixels + confidence, "
-                         f"in the 49-joint order), got {kp.shape}.")
-    if not np.isfinite(kp).all():
-        p, j = np.argwhere(~np.isfinite(kp).all(axis=-1))[0]
-        raise InputError(f"keypoints[{p}, {j}] = {kp[p, j].tolist()} is not finite; give 0 confidence (and any "
-                         "finite x, y) to a missing keypoint.")
-    conf = kp[..., 2]
-    if ((conf < 0) | (conf > 1)).any():
-        p, j = np.argwhere((conf < 0) | (conf > 1))[0]
-        raise InputError(f"keypoints[{p}, {j}] has confidence {conf[p, j]!r}; confidences are in [0, 1] "
-                         "(0 = missing).")
-    H, W = image_hw
-    span = np.array([W, H], np.float64)
-    far = (np.abs(kp[..., :2] - span / 2) > (KEYPOINT_MARGIN + 0.5) * span).any(axis=-1) & (conf > 0)
-    if far.any():
-        p, j = np.argwhere(far)[0]
-        raise InputError(f"keypoints[{p}, {j}] = {kp[p, j, :2].tolist()} px is far outside the {W}x{H} image (more "
-                         f"than {KEYPOINT_MARGIN:g} image sizes away); check the units (pixels of this image).")
-    return kp.astype(np.float32)
-
-
-def _check_finite_people(v: dict[str, np.ndarray], source: str) -> None:
-    """Never hand out non-finite bodies: a person whose parameters, mesh or joints are NaN/inf is an error."""
-    for key in ("global_orient", "body_pose", "betas", "transl", "vertices", "joints3d", "cam_crop"):
-        arr = np.asarray(v[key])
-        if arr.size and not np.isfinite(arr).all():
-            person = int(np.flatnonzero(~np.isfinite(arr.reshape(len(arr), -1)).all(axis=1))[0])
-            raise InputError(f"{source}: person {person} got non-finite {key}; the inputs (focal length, boxes, "
-                             "keypoints) are probably out of range.")
-
-
 # ------------------------------------------------------------------------------------------------------ estimator
 
 
@@ -379,13 +269,12 @@ class Estimator:
     def __init__(self, config: ProcessConfig | None = None, *, detector: Any = None,
                  keypoints: KeypointStage | None = None, networks: Any = None, body: Any = None,
                  console: Any = None, evidence: Any = None, **overrides: Any) -> None:
-        from metahmr_cli.config import apply_overrides
-
         cfg = config if config is not None else ProcessConfig()
         if overrides:
             cfg = apply_overrides(cfg, overrides)
         cfg.validate_settings()
         self.config = cfg
+        self.camera_settings: CameraSettings = cfg.camera  # the parsed --focal / --fov
         self.device = resolve_device(cfg.device)
         self.dtype = torch.float64 if cfg.dtype == "float64" else torch.float32
         self.detector = detector
@@ -397,6 +286,9 @@ class Estimator:
         self.console = console
         self.tier = "custom"
         self.tier_message: str | None = None
+        # the TTO settings and their schedule, resolved once (set-up adds what the networks need, in a copy)
+        self.tto: TTOConfig = cfg.tto
+        self.schedule: ResolvedSchedule = resolve_schedule(cfg.tto)
         self.schedule_label = cfg.tto.schedule
         self.checkpoint_id = ""
         self.network_input = "image"
@@ -432,8 +324,6 @@ class Estimator:
     def _resolve_tier(self) -> None:
         if self._tier_done:
             return
-        from metahmr_cli.tiers import choose_tier
-
         cfg = self.config
         injected = self.networks is not None and self.body is not None
         needs_detector = self.detector is None and cfg.boxes_json is None and cfg.keypoints_json is None
@@ -471,8 +361,6 @@ class Estimator:
             self._check_assets()
 
     def _check_assets(self) -> None:
-        from metahmr_cli.assets import body_dir, resolve_asset
-
         self.resolve_tier()
         cfg = self.config
         missing: list[str] = []
@@ -490,25 +378,8 @@ class Estimator:
         if self.networks is None:
             self._checkpoint_path = attempt(
                 lambda: resolve_asset("metahmr_cliff_hrnet_3dpw", cfg.checkpoint, weights=cfg.weights))
-        detector_needed = self.detector is None and cfg.boxes_json is None and cfg.keypoints_json is None
-        if detector_needed and cfg.detector == MOVENET_DETECTOR:
-            from metahmr_cli.keypoints.movenet import resolve_model_json
-
-            attempt(lambda: resolve_model_json(weights=cfg.weights))
-        elif detector_needed and cfg.detector in (FINDER_DETECTOR, CENTERNET_DETECTOR):
-            from metahmr_cli.keypoints.movenet import resolve_model_json
-            from metahmr_cli.keypoints.people import resolve_centernet_json, resolve_thunder_json
-
-            if cfg.detector == CENTERNET_DETECTOR or cfg.people.boxes == "centernet":
-                attempt(lambda: resolve_centernet_json(weights=cfg.weights))
-            if cfg.detector == FINDER_DETECTOR:
-                attempt(lambda: resolve_thunder_json(weights=cfg.weights))
-                if cfg.people.sizes:
-                    attempt(lambda: resolve_model_json(weights=cfg.weights))
-        elif detector_needed and cfg.detector != MEDIAPIPE_DETECTOR:
-            from metahmr_cli.detect import resolve_yolo_model
-
-            attempt(lambda: resolve_yolo_model(cfg.detector, weights=cfg.weights))
+        if self.detector is None and cfg.boxes_json is None and cfg.keypoints_json is None:
+            check_detector_files(cfg, attempt)
         if cfg.boxes_json is not None and not Path(cfg.boxes_json).is_file():
             missing.append(f"Boxes file {cfg.boxes_json} (--boxes-json) does not exist.")
         if cfg.keypoints_json is not None and not Path(cfg.keypoints_json).is_file():
@@ -533,22 +404,16 @@ class Estimator:
         self.check_assets()
         cfg = self.config
         if self.body is None:
-            from metahmr_cli.body.smpl import load_body_model
-
-            self.body = load_body_model(self._body_dir, cfg.gender, device=self.device, dtype=self.dtype,
+            self.body = smpl.load_body_model(self._body_dir, cfg.gender, device=self.device, dtype=self.dtype,
                                         with_h36m=False)
         self.body = self.body.to(device=self.device, dtype=self.dtype).eval()
         self.faces = np.asarray(self.body.faces, dtype=np.int64)
         if self.networks is None:
-            from metahmr_cli.models import load_networks
-
             mean_params = None
             if self._body_dir is not None:
-                from metahmr_cli.body.smpl import load_mean_params
-
                 with contextlib.suppress(FileNotFoundError, AssetNotFoundError):
-                    mean_params = load_mean_params(self._body_dir)
-            self.networks = load_networks(self._checkpoint_path, device=self.device, dtype=self.dtype,
+                    mean_params = smpl.load_mean_params(self._body_dir)
+            self.networks = models.load_networks(self._checkpoint_path, device=self.device, dtype=self.dtype,
                                           mean_params=mean_params)
         for net in (self.networks.main, self.networks.aux):
             if net is not None:
@@ -556,70 +421,45 @@ class Estimator:
         self.checkpoint_id = str(getattr(self.networks, "identifier", "") or "")
         self.network_input = str(getattr(self.networks.main, "input_kind", "image"))
         self.uses_evidence = bool(getattr(getattr(self.networks.main, "backbone", None), "evidence", False))
+        self._resolve_tto()
+        if cfg.keypoints_json is not None and self.keypoint_stage is None:
+            fmt = "coco17" if cfg.keypoints == "coco-json" else None
+            self.imported_keypoints = load_keypoints(cfg.keypoints_json, fmt=fmt)
+        if self.detector is None and cfg.boxes_json is None and cfg.keypoints_json is None:
+            self.detector = build_detector(cfg, str(self.device))
+        if self.keypoint_stage is None and self.imported_keypoints is None:
+            self.keypoint_stage = build_keypoint_stage(cfg, str(self.device))
+        if self.uses_evidence and self.evidence_stage is None:
+            self.evidence_stage = BlazePoseEvidence()
+        self._setup_done = True
+
+    def _resolve_tto(self) -> None:
+        """The TTO settings the networks need, and their schedule, resolved once: :attr:`tto` and :attr:`schedule`,
+        passed to :func:`~metahmr_cli.tto.run_tto` and recorded by the writers. The caller's config is not changed:
+        :attr:`config` becomes a copy holding these TTO settings."""
+        tto = self.tto
         inner = getattr(self.networks, "inner_loop", None)
-        if inner is not None and cfg.tto.inner_loop is None:
+        if inner is not None and tto.inner_loop is None:
             # TTO starts with the inner loop the networks were meta-trained with (their checkpoint's record)
-            cfg.tto = dataclasses.replace(cfg.tto, inner_loop=inner)
+            tto = dataclasses.replace(tto, inner_loop=inner)
+            self.schedule = resolve_schedule(tto)
+        self.tto = tto
         self._check_auxiliary()
         # The camera of the TTO losses must fit the network: an HMR-architecture checkpoint predicts the SPIN crop
         # camera (focal 5000, 256 px box), CLIFF the one of the full image (the written transl is full-image in both).
         arch = getattr(self.networks.main, "arch", None)
-        if arch in ("cliff", "hmr") and cfg.tto.camera != arch:
+        if arch in ("cliff", "hmr") and tto.camera != arch:
             logger.info("TTO camera set to %r to fit the %s network", arch, arch)
-            cfg.tto = dataclasses.replace(cfg.tto, camera=arch)
-        if cfg.keypoints_json is not None and self.keypoint_stage is None:
-            from metahmr_cli.keypoints import load_keypoints
-
-            fmt = "coco17" if cfg.keypoints == "coco-json" else None
-            self.imported_keypoints = load_keypoints(cfg.keypoints_json, fmt=fmt)
-        detector_needed = cfg.boxes_json is None and cfg.keypoints_json is None
-        if self.detector is None and detector_needed and cfg.detector == MEDIAPIPE_DETECTOR:
-            from metahmr_cli.detect.mediapipe_person import MediaPipePersonDetector
-
-            self.detector = MediaPipePersonDetector(conf=cfg.det_conf, min_box_size=cfg.min_box)
-        elif self.detector is None and detector_needed and cfg.detector == MOVENET_DETECTOR:
-            from metahmr_cli.keypoints.movenet import MoveNetDetector
-
-            self.detector = MoveNetDetector(device=str(self.device), weights=cfg.weights, conf=cfg.det_conf,
-                                            min_box_size=cfg.min_box)
-        elif self.detector is None and detector_needed and cfg.detector == FINDER_DETECTOR:
-            from metahmr_cli.keypoints.people import PeopleFinder
-
-            self.detector = PeopleFinder(cfg.people, conf=cfg.det_conf, min_box_size=cfg.min_box,
-                                         device=str(self.device), weights=cfg.weights)
-        elif self.detector is None and detector_needed and cfg.detector == CENTERNET_DETECTOR:
-            from metahmr_cli.keypoints.people import CenterNetPersons
-
-            self.detector = CenterNetPersons(device=str(self.device), weights=cfg.weights, conf=cfg.det_conf,
-                                             tile=cfg.people.tile, tile_overlap=cfg.people.tile_overlap,
-                                             nms_iou=cfg.det_iou, min_box_size=cfg.min_box)
-        elif self.detector is None and detector_needed:
-            from metahmr_cli.detect import YoloDetector
-
-            self.detector = YoloDetector(cfg.detector, conf=cfg.det_conf, iou=cfg.det_iou,
-                                         max_people=cfg.max_people, min_box_size=cfg.min_box,
-                                         device=str(self.device), weights=cfg.weights)
-        if self.keypoint_stage is None and self.imported_keypoints is None:
-            from metahmr_cli.keypoints import build_keypoint_estimator
-
-            options = {"crop_expand": cfg.people.crop_expand} if cfg.keypoints == "movenet-thunder" else {}
-            estimator = build_keypoint_estimator(cfg.keypoints, cfg.keypoints_model, device=str(self.device),
-                                                 weights=cfg.weights, **options)
-            self.keypoint_stage = EstimatorStage(estimator)
-        if self.uses_evidence and self.evidence_stage is None:
-            from metahmr_cli.keypoints.evidence import BlazePoseEvidence
-
-            self.evidence_stage = BlazePoseEvidence()
-        self._setup_done = True
+            tto = dataclasses.replace(tto, camera=arch)  # the schedule does not depend on the camera
+        self.tto = tto
+        self.config = dataclasses.replace(self.config, tto=tto)
 
     def _check_auxiliary(self) -> None:
         """A single-network checkpoint (official CLIFF, SPIN) has no auxiliary net: the Meta-HMR schedules would
         use the network as its own pseudo mesh. Refuse unless asked for, and then label the outputs so."""
-        from metahmr_cli.tto import resolve_schedule
-
         cfg = self.config
         kind = getattr(self.networks, "kind", "metahmr")
-        if kind == "metahmr" or not resolve_schedule(cfg.tto).needs_aux:
+        if kind == "metahmr" or not self.schedule.needs_aux:
             self.schedule_label = cfg.tto.schedule
             return
         if not cfg.self_aux:
@@ -639,9 +479,7 @@ class Estimator:
     def supports_warm_start(self) -> bool:
         """Whether TTO can start from a given adapted state per person (a schedule that adapts each person's own
         weights; "reference" shares one copy per batch of 20 and "none" adapts nothing)."""
-        from metahmr_cli.tto import resolve_schedule
-
-        sched = resolve_schedule(self.config.tto)
+        sched = self.schedule
         return bool(sched.phases) and sched.grouping == "person"
 
     @property
@@ -655,8 +493,6 @@ class Estimator:
     # -------------------------------------------------------------------------------------------- per image
     def _detect(self, image: np.ndarray, boxes: Any, scores: Any,
                 keypoints_given: bool = False) -> tuple[np.ndarray, np.ndarray]:
-        from metahmr_cli.detect import Detections, filter_detections
-
         cfg = self.config
         H, W = image.shape[:2]
         if boxes is not None:
@@ -679,16 +515,20 @@ class Estimator:
                 focal: float | None = None, exif_focal: float | None = None, boxes: Any = None, scores: Any = None,
                 keypoints: Any = None, timings: dict[str, float] | None = None, item: Any = None,
                 path: Path | None = None,
-                people_hook: Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray] | None = None) -> Frame:
+                people_hook: Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray] | None = None,
+                camera: tuple[np.ndarray, str] | None = None) -> Frame:
         """Detect, estimate keypoints and cut crops for one image (no networks yet).
 
         Args:
             image: (H, W, 3) uint8 RGB.
-            focal: focal length in px (None: the configured rule, :func:`focal_for_image`).
+            focal: focal length in px (None: the configured rule, :func:`~metahmr_cli.geometry.camera.camera_for`).
+            exif_focal: the photo's EXIF focal length in px (used with ``focal="exif"`` in the settings).
             boxes, scores: (N, 4) person boxes in px (and (N,) scores) instead of the detector.
             keypoints: (N, 49, 3) keypoints in px + confidence instead of the keypoint backend (needs ``boxes``).
             people_hook: called as ``hook(boxes, scores, keypoints)`` once the people are known (also with none),
                 returns the keypoints to use (a video runner tracks the people and smooths their keypoints here).
+            camera: ``(K, rule)`` from :func:`~metahmr_cli.geometry.camera.camera_for`, instead of ``focal`` (a video
+                runner finds its camera once per video).
 
         Raises:
             InputError: a given value that cannot be used, named with the fix: a focal length that is not a finite
@@ -696,34 +536,30 @@ class Estimator:
                 scores outside [0, 1], keypoints that are not (N, 49, 3) finite values with confidences in [0, 1]
                 near the image.
         """
-        from metahmr_cli.geometry.camera import CropInfo
-        from metahmr_cli.geometry.crop import apply_affine, box_from_xyxy, normalize_crop_keypoints, warp_crop
-
         self.setup()
         image = check_image(image)
         timings = timings if timings is not None else defaultdict(float)
         H, W = image.shape[:2]
-        if focal is None:
-            focal, rule = focal_for_image(W, H, focal=self.config.focal, fov=self.config.fov, exif_focal=exif_focal)
-            focal = check_focal(focal, (H, W), what="the configured focal length")
+        if camera is not None:
+            K64, rule = camera
+        elif focal is None:
+            K64, rule = camera_for(W, H, self.camera_settings, exif_focal)
         else:
-            focal = check_focal(focal, (H, W))
-            rule = "focal"
+            K64, rule = intrinsics(check_focal(focal, (H, W)), W, H), "focal"
+        focal = float(K64[0, 0])
         if boxes is not None:
             boxes, scores = check_boxes(boxes, scores, (H, W))
         elif scores is not None:
             raise InputError("scores were given without boxes; give boxes=... with them (or neither).")
         if keypoints is not None and boxes is None:
             raise InputError("keypoints were given without boxes; give boxes=... for the people they belong to.")
-        K = np.array([[focal, 0.0, W / 2.0], [0.0, focal, H / 2.0], [0.0, 0.0, 1.0]], np.float32)
+        K = np.asarray(K64, np.float32)
         with self._stages_lock:  # detector and keypoint models: one call at a time
             boxes_px, det_scores, kp = self._people_of(image, boxes, scores, keypoints, timings, (H, W),
                                                        path or Path(source), frame)
         n = len(boxes_px)
         dropped = Dropped.none()
         if self.uses_evidence:  # the keypoints the detector only guessed go first: they are not evidence
-            from metahmr_cli.keypoints.evidence import OPEN_KEYPOINT_MIN_CONF, drop_unreliable_keypoints
-
             kp = drop_unreliable_keypoints(kp, (H, W), OPEN_KEYPOINT_MIN_CONF)
         if n:
             boxes_px, det_scores, kp, dropped = self._drop_without_keypoints(boxes_px, det_scores, kp, source)
@@ -749,8 +585,6 @@ class Estimator:
                 kp_crop[kp[..., 2] <= 0] = 0.0
                 fr.kp_crop = torch.from_numpy(kp_crop)
                 if self.network_input == "keypoints" and evidence is not None:  # keypoints + image evidence
-                    from metahmr_cli.keypoints.evidence import pack_network_input
-
                     fr.crops = torch.from_numpy(pack_network_input(kp_crop, evidence)).to(torch.float64)
                 elif self.network_input == "keypoints":  # the open model reads the keypoints, not the pixels
                     fr.crops = fr.kp_crop.clone()
@@ -764,8 +598,6 @@ class Estimator:
                        timings: dict[str, float]) -> tuple[np.ndarray, Any]:
         """For a network that reads image evidence: look at each person's crop (BlazePose, face) and undo left/right
         swaps the evidence contradicts (:mod:`metahmr_cli.keypoints.evidence`). Returns (keypoints, evidence)."""
-        from metahmr_cli.keypoints.evidence import PersonEvidence, resolve_left_right
-
         if len(boxes) == 0:
             return kp, PersonEvidence.empty(0)
         with StageTimer(timings, "evidence"):
@@ -813,11 +645,8 @@ class Estimator:
         Returns:
             the kept boxes, scores and keypoints, and the dropped people.
         """
-        from metahmr_cli.io.writers import NO_KEYPOINTS
-        from metahmr_cli.tto import resolve_schedule, usable_keypoints
-
-        tto = self.config.tto
-        counts = usable_keypoints(torch.from_numpy(kp), resolve_schedule(tto).weights).numpy()
+        tto = self.tto
+        counts = usable_keypoints(torch.from_numpy(kp), self.schedule.weights).numpy()
         ok = counts >= tto.min_keypoints
         if ok.all():
             return boxes, scores, kp, Dropped.none()
@@ -859,10 +688,6 @@ class Estimator:
     def _regress_batch(self, frames: Sequence[Frame]) -> None:
         if not frames:
             return
-        from metahmr_cli.geometry.camera import CropInfo
-        from metahmr_cli.geometry.rotation import rotmat_to_axis_angle
-        from metahmr_cli.tto import TTOInputs, run_tto
-
         dev, dt = self.device, self.dtype
         images = torch.cat([f.crops for f in frames])
         crop = CropInfo.cat([f.crop_info for f in frames])
@@ -881,8 +706,8 @@ class Estimator:
         for s in range(0, total, bs):
             inputs = TTOInputs(images=images[s:s + bs].to(dev, dt), crop=crop[s:s + bs].to(dev, dt),
                                keypoints2d=kp[s:s + bs].to(dev, dt))
-            res = run_tto(self.networks.main, self.networks.aux, self.body, inputs, self.config.tto,
-                          start=warm[s:s + bs] if keep else None, keep_weights=keep)
+            res = tto_lib.run_tto(self.networks.main, self.networks.aux, self.body, inputs, self.tto,
+                          start=warm[s:s + bs] if keep else None, keep_weights=keep, schedule=self.schedule)
             states += list(res.adapted) if res.adapted is not None else [None] * len(res)
             with torch.no_grad():
                 aa = rotmat_to_axis_angle(res.rotmat.detach())          # (P, 24, 3)
@@ -909,7 +734,7 @@ class Estimator:
             start += n
             f.timings["tto"] += elapsed * n / total  # this input's share of the batch
             values = {k: v[sl] for k, v in merged.items()}
-            _check_finite_people(values, f.source if f.frame is None else f"{f.source} frame {f.frame}")
+            check_finite_people(values, f.source if f.frame is None else f"{f.source} frame {f.frame}")
             f.result = self._people(f, values)
             if keep:
                 f.tto_states = states[sl]
@@ -930,8 +755,6 @@ class Estimator:
     def repose(self, people: People, rotmat: np.ndarray, betas: np.ndarray, transl: np.ndarray) -> People:
         """``people`` with new body parameters ((P, 24, 3, 3) rotations, (P, 10) betas, (P, 3) translations) and
         the vertices and joints the body model gives for them (e.g. after temporal smoothing)."""
-        from metahmr_cli.geometry.rotation import rotmat_to_axis_angle
-
         self.setup()
         p = people.numpy()
         if len(p) == 0:

@@ -1,17 +1,25 @@
-"""Settings of ``metahmr process`` and of the :class:`~metahmr_cli.estimator.Estimator` (one dataclass), and the
-rules that turn them into concrete choices: device, focal length, detector thresholds.
+"""Settings of ``metahmr process`` and of the :class:`~metahmr_cli.estimator.Estimator` (one dataclass), their
+validation, and the defaults that turn them into concrete choices (detector thresholds).
+
+Validation changes no setting's type: :meth:`ProcessConfig.validate` checks every setting (it only normalises
+``save_mesh`` into the tuple its field declares); ``focal``, which may be a number, a number written as a string or a
+rule word, is read parsed through :attr:`ProcessConfig.camera`. The focal rule itself lives in
+:mod:`metahmr_cli.geometry.camera`, the device rule in :mod:`metahmr_cli.devices`.
 """
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
+from metahmr_cli.config import check_types
 from metahmr_cli.devices import resolve_device
 from metahmr_cli.distributed.settings import BACKENDS, RaySettings
 from metahmr_cli.errors import ConfigError
+from metahmr_cli.exports import MESH_FORMATS as FORMATS
+from metahmr_cli.exports import parse_formats
+from metahmr_cli.geometry.camera import FOCAL_RULES, CameraSettings, parse_focal
 from metahmr_cli.keypoints.people import PeopleSettings
 from metahmr_cli.tto.config import TTOConfig
 from metahmr_cli.video.motion import VideoSettings
@@ -24,8 +32,6 @@ __all__ = [
     "STAGES",
     "YOLO_DEFAULTS",
     "ProcessConfig",
-    "focal_for_image",
-    "resolve_device",
 ]
 
 STAGES: tuple[str, ...] = ("decode", "detect", "keypoints", "evidence", "crop", "tto", "smooth", "write", "render")
@@ -34,8 +40,6 @@ STAGES: tuple[str, ...] = ("decode", "detect", "keypoints", "evidence", "crop", 
 ``smooth`` is the temporal filter of videos."""
 KEYPOINT_BACKENDS: tuple[str, ...] = (
     "auto", "rtmpose", "yolo-pose", "mediapipe", "movenet", "movenet-thunder", "openpose-json", "coco-json", "mmpose")
-FOCAL_RULES: tuple[str, ...] = ("diagonal", "exif")
-"""``--focal`` words: the CLIFF rule f = sqrt(W^2 + H^2) (default) or the photo's EXIF focal length."""
 DETECTOR_DEFAULTS: dict[str, tuple[float, float]] = {"movenet": (0.2, 8.0), "finder": (0.25, 8.0),
                                                      "centernet": (0.3, 8.0)}
 """Detector -> (score threshold, smallest box side in px) where they differ from YOLO's (0.5, 16): MoveNet's
@@ -106,7 +110,7 @@ class ProcessConfig:
         backend: "local" (this process) or "ray" (Ray Data workers on a Ray cluster, the same outputs:
             :mod:`metahmr_cli.distributed`); ray: its settings (:class:`~metahmr_cli.distributed.RaySettings`).
             ``metahmr process`` picks the runner from it; :class:`~metahmr_cli.pipeline.Pipeline` always runs in its
-            own process and :class:`~metahmr_cli.distributed.RayRunner` on Ray. Neither setting changes results, so
+            own process and :class:`~metahmr_cli.distributed.ray_backend.RayRunner` on Ray. Neither setting changes results, so
             neither is part of the settings fingerprint (a local run resumes a Ray run and the other way round).
     """
 
@@ -158,32 +162,20 @@ class ProcessConfig:
         self.validate_settings()
 
     def validate_settings(self) -> None:
-        """Check every setting except the inputs (what an :class:`~metahmr_cli.estimator.Estimator` uses)."""
-        from metahmr_cli.config import check_types
-
+        """Check every setting except the inputs (what an :class:`~metahmr_cli.estimator.Estimator` uses); only
+        ``save_mesh`` is normalised (a comma-separated string into the tuple of formats)."""
         check_types(self)
         if self.keypoints not in KEYPOINT_BACKENDS:
             raise ConfigError(f"keypoints = {self.keypoints!r}; choose one of {', '.join(KEYPOINT_BACKENDS)}.")
-        from metahmr_cli.exports import MESH_FORMATS as FORMATS
-        from metahmr_cli.exports import parse_formats
-
-        self.save_mesh = parse_formats(self.save_mesh, FORMATS, "save_mesh")
+        self.save_mesh = parse_formats(self.save_mesh, FORMATS, "save_mesh")  # the declared type: a tuple
         if self.batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}.")
-        if isinstance(self.focal, str):
-            try:
-                self.focal = float(self.focal)
-            except ValueError:
-                if self.focal not in FOCAL_RULES:
-                    raise ConfigError(f"focal = {self.focal!r}; give a number of pixels or one of "
-                                      f"{', '.join(FOCAL_RULES)}.") from None
-        if isinstance(self.focal, float | int) and not self.focal > 0:
-            raise ConfigError(f"focal must be a positive number of pixels, got {self.focal}.")
+        focal = parse_focal(self.focal)
         if self.model not in ("auto", "paper", "open"):
             raise ConfigError(f"model = {self.model!r}; choose auto, paper or open.")
         if self.fov is not None and not 0 < self.fov < 180:
             raise ConfigError(f"fov must be in (0, 180) degrees, got {self.fov}.")
-        if self.focal is not None and self.fov is not None:
+        if focal is not None and self.fov is not None:
             raise ConfigError("Give either focal or fov, not both.")
         if (self.det_conf is not None and not 0 <= self.det_conf <= 1) or not 0 <= self.det_iou <= 1:
             raise ConfigError(f"det_conf and det_iou must be in [0, 1], got {self.det_conf}, {self.det_iou}.")
@@ -210,20 +202,12 @@ class ProcessConfig:
         self.ray.validate()
 
 
-def focal_for_image(width: int, height: int, *, focal: float | str | None = None, fov: float | None = None,
-                    exif_focal: float | None = None) -> tuple[float, str]:
-    """Focal length in pixels and the rule that gave it.
+    @property
+    def camera(self) -> CameraSettings:
+        """The parsed ``focal`` / ``fov`` (:func:`~metahmr_cli.geometry.camera.camera_for` takes them)."""
+        return CameraSettings(focal=parse_focal(self.focal), fov=self.fov)
 
-    ``focal`` as a number > ``fov`` (horizontal, degrees) > ``focal="exif"`` with an EXIF focal length > the
-    CLIFF rule sqrt(W^2 + H^2) ("diagonal", the default; what CLIFF and Meta-HMR were trained with: a phone's
-    EXIF focal, ~0.6 x the diagonal, would put ``bbox_info`` outside the training range).
-    """
-    if isinstance(focal, int | float):
-        return float(focal), "focal"
-    if fov is not None:
-        return width / 2.0 / math.tan(math.radians(fov) / 2.0), "fov"
-    if focal == "exif" and exif_focal is not None and math.isfinite(exif_focal) and exif_focal > 0:
-        return float(exif_focal), "exif"
-    return math.hypot(width, height), "diagonal"
-
-
+    def resolved(self) -> ProcessConfig:
+        """A copy with ``focal`` in its parsed form (a number given as a string becomes a float), as run summaries
+        record it."""
+        return replace(self, focal=self.camera.focal)

@@ -46,7 +46,8 @@ def test_the_documented_example_runs(monkeypatch, tmp_path):
 def test_estimator_matches_process_on_the_same_photo(estimator, tmp_path):
     from metahmr_cli.io.sources import read_image
     from metahmr_cli.io.writers import load_result_npz
-    from metahmr_cli.pipeline import Pipeline, ProcessConfig
+    from metahmr_cli.pipeline import Pipeline
+    from metahmr_cli.process_config import ProcessConfig
 
     image = read_image(REPO / "examples" / "messi5.jpg")
     people = estimator(image)

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
+from metahmr_cli.geometry.camera import focal_for_image
 from metahmr_cli.losses import LossWeights
-from metahmr_cli.pipeline import focal_for_image
 from metahmr_cli.tto import TTOConfig, resolve_schedule
 from metahmr_cli.tto.eft import eft_loss
 
@@ -61,7 +61,8 @@ def test_process_with_an_exif_photo_uses_the_diagonal_by_default(tmp_path, stand
     from PIL import Image
 
     from metahmr_cli.detect.base import Detections
-    from metahmr_cli.pipeline import Pipeline, ProcessConfig
+    from metahmr_cli.pipeline import Pipeline
+    from metahmr_cli.process_config import ProcessConfig
 
     path = tmp_path / "phone.jpg"
     exif = Image.Exif()
@@ -204,7 +205,8 @@ def test_eval_uses_each_schedules_own_grouping_by_default():
 def test_single_network_checkpoint_refuses_meta_hmr_schedules(tmp_path, standin_body):
     from metahmr_cli.detect.base import Detections
     from metahmr_cli.errors import ConfigError
-    from metahmr_cli.pipeline import Pipeline, ProcessConfig
+    from metahmr_cli.pipeline import Pipeline
+    from metahmr_cli.process_config import ProcessConfig
 
     class Nobody:
         def detect(self, image):
@@ -224,6 +226,28 @@ def test_single_network_checkpoint_refuses_meta_hmr_schedules(tmp_path, standin_
     allowed = pipeline("metahmr", self_aux=True)
     allowed.setup()
     assert allowed.estimator.schedule_label == "metahmr+self-aux"
+
+
+def test_set_up_keeps_the_tto_it_runs_with_and_leaves_the_callers_tto(standin_body):
+    """The networks' inner loop and camera go into the estimator's own TTO settings and schedule, resolved once;
+    the caller's TTO settings and focal are not written to."""
+    import dataclasses
+
+    from metahmr_cli.estimator import Estimator
+    from metahmr_cli.process_config import ProcessConfig
+    from metahmr_cli.tto import InnerLoop, inner_phase
+
+    inner = InnerLoop(optimizer="adam", lr=1e-4, scope="head", loss="expl")
+    networks = _tiny_networks()
+    networks.inner_loop = inner  # the record of a meta-trained checkpoint
+    networks.main.arch = "hmr"  # a network that predicts the crop camera
+    cfg = ProcessConfig(focal="500", device="cpu")
+    before = dataclasses.replace(cfg.tto)
+    est = Estimator(cfg, networks=networks, body=standin_body, detector=object(), keypoints=object())
+    est.setup()
+    assert cfg.tto == before and cfg.tto.inner_loop is None and cfg.focal == "500"
+    assert (est.tto.inner_loop, est.tto.camera) == (inner, "hmr") and est.config.tto is est.tto
+    assert est.schedule.phases[0] == inner_phase(inner) and est.camera_settings.focal == 500.0
 
 
 def test_a_3dpw_file_given_by_path_is_halved_like_the_named_split(tmp_path):

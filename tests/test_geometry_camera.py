@@ -167,3 +167,21 @@ def test_cropinfo_helpers():
     assert torch.allclose(back, pts, atol=1e-4)
     with pytest.raises(InputError, match="crop_trans"):
         CropInfo(crop.center, crop.scale, crop.img_hw, crop.focal, crop.crop_trans[:, :1])
+
+
+def test_camera_for_gives_the_intrinsics_and_the_rule_for_every_kind_of_input():
+    import numpy as np
+
+    from metahmr_cli.geometry.camera import CameraSettings, camera_for, parse_focal
+
+    K, rule = camera_for(640, 480)  # the diagonal rule: sqrt(640^2 + 480^2) = 800, principal point at the centre
+    assert rule == "diagonal" and K.dtype == np.float64
+    np.testing.assert_array_equal(K, [[800.0, 0.0, 320.0], [0.0, 800.0, 240.0], [0.0, 0.0, 1.0]])
+    assert camera_for(640, 480, CameraSettings(focal="exif"), exif_focal=1234.5)[1] == "exif"
+    assert camera_for(640, 480, CameraSettings(focal="exif"))[1] == "diagonal"  # a video: no EXIF
+    K, rule = camera_for(640, 480, CameraSettings(focal=parse_focal("500")))
+    assert (K[0, 0], K[1, 1], rule) == (500.0, 500.0, "focal")
+    assert camera_for(640, 480, CameraSettings(fov=90.0))[1] == "fov"
+    with pytest.raises(InputError, match="configured focal length"):
+        camera_for(640, 480, CameraSettings(focal=1e9))
+

@@ -715,7 +715,8 @@ if __name__ == "__main__":  # pragma: no cover - helper for scripts/movenet_refe
 def test_process_with_movenet_detector_and_keypoints(tmp_path, model_json: Path, standin_dir, tiny_checkpoint):
     """`process --detector movenet --keypoints movenet`: both stages built by name share one network run."""
     from metahmr_cli.io.writers import load_result_npz
-    from metahmr_cli.pipeline import Pipeline, ProcessConfig
+    from metahmr_cli.pipeline import Pipeline
+    from metahmr_cli.process_config import ProcessConfig
     from metahmr_cli.tto import TTOConfig
 
     cfg = ProcessConfig(inputs=[str(EXAMPLES / "basketball1.png")], out=tmp_path / "out", body=str(standin_dir),

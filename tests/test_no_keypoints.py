@@ -25,7 +25,8 @@ from metahmr_cli.io.writers import (
     validate_result_arrays,
 )
 from metahmr_cli.losses import LossWeights
-from metahmr_cli.pipeline import Pipeline, ProcessConfig
+from metahmr_cli.pipeline import Pipeline
+from metahmr_cli.process_config import ProcessConfig
 from metahmr_cli.tto import TTOConfig, usable_keypoints
 
 W, H = 160, 120

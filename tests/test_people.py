@@ -376,7 +376,8 @@ def test_process_with_the_finder_and_thunder_keypoints(tmp_path, finder, standin
     """`process --detector finder --keypoints movenet-thunder`: Thunder runs once per person, shared by both."""
     from metahmr_cli.io.writers import load_result_npz
     from metahmr_cli.keypoints.people import PeopleFinder as Finder
-    from metahmr_cli.pipeline import Pipeline, ProcessConfig
+    from metahmr_cli.pipeline import Pipeline
+    from metahmr_cli.process_config import ProcessConfig
     from metahmr_cli.tto import TTOConfig
 
     cfg = ProcessConfig(inputs=[str(REPO / "examples" / "basketball1.png")], out=tmp_path / "out",

@@ -19,7 +19,8 @@ from test_pipeline_support import (  # noqa: F401  (fixtures)
 )
 
 from metahmr_cli.io.writers import MANIFEST_NAME, load_result_npz, read_manifest, temp_path_for
-from metahmr_cli.pipeline import Pipeline, ProcessConfig
+from metahmr_cli.pipeline import Pipeline
+from metahmr_cli.process_config import ProcessConfig
 from metahmr_cli.render import RendererUnavailable
 from metahmr_cli.render.video import count_video_frames
 from metahmr_cli.tto import TTOConfig

@@ -21,7 +21,8 @@ from metahmr_cli.body.smpl import load_body_model
 from metahmr_cli.detect import Detections
 from metahmr_cli.geometry.rotation import axis_angle_to_rotmat
 from metahmr_cli.io.writers import load_result_npz
-from metahmr_cli.pipeline import Pipeline, ProcessConfig
+from metahmr_cli.pipeline import Pipeline
+from metahmr_cli.process_config import ProcessConfig
 from metahmr_cli.tto import TTOConfig
 
 H, W = 300, 400

@@ -21,7 +21,9 @@ from test_pipeline_support import (  # noqa: F401  (fixtures)
 )
 
 from metahmr_cli.io.writers import MANIFEST_NAME, load_result_npz, read_manifest
-from metahmr_cli.pipeline import Pipeline, ProcessConfig, _read_ahead
+from metahmr_cli.pipeline import Pipeline
+from metahmr_cli.pipeline.threads import read_ahead as _read_ahead
+from metahmr_cli.process_config import ProcessConfig
 from metahmr_cli.tto import TTOConfig
 
 KEYS = ("global_orient", "body_pose", "betas", "transl", "vertices", "keypoints2d", "bbox", "reproj_error_after")

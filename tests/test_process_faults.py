@@ -26,7 +26,8 @@ from typer.testing import CliRunner
 from metahmr_cli.errors import InputError
 from metahmr_cli.io.outdir import LOCK_NAME, DiskFullError, OutputLock, check_output_folder
 from metahmr_cli.io.writers import MANIFEST_NAME, TEMP_MARKER, read_manifest
-from metahmr_cli.pipeline import Pipeline, ProcessConfig
+from metahmr_cli.pipeline import Pipeline
+from metahmr_cli.process_config import ProcessConfig
 from metahmr_cli.tto import TTOConfig
 
 
@@ -100,7 +101,7 @@ def test_read_only_and_full_disks_are_named(tmp_path, monkeypatch):
 
 def test_a_disk_that_fills_up_stops_the_run_and_keeps_finished_outputs(tmp_path, standin_dir, tiny_checkpoint,
                                                                        monkeypatch):
-    import metahmr_cli.pipeline as pipeline_module
+    import metahmr_cli.pipeline.results as pipeline_module
 
     photos = _photos(tmp_path / "in", 4)
     out = tmp_path / "out"

@@ -43,7 +43,8 @@ from metahmr_cli.distributed.settings import RaySettings
 from metahmr_cli.errors import ConfigError
 from metahmr_cli.io.sources import InputItem
 from metahmr_cli.io.writers import MANIFEST_NAME, SUMMARY_NAME, TEMP_MARKER, read_manifest
-from metahmr_cli.pipeline import Pipeline, ProcessConfig
+from metahmr_cli.pipeline import Pipeline
+from metahmr_cli.process_config import ProcessConfig
 from metahmr_cli.tto import TTOConfig
 
 TESTS = Path(__file__).resolve().parent
@@ -335,9 +336,10 @@ import sys, ray
 from pathlib import Path
 from ray_stages import GatedKeypoints
 from test_pipeline_support import FixedDetector
-from metahmr_cli.distributed import RayRunner, RaySettings
+from metahmr_cli.distributed import RaySettings
+from metahmr_cli.distributed.ray_backend import RayRunner
 from metahmr_cli.distributed.ray_backend import init_ray
-from metahmr_cli.pipeline import ProcessConfig
+from metahmr_cli.process_config import ProcessConfig
 from metahmr_cli.tto import TTOConfig
 address, photos, out, body, ckpt, calls, gate = sys.argv[1:]
 init_ray(ray, address=address, log_to_driver=False,

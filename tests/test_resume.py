@@ -15,7 +15,8 @@ from test_pipeline_support import (  # noqa: F401  (fixtures)
 )
 
 from metahmr_cli.io.writers import MANIFEST_NAME, load_result_npz, read_manifest
-from metahmr_cli.pipeline import Pipeline, ProcessConfig
+from metahmr_cli.pipeline import Pipeline
+from metahmr_cli.process_config import ProcessConfig
 from metahmr_cli.tto import TTOConfig
 
 

@@ -118,7 +118,8 @@ def test_process_gives_eft_20_steps_and_prints_them(tmp_path):
 
     from rich.console import Console
 
-    from metahmr_cli.pipeline import Pipeline, ProcessConfig
+    from metahmr_cli.pipeline import Pipeline
+    from metahmr_cli.process_config import ProcessConfig
     from metahmr_cli.tto import resolve_schedule
 
     cfg = ProcessConfig(inputs=["x.jpg"], out=tmp_path, tto=TTOConfig(schedule="eft"))

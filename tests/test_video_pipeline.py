@@ -18,7 +18,8 @@ from metahmr_cli.body.layout import BUNDLED_DIR
 from metahmr_cli.body.smpl import load_body_model
 from metahmr_cli.geometry.rotation import axis_angle_to_rotmat
 from metahmr_cli.io.writers import MANIFEST_NAME, load_result_npz, read_manifest
-from metahmr_cli.pipeline import Pipeline, ProcessConfig
+from metahmr_cli.pipeline import Pipeline
+from metahmr_cli.process_config import ProcessConfig
 from metahmr_cli.tto.config import TTOConfig
 from metahmr_cli.video.motion import VideoSettings
 from metahmr_cli.video.synthetic import make_walking_scene, render_walking_video, scene_ground_truth
@@ -233,7 +234,7 @@ def test_a_resumed_video_equals_the_uninterrupted_run(tmp_path, tmp_path_factory
     """Interrupted after frame 5 of 10 and run again, a video gives the frames and exports of a run that was never
     interrupted: the tracks' warm-start weights and filter states (rotations, translations, held shapes, keypoints)
     continue from where they were, not from the stored results."""
-    import metahmr_cli.pipeline as pipeline
+    import metahmr_cli.pipeline.video as pipeline
 
     kw = {"video": {"warm_start": False}, "batch_size": 4} if how == "batched_cold_starts" else {}
     ref = _reference(clip, tmp_path_factory, "cold" if kw else "warm", **kw)
@@ -241,14 +242,14 @@ def test_a_resumed_video_equals_the_uninterrupted_run(tmp_path, tmp_path_factory
     stop_at = 7  # keypoints of frame 6 raise: frames 0-5 are finished
     if how == "killed_before_its_state":
         # the process dies after writing frame 5 and before its resume state: the state says frame 4
-        real = pipeline.Pipeline._save_video_state
+        real = pipeline.VideoRunner._save_state
 
         def dies_at_frame_5(self, item, out, book, frames, keypoints):
             if frames[-1] == 5:
                 raise KeyboardInterrupt
             return real(self, item, out, book, frames, keypoints)
 
-        monkeypatch.setattr(pipeline.Pipeline, "_save_video_state", dies_at_frame_5)
+        monkeypatch.setattr(pipeline.VideoRunner, "_save_state", dies_at_frame_5)
     if how == "sparse_states":
         # states too large to write after every frame: only frame 0's is on disk, frames 1-5 are recomputed
         monkeypatch.setattr(pipeline, "STATE_EVERY_FRAME_BYTES", 1000)

@@ -7,9 +7,13 @@ from typing import Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from metahmr_cli.cli.common import print_error
+from metahmr_cli.config import apply_overrides, load_config_file
 from metahmr_cli.errors import MetaHMRError
+from metahmr_cli.io.outdir import DiskFullError, check_output_folder
+from metahmr_cli.io.sources import expand_inputs
 
 EPILOG = """\
 Examples:
@@ -181,8 +185,6 @@ def register(app: typer.Typer) -> None:
         Detects people, estimates 2D keypoints, regresses SMPL with the main network and refines each person
         with test-time optimisation guided by the auxiliary network.
         """
-        from metahmr_cli.io.sources import expand_inputs
-
         inputs = list(inputs or [])
         if not inputs and config is None:  # one line, not the whole help
             print_error(console, "missing INPUTS: give images, videos, folders or glob patterns, e.g. `metahmr "
@@ -192,16 +194,13 @@ def register(app: typer.Typer) -> None:
             if inputs:
                 expand_inputs(inputs, recursive=recursive, report_problems=True)
             if out is not None:
-                from metahmr_cli.io.outdir import check_output_folder
-
                 check_output_folder(out, create=False)  # created once the settings are valid
         except MetaHMRError as exc:
             print_error(console, exc)
             raise typer.Exit(code=2) from None
 
-        from metahmr_cli.config import apply_overrides, load_config_file
-        from metahmr_cli.io.outdir import DiskFullError
-        from metahmr_cli.pipeline import Pipeline, ProcessConfig
+        from metahmr_cli.pipeline import Pipeline  # torch and the models' code: only once the inputs are usable
+        from metahmr_cli.process_config import ProcessConfig
 
         overrides: dict[str, Any] = {
             "inputs": inputs or None, "out": out, "recursive": recursive or None, "weights": weights,
@@ -246,8 +245,6 @@ def register(app: typer.Typer) -> None:
             console.print("interrupted: the outputs of finished inputs are kept (and in manifest.jsonl); run the same "
                           "command again to continue", markup=False, highlight=False)
             raise typer.Exit(code=130) from None
-        from rich.markup import escape
-
         c = report.counts
         style = "red" if c["failed"] else "green"
         console.print(

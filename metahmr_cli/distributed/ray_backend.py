@@ -42,20 +42,17 @@ from typing import Any
 
 import numpy as np
 
+from metahmr_cli import __version__
 from metahmr_cli.config import config_to_dict
 from metahmr_cli.distributed.settings import RaySettings
 from metahmr_cli.errors import ConfigError, InputError, MetaHMRError
+from metahmr_cli.files import clean_temp_files, temp_path_for
 from metahmr_cli.io.outdir import DiskFullError, OutputLock, check_output_folder
-from metahmr_cli.io.writers import (
-    DONE_STATUSES,
-    Manifest,
-    ManifestRecord,
-    clean_temp_files,
-    temp_path_for,
-    write_summary,
-)
-from metahmr_cli.pipeline import Pipeline, ProcessConfig, RunReport, _reason, count_processed, new_totals
-from metahmr_cli.process_config import STAGES
+from metahmr_cli.io.sources import InputItem, expand_inputs
+from metahmr_cli.io.writers import DONE_STATUSES, Manifest, ManifestRecord, write_summary
+from metahmr_cli.pipeline import Pipeline, RunReport, count_processed, new_totals
+from metahmr_cli.pipeline.records import _reason, progress_units
+from metahmr_cli.process_config import STAGES, ProcessConfig
 from metahmr_cli.progress import WorkProgress
 
 logger = logging.getLogger(__name__)
@@ -149,8 +146,6 @@ def _encode_items(items: list[Any], previous: dict[str, ManifestRecord] | None =
 
 def _decode_items(text: str) -> tuple[list[Any], dict[str, ManifestRecord]]:
     """The inputs of a unit and the earlier records of those that have one (:func:`_encode_items`)."""
-    from metahmr_cli.io.sources import InputItem
-
     items, previous = [], {}
     for p, k, s, src, prev in json.loads(text):
         items.append(InputItem(path=Path(p), kind=k, stem=s, source=src))
@@ -189,8 +184,6 @@ def check_shared_folder(out: str, token: str, nonce: str) -> str | None:
 def _probe(config: ProcessConfig, stages: dict[str, Any]) -> dict[str, Any]:
     """Load the models as a worker does and return what the driver needs: the settings fingerprints (they name the
     workers' device type), the model identities, or the error a worker would raise."""
-    from metahmr_cli import __version__
-
     try:
         pipe = Pipeline(config, progress=False, **stages)
         pipe.setup()
@@ -359,8 +352,6 @@ class RayRunner:
                 reach, an unreachable ``--ray-address``.
             DiskFullError: the disk filled up: finished inputs are kept and recorded, the rest is not started.
         """
-        from metahmr_cli.io.sources import expand_inputs
-
         cfg = self.config
         ray = _import_ray()
         items = expand_inputs(cfg.inputs, recursive=cfg.recursive, report_problems=True)
@@ -459,7 +450,7 @@ class RayRunner:
         progress = WorkProgress(label="process (ray)", unit="images+frames", enabled=self.progress,
                                 console=self.console)
         for it in items:
-            progress.add_work(it.stem, driver._units(it), "frame" if it.kind == "video" else "image")
+            progress.add_work(it.stem, progress_units(it, driver.config), "frame" if it.kind == "video" else "image")
         # finished inputs are skipped here; an input whose results only lack exports goes to a worker with its
         # earlier record, and the worker writes them from the stored results (the driver loads no model)
         resolved = driver.resume_records(items, manifest.previous, out)

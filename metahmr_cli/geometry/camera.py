@@ -1,4 +1,10 @@
-"""Cameras: the CLIFF full-image camera, the SPIN/HMR crop camera, bbox_info and the per-person crop record.
+"""Cameras: the camera of an image, the CLIFF full-image camera, the SPIN/HMR crop camera, bbox_info and the
+per-person crop record.
+
+The camera of an image (or video, or synthetic clip) has one home: :func:`camera_for` turns the image size, the
+``--focal`` / ``--fov`` settings (:class:`CameraSettings`, parsed once by :func:`parse_focal`) and a photo's EXIF
+focal length into the intrinsics ``K`` and the rule that gave the focal length ("diagonal", "exif", "focal",
+"fov"), which every result records.
 
 Formulas follow the released CLIFF / Meta-HMR code (``cam_crop2full``, ``perspective_projection``,
 ``get_bboxinfo``); the numeric constants live in :mod:`metahmr_cli.constants`.
@@ -6,6 +12,7 @@ Formulas follow the released CLIFF / Meta-HMR code (``cam_crop2full``, ``perspec
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,18 +29,113 @@ from ..constants import (
     IMG_W,
     SCALE_PX,
 )
-from ..errors import InputError
+from ..errors import ConfigError, InputError
 from .crop import crop_transform_batch
 
 __all__ = [
+    "FOCAL_RULES",
+    "CameraSettings",
     "CropInfo",
     "bbox_info",
     "cam_crop_to_full",
+    "camera_for",
+    "check_focal",
     "default_focal",
     "estimate_translation",
+    "focal_for_image",
+    "intrinsics",
+    "parse_focal",
     "perspective_projection",
     "weak_perspective_crop_transl",
 ]
+
+
+# ------------------------------------------------------------------------------------------------------ image cameras
+
+FOCAL_RULES: tuple[str, ...] = ("diagonal", "exif")
+"""``--focal`` words: the CLIFF rule f = sqrt(W^2 + H^2) (default) or the photo's EXIF focal length."""
+MAX_FOCAL_PER_DIAGONAL = 1000.0
+"""A focal length above this many image diagonals (a field of view under 0.06 degrees) is refused."""
+
+
+def parse_focal(focal: float | str | None) -> float | str | None:
+    """A ``--focal`` setting checked and parsed: a number of pixels (also given as a string) becomes a float, a word
+    of :data:`FOCAL_RULES` stays; raises :class:`ConfigError` for anything else (the setting itself is not changed).
+    """
+    if isinstance(focal, str):
+        try:
+            focal = float(focal)
+        except ValueError:
+            if focal not in FOCAL_RULES:
+                raise ConfigError(f"focal = {focal!r}; give a number of pixels or one of "
+                                  f"{', '.join(FOCAL_RULES)}.") from None
+    if isinstance(focal, float | int) and not focal > 0:
+        raise ConfigError(f"focal must be a positive number of pixels, got {focal}.")
+    return focal
+
+
+@dataclass(frozen=True)
+class CameraSettings:
+    """The camera settings of a run, parsed (:func:`parse_focal`): ``focal`` a number of pixels for every input, a
+    rule word ("diagonal", "exif") or None (the diagonal rule); ``fov`` a horizontal field of view in degrees."""
+
+    focal: float | str | None = None
+    fov: float | None = None
+
+
+def focal_for_image(width: int, height: int, *, focal: float | str | None = None, fov: float | None = None,
+                    exif_focal: float | None = None) -> tuple[float, str]:
+    """Focal length in pixels and the rule that gave it.
+
+    ``focal`` as a number > ``fov`` (horizontal, degrees) > ``focal="exif"`` with an EXIF focal length > the
+    CLIFF rule sqrt(W^2 + H^2) ("diagonal", the default; what CLIFF and Meta-HMR were trained with: a phone's
+    EXIF focal, ~0.6 x the diagonal, would put ``bbox_info`` outside the training range).
+    """
+    if isinstance(focal, int | float):
+        return float(focal), "focal"
+    if fov is not None:
+        return width / 2.0 / math.tan(math.radians(fov) / 2.0), "fov"
+    if focal == "exif" and exif_focal is not None and math.isfinite(exif_focal) and exif_focal > 0:
+        return float(exif_focal), "exif"
+    return math.hypot(width, height), "diagonal"
+
+
+def check_focal(focal: object, image_hw: tuple[int, int], what: str = "focal") -> float:
+    """A focal length in pixels: a finite number > 0 and at most :data:`MAX_FOCAL_PER_DIAGONAL` image diagonals."""
+    if isinstance(focal, bool) or not isinstance(focal, int | float | np.integer | np.floating):
+        raise InputError(f"{what} must be a number of pixels, got {focal!r} ({type(focal).__name__}).")
+    f = float(focal)
+    limit = MAX_FOCAL_PER_DIAGONAL * float(np.hypot(*image_hw))
+    if not np.isfinite(f) or f <= 0 or f > limit:
+        raise InputError(f"{what} = {f!r} px cannot be used: give a focal length > 0 and at most {limit:.4g} px "
+                         f"(this image's default is its diagonal, {np.hypot(*image_hw):.1f} px; leave focal unset "
+                         "for it).")
+    return f
+
+
+def intrinsics(focal: float, width: int, height: int) -> np.ndarray:
+    """(3, 3) float64 pinhole intrinsics ``[[f, 0, W/2], [0, f, H/2], [0, 0, 1]]`` (principal point at the centre)."""
+    return np.array([[focal, 0.0, width / 2.0], [0.0, focal, height / 2.0], [0.0, 0.0, 1.0]], np.float64)
+
+
+def camera_for(width: int, height: int, settings: CameraSettings | None = None,
+               exif_focal: float | None = None) -> tuple[np.ndarray, str]:
+    """The camera of a ``width`` x ``height`` image: (3, 3) float64 intrinsics ``K`` and the rule that gave its focal
+    length (:func:`focal_for_image`: "focal", "fov", "exif" or "diagonal"). ``settings``: the run's parsed
+    ``--focal`` / ``--fov`` (None: the diagonal rule); ``exif_focal``: the photo's EXIF focal length in pixels, used
+    with ``focal="exif"`` (a video has none: the diagonal rule).
+
+    Raises:
+        InputError: the focal length is not a finite number > 0, or absurdly long for the image
+            (:func:`check_focal`).
+    """
+    s = settings if settings is not None else CameraSettings()
+    focal, rule = focal_for_image(width, height, focal=s.focal, fov=s.fov, exif_focal=exif_focal)
+    focal = check_focal(focal, (height, width), what="the configured focal length")
+    return intrinsics(focal, width, height), rule
+
+
+# ------------------------------------------------------------------------------------------------------ network cameras
 
 
 def _as_batch(x: Tensor | float, like: Tensor, name: str, shape_tail: tuple[int, ...] = ()) -> Tensor:

@@ -69,6 +69,7 @@ from metahmr_cli.files import (  # noqa: F401 (the atomic writer, re-exported fo
     clean_temp_files,
     is_temp_file,
     jsonable,
+    save_npz_atomic,
     temp_path_for,
     write_bytes_atomic,
     write_image_atomic,
@@ -228,11 +229,7 @@ def write_result_npz(path: str | Path, result: FrameResult) -> Path:
     problems = validate_result_arrays(arrays)
     if problems:
         raise ValueError(f"result for {result.source} does not match schema {SCHEMA_VERSION}: " + "; ".join(problems))
-    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
-        np.savez(fh, **arrays)
-        fh.flush()
-        os.fsync(fh.fileno())
-    return path
+    return save_npz_atomic(path, arrays)
 
 
 def load_result_npz(path: str | Path) -> dict[str, np.ndarray]:

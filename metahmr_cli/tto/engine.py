@@ -153,6 +153,7 @@ def run_tto(
     step_callback: StepCallback | None = None,
     start: Sequence[dict[str, Tensor] | None] | None = None,
     keep_weights: bool = False,
+    schedule: ResolvedSchedule | None = None,
 ) -> TTOResult:
     """Test-time optimisation of P people (see :mod:`metahmr_cli.tto.schedules` for the schedules).
 
@@ -178,7 +179,7 @@ def run_tto(
         the phase that drives update k + 1 (for "reference": the pseudo loss at k = 0, then the unweighted
         L_2D; for "eft": the whole EFT loss) and, at k = steps, the loss of the final parameters.
     """
-    sched = resolve_schedule(config)
+    sched = schedule or resolve_schedule(config)
     inputs = inputs.validated()
     p_total = len(inputs)
     if p_total == 0:

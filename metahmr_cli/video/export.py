@@ -26,7 +26,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pygltflib as g
+import torch
+from scipy.spatial.transform import Rotation
 
+from metahmr_cli.files import write_bytes_atomic, write_text_atomic
+from metahmr_cli.io.meshes import MESH_GREY
 from metahmr_cli.video.sequences import TrackSequence, contiguous, to_world
 from metahmr_cli.video.world import WorldFrame, camera_world
 
@@ -45,8 +50,6 @@ OPENCV_TO_GL_CAMERA = np.diag([1.0, -1.0, -1.0])
 def rest_skeleton(body: Any, betas: np.ndarray) -> dict[str, np.ndarray]:
     """Rest-pose (T-pose) vertices (V, 3), joints (24, 3), skinning weights (V, 24), parents (24,) and faces of
     the body shaped by ``betas`` (the body's own frame: y up, z forward)."""
-    import torch
-
     with torch.no_grad():
         rot, _ = body.rest_pose(1)
         b = torch.as_tensor(np.asarray(betas, np.float64)[None], dtype=body.dtype, device=body.device)
@@ -95,8 +98,6 @@ class _GlbBuilder:
     """Accessors, nodes and animation channels of a glTF binary, filled track by track."""
 
     def __init__(self) -> None:
-        import pygltflib as g
-
         self.g = g
         self.blobs: list[bytes] = []
         self.views: list[Any] = []
@@ -137,8 +138,6 @@ class _GlbBuilder:
                   visibility: bool = False, end_time: float | None = None) -> None:
         """The skinned mesh and the animation of one track; ``visibility``: scale the track's node to 0 outside
         its frames (step keys at 0 s, its first frame's time and just after its last frame)."""
-        from scipy.spatial.transform import Rotation
-
         g = self.g
         skel = rest_skeleton(body, seq.betas)
         frames, rot, root_pos = _animation(seq, stride, skel, world)
@@ -203,8 +202,6 @@ class _GlbBuilder:
     def add_camera(self, K: np.ndarray, image_size: tuple[int, int], world: WorldFrame | None) -> None:
         """The video's camera: a glTF perspective camera (vertical field of view from ``K``, the image's aspect)
         at the camera's pose in the y-up world."""
-        from scipy.spatial.transform import Rotation
-
         g = self.g
         H, W = int(image_size[0]), int(image_size[1])
         w = (world if world is not None else camera_world()).yup()
@@ -217,9 +214,6 @@ class _GlbBuilder:
         self.roots.append(len(self.nodes) - 1)
 
     def save(self, path: str | Path, name: str) -> Path:
-        from metahmr_cli.io.meshes import MESH_GREY
-        from metahmr_cli.io.writers import write_bytes_atomic
-
         g = self.g
         blob = b"".join(self.blobs)
         gltf = g.GLTF2(
@@ -261,10 +255,6 @@ def write_bvh(path: str | Path, seq: TrackSequence, body: Any, *, fps: float, st
               world: WorldFrame | None = None) -> Path:
     """A BVH file of one track (see the module docstring): frame k is processed frame k of the video (source frame
     ``k * stride``), the track's first pose held before it starts. Written atomically."""
-    from scipy.spatial.transform import Rotation
-
-    from metahmr_cli.io.writers import write_text_atomic
-
     skel = rest_skeleton(body, seq.betas)
     frames, rot, root_pos = _animation(seq, stride, skel, world)
     lead = int(frames[0]) // max(int(stride), 1)  # processed frames of the video before the track starts

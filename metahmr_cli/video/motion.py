@@ -25,7 +25,9 @@ from typing import Any
 
 import numpy as np
 
+from metahmr_cli.config import check_types
 from metahmr_cli.detect.base import box_iou
+from metahmr_cli.errors import ConfigError
 from metahmr_cli.video.smoothing import OneEuro, RotationOneEuro, SmoothingSettings
 from metahmr_cli.video.tracking import Tracker, TrackerSettings, build_tracker
 
@@ -83,9 +85,6 @@ class VideoSettings:
     world: str = "ground"
 
     def validate(self) -> None:
-        from metahmr_cli.config import check_types
-        from metahmr_cli.errors import ConfigError
-
         check_types(self, prefix="video.")
 
         if self.tracker not in ("auto", "bytetrack", "iou", "none"):

@@ -10,11 +10,14 @@ rotations, linear translation) and marked in ``interpolated``.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
+from scipy.spatial.transform import Rotation, Slerp
 
 from metahmr_cli.files import save_npz_atomic
 from metahmr_cli.video.world import WorldFrame, camera_world, rest_root
@@ -58,8 +61,6 @@ def collect_tracks(frames: list[dict[str, np.ndarray]], body: Any, *, min_frames
     stays where that frame put it with its own betas. People without a track id (-1) are left out, and so are
     tracks shorter than ``min_frames``.
     """
-    import torch
-
     rows: dict[int, list[tuple[int, dict[str, np.ndarray], int]]] = {}
     for a in frames:
         if "track_id" not in a:
@@ -98,8 +99,6 @@ def contiguous(seq: TrackSequence, stride: int = 1) -> tuple[np.ndarray, np.ndar
     Returns (frames (N,), rotmats (N, 24, 3, 3), trans (N, 3), interpolated (N,) bool); missing frames are
     interpolated between their neighbours (slerp per joint, linear translation).
     """
-    from scipy.spatial.transform import Rotation, Slerp
-
     stride = max(int(stride), 1)
     frames = np.arange(int(seq.frames[0]), int(seq.frames[-1]) + 1, stride, dtype=np.int64)
     known = np.isin(frames, seq.frames)
@@ -138,8 +137,6 @@ def write_tracks_npz(path: str | Path, tracks: list[TrackSequence], *, fps: floa
     """All tracks of a video in one file: ``track_ids`` and, per track id N, keys ``track_N/<name>`` (camera frame),
     plus the world frame of the exports (``world_from_camera``, the floor and how sure its estimate is) and each
     track's ``depth_scale`` (the factor along the camera's rays that put it on the floor in the exports)."""
-    import json
-
     arrays: dict[str, Any] = {
         "track_ids": np.array([t.track_id for t in tracks], np.int64),
         "fps": np.float64(fps), "stride": np.int64(stride), "K": np.asarray(K, np.float64),
@@ -184,9 +181,6 @@ def write_amass(path: str | Path, seq: TrackSequence, body: Any, *, fps: float, 
     23, which SMPL+H's layout has no place for), ``frames`` / ``interpolated`` / ``start_time`` (the first frame's
     time in the video, s), ``track_id`` and ``world_from_camera`` (4, 4).
     """
-    from scipy.spatial.transform import Rotation
-
-
     world = world if world is not None else camera_world()
     frames, rot, trans, interp = contiguous(seq, stride)
     root, trans_w = to_world(rot[:, 0], trans, rest_root(body, seq.betas), world.rotation, world.translation)

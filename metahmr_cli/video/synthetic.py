@@ -17,9 +17,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from scipy.spatial.transform import Rotation
 
 from metahmr_cli.data.poses import CameraView, camera_orientation, gait_params, params_to_axis_angle
+from metahmr_cli.geometry.camera import camera_for
+from metahmr_cli.geometry.rotation import axis_angle_to_rotmat
+from metahmr_cli.render import MeshRenderer, VideoWriter
+from metahmr_cli.video.sequences import to_world
 
 __all__ = ["WalkingScene", "make_walking_scene", "render_walking_video", "scene_ground_truth"]
 
@@ -80,12 +85,9 @@ def make_walking_scene(body: Any, *, frames: int = 60, fps: float = 30.0, size: 
             exactly (otherwise the pelvis follows a fixed height with a small bob, and the feet of the swinging
             gait dip into the floor or float by a few centimetres).
     """
-    import torch
-
     rng = np.random.default_rng(seed)
     W, H = size
-    f = float(np.hypot(W, H))
-    K = np.array([[f, 0, W / 2], [0, f, H / 2], [0, 0, 1]], np.float64)
+    K, _ = camera_for(W, H)  # the diagonal rule, as metahmr process assumes for a video
     t = np.arange(frames) / fps
     duration = frames / fps
     speed = 1.3
@@ -121,8 +123,6 @@ def make_walking_scene(body: Any, *, frames: int = 60, fps: float = 30.0, size: 
             pelvis = np.array([xz[i, 0], camera_height - 0.97 * leg[p] + bob, xz[i, 1]])
             transl[p, i] = pelvis - root[p]
     if feet_on_floor:
-        from metahmr_cli.geometry.rotation import axis_angle_to_rotmat
-
         with torch.no_grad():
             rot = axis_angle_to_rotmat(torch.as_tensor(poses.reshape(-1, 24, 3), dtype=body.dtype, device=body.device))
             b = torch.as_tensor(np.repeat(betas, frames, axis=0), dtype=body.dtype, device=body.device)
@@ -132,8 +132,6 @@ def make_walking_scene(body: Any, *, frames: int = 60, fps: float = 30.0, size: 
     # the scene was laid out for a level camera; a pitched camera sees it turned about its x axis
     R = _pitch_rotation(pitch)
     if pitch:
-        from metahmr_cli.video.sequences import to_world
-
         for p in range(2):
             rot = Rotation.from_rotvec(poses[p, :, 0]).as_matrix()
             root_rot, transl[p] = to_world(rot, transl[p], root[p], R)
@@ -151,9 +149,6 @@ def _pitch_rotation(pitch: float) -> np.ndarray:
 
 def scene_ground_truth(scene: WalkingScene, body: Any) -> dict[str, np.ndarray]:
     """Vertices (P, T, V, 3), 49 joints (P, T, 49, 3) and boxes (P, T, 4) of the scene (camera frame, metres)."""
-    import torch
-
-    from metahmr_cli.geometry.rotation import axis_angle_to_rotmat
 
     P, T = scene.num_people, scene.num_frames
     with torch.no_grad():
@@ -200,8 +195,6 @@ PERSON_RGB = [(0.25, 0.35, 0.75), (0.75, 0.3, 0.25)]
 
 def render_walking_video(scene: WalkingScene, body: Any, path: str | Path) -> Path:
     """Render the scene to an MP4 at ``path`` (written atomically by the project's video writer)."""
-    from metahmr_cli.render import MeshRenderer, VideoWriter
-
     gt = scene_ground_truth(scene, body)
     bg = _background(scene)
     path = Path(path)

@@ -11,11 +11,15 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import Any, Protocol
 
 import numpy as np
+from scipy.optimize import linear_sum_assignment
 
 from metahmr_cli.detect.base import box_iou
+from metahmr_cli.detect.yolo import set_ultralytics_offline
+from metahmr_cli.errors import ConfigError, MetaHMRError
 
 __all__ = ["ByteTrackTracker", "IoUTracker", "TrackerSettings", "Tracker", "build_tracker"]
 
@@ -88,10 +92,6 @@ class ByteTrackTracker:
     name = "bytetrack"
 
     def __init__(self, settings: TrackerSettings | None = None) -> None:
-        from types import SimpleNamespace
-
-        from metahmr_cli.detect.yolo import set_ultralytics_offline
-
         set_ultralytics_offline()  # before the first import: settings in metahmr's data folder, quiet
         from ultralytics.trackers.byte_tracker import BYTETracker
 
@@ -131,8 +131,6 @@ class IoUTracker:
         self._frame = 0
 
     def update(self, boxes: np.ndarray, scores: np.ndarray) -> np.ndarray:
-        from scipy.optimize import linear_sum_assignment
-
         self._frame += 1
         boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
         scores = np.asarray(scores, np.float64).reshape(-1)
@@ -168,16 +166,12 @@ class IoUTracker:
 def build_tracker(kind: str = "auto", settings: TrackerSettings | None = None) -> Tracker:
     """``"bytetrack"``, ``"iou"`` or ``"auto"`` (ByteTrack when ultralytics and lap are installed, else IoU)."""
     if kind not in ("auto", "bytetrack", "iou"):
-        from metahmr_cli.errors import ConfigError
-
         raise ConfigError(f"tracker {kind!r}: choose auto, bytetrack or iou")
     if kind in ("auto", "bytetrack"):
         try:
             return ByteTrackTracker(settings)
         except ImportError as exc:
             if kind == "bytetrack":
-                from metahmr_cli.errors import MetaHMRError
-
                 raise MetaHMRError(f"--tracker bytetrack needs ultralytics and lap: pip install 'metahmr[detect]' "
                                    f"({exc})") from exc
             logger.info("ByteTrack unavailable (%s); tracking with IoU matching", exc)

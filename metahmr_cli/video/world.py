@@ -34,10 +34,15 @@ so an overlay can be reproduced. Without people the frame is the camera's own ax
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import torch
+
+from metahmr_cli.constants import NUM_BETAS
+from metahmr_cli.geometry.rotation import axis_angle_to_rotmat
 
 __all__ = ["ZUP_TO_YUP", "WorldFrame", "camera_world", "estimate_world", "foot_soles", "onto_floor", "sole_contacts"]
 
@@ -102,10 +107,6 @@ def camera_world() -> WorldFrame:
 def foot_soles(body: Any) -> tuple[np.ndarray, np.ndarray]:
     """Vertex indices of the left and right soles: the vertices skinned mostly to the ankle or foot joints (SMPL
     7/10 left, 8/11 right) that lie within :data:`SOLE_BAND` of that foot's lowest point in the rest pose."""
-    import torch
-
-    from metahmr_cli.constants import NUM_BETAS
-
     weights = body.smpl.lbs_weights.detach().cpu().numpy()
     owner = weights.argmax(axis=1)
     with torch.no_grad():
@@ -130,10 +131,6 @@ def sole_contacts(body: Any, poses: np.ndarray, betas: np.ndarray, trans: np.nda
         soles (N, S, 3) (the left then the right sole's vertices), up (N, 3): the rest pose's vertical axis
         turned by the root rotation.
     """
-    import torch
-
-    from metahmr_cli.geometry.rotation import axis_angle_to_rotmat
-
     left, right = soles if soles is not None else foot_soles(body)
     idx = torch.as_tensor(np.concatenate([left, right]), device=body.device)
     n = len(poses)
@@ -228,8 +225,6 @@ def estimate_world(soles: np.ndarray, body_up: np.ndarray, groups: np.ndarray | 
 
 def rest_root(body: Any, betas: np.ndarray) -> np.ndarray:
     """(3,) rest position of the root joint for ``betas``."""
-    import torch
-
     with torch.no_grad():
         rot, _ = body.rest_pose(1)
         b = torch.as_tensor(np.asarray(betas, np.float64)[None], dtype=body.dtype, device=body.device)
@@ -247,7 +242,6 @@ def onto_floor(track: Any, world: WorldFrame, body: Any) -> tuple[Any, float]:
 
     Returns (the moved track, the median ``s_t``); the track itself and 1 for the camera frame.
     """
-    import dataclasses
 
     if world.source != "ground" or track.num_frames == 0:
         return track, 1.0
