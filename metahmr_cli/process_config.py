@@ -110,7 +110,8 @@ class ProcessConfig:
         backend: "local" (this process) or "ray" (Ray Data workers on a Ray cluster, the same outputs:
             :mod:`metahmr_cli.distributed`); ray: its settings (:class:`~metahmr_cli.distributed.RaySettings`).
             ``metahmr process`` picks the runner from it; :class:`~metahmr_cli.pipeline.Pipeline` always runs in its
-            own process and :class:`~metahmr_cli.distributed.ray_backend.RayRunner` on Ray. Neither setting changes results, so
+            own process and :class:`~metahmr_cli.distributed.ray_backend.RayRunner` on Ray. Neither setting changes
+            results, so
             neither is part of the settings fingerprint (a local run resumes a Ray run and the other way round).
     """
 
