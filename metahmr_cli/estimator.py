@@ -337,18 +337,20 @@ class Estimator:
             keypoints_model=cfg.keypoints_model, weights=cfg.weights)
         self.tier = "custom" if injected else choice.tier
         self.tier_message = choice.message
-        cfg.body = choice.body
+        # the concrete choices go into the estimator's own copy of the settings; the caller's stay as given
+        resolved: dict[str, Any] = {"body": choice.body}
         if choice.checkpoint is not None:
-            cfg.checkpoint = choice.checkpoint
+            resolved["checkpoint"] = choice.checkpoint
         if needs_detector:
-            cfg.detector = choice.detector
+            resolved["detector"] = choice.detector
         if needs_keypoints:
-            cfg.keypoints = choice.keypoints  # type: ignore[assignment]
-        conf, min_box = DETECTOR_DEFAULTS.get(cfg.detector, YOLO_DEFAULTS)
+            resolved["keypoints"] = choice.keypoints
+        conf, min_box = DETECTOR_DEFAULTS.get(resolved.get("detector", cfg.detector), YOLO_DEFAULTS)
         if cfg.det_conf is None:
-            cfg.det_conf = conf
+            resolved["det_conf"] = conf
         if cfg.min_box is None:
-            cfg.min_box = min_box
+            resolved["min_box"] = min_box
+        self.config = dataclasses.replace(cfg, **resolved)
         if self.tier_message:
             logger.info("%s", self.tier_message)
             if self.console is not None:

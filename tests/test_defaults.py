@@ -260,3 +260,25 @@ def test_a_3dpw_file_given_by_path_is_halved_like_the_named_split(tmp_path):
         path.write_bytes(b"")
         assert cfg.resolve(str(path)).downsample == want, name
     assert cfg.resolve(str(tmp_path / "3dpw_test_w2d_smpl3d_gender_openpose.npz"), downsample=1).downsample == 1
+
+
+def test_tier_resolution_fills_the_runs_settings_and_leaves_the_callers(standin_body):
+    """`auto` choices (body, detector, keypoints, detector thresholds) are made concrete in the run's own copy of
+    the settings, which the runner reads; the settings the caller passed are never written."""
+    import copy
+
+    from metahmr_cli.pipeline import Pipeline
+    from metahmr_cli.process_config import ProcessConfig
+
+    cfg = ProcessConfig(inputs=["x.jpg"], render=False, device="cpu")
+    given = copy.deepcopy(cfg)
+    assert (cfg.body, cfg.det_conf, cfg.min_box) == ("auto", None, None)
+    pipe = Pipeline(cfg, detector=None, keypoints=lambda *a, **k: None, networks=_tiny_networks(),
+                    body=standin_body)
+    pipe.resolve_tier()
+    assert cfg == given  # nothing written into the caller's settings
+    run = pipe.config
+    assert run is pipe.estimator.config and run is not cfg
+    assert run.body == "smpl"  # injected networks and body: the paper-tier body label
+    assert run.detector not in ("auto", None) and run.det_conf is not None and run.min_box is not None
+    assert run.inputs == cfg.inputs and run.tto == cfg.tto

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..config import load_config_file
 from ..errors import ConfigError
 
 __all__ = [
@@ -277,7 +278,6 @@ def load_datasets_config(path: str | Path | None = None) -> DatasetsConfig:
             f"datasets config {p} does not exist; copy train/datasets.example.toml, edit the root and pass it "
             "with --config."
         )
-    from ..config import load_config_file
 
     raw = load_config_file(p)
     src = str(p)

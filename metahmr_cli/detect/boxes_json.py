@@ -29,6 +29,7 @@ from typing import TypeVar
 
 import numpy as np
 
+from metahmr_cli.config import parse_json_text, read_bounded
 from metahmr_cli.detect.base import Detections
 from metahmr_cli.errors import InputError
 
@@ -119,7 +120,6 @@ def load_boxes_json(path: str | os.PathLike[str]) -> dict[str, Detections]:
     Raises:
         InputError: unreadable JSON or any malformed entry (the message names the entry).
     """
-    from metahmr_cli.config import parse_json_text, read_bounded
 
     path = Path(path)
     if not path.is_file():

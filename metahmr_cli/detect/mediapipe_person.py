@@ -12,7 +12,7 @@ import numpy as np
 
 from metahmr_cli.detect.base import Detections, filter_detections
 from metahmr_cli.errors import MetaHMRError
-from metahmr_cli.native_logs import native_stderr_silenced
+from metahmr_cli.native_logs import native_stderr_silenced, quiet_native_logs
 
 MEDIAPIPE_DETECTOR = "mediapipe"
 
@@ -30,7 +30,6 @@ class MediaPipePersonDetector:
     def __init__(self, *, conf: float = 0.5, min_visibility: float = 0.5, pad: float = 0.1,
                  min_box_size: float = 16.0) -> None:
         try:
-            from metahmr_cli.native_logs import quiet_native_logs
 
             quiet_native_logs()
             import mediapipe as mp

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from metahmr_cli.assets import user_data_dir
 from metahmr_cli.detect.base import Detections, filter_detections
 from metahmr_cli.detect.weights import resolve_model_file
 from metahmr_cli.errors import InputError, MetaHMRError
@@ -43,7 +44,6 @@ def set_ultralytics_offline(config_dir: str | os.PathLike[str] | None = None) ->
     os.environ.setdefault("YOLO_OFFLINE", "1")
     os.environ.setdefault("YOLO_AUTOINSTALL", "False")
     if config_dir is None and "YOLO_CONFIG_DIR" not in os.environ:
-        from metahmr_cli.assets import user_data_dir
 
         config_dir = user_data_dir() / "ultralytics"
     if config_dir is not None:

@@ -27,7 +27,7 @@ import numpy as np
 from metahmr_cli.body.joints import J49_FLIP_PERM
 from metahmr_cli.errors import MetaHMRError
 from metahmr_cli.keypoints.base import check_boxes
-from metahmr_cli.native_logs import native_stderr_silenced
+from metahmr_cli.native_logs import native_stderr_silenced, quiet_native_logs
 
 logger = logging.getLogger(__name__)
 
@@ -288,7 +288,6 @@ class BlazePoseEvidence:
     def __init__(self, *, margin: float = 0.25, crop_size: int = 256, min_detection_confidence: float = 0.3,
                  max_landmark_distance: float = 0.25) -> None:
         try:
-            from metahmr_cli.native_logs import quiet_native_logs
 
             quiet_native_logs()
             import mediapipe as mp

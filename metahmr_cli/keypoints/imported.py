@@ -32,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
+from metahmr_cli.config import parse_json_text, read_bounded
 from metahmr_cli.detect.base import Detections, box_iou
 from metahmr_cli.detect.boxes_json import input_label, lookup_key
 from metahmr_cli.errors import InputError
@@ -56,7 +57,6 @@ class ImportedPeople:
 
 
 def _read_json(path: Path):
-    from metahmr_cli.config import parse_json_text, read_bounded
 
     if not path.is_file():
         raise InputError(f"Keypoint file {path} does not exist.")

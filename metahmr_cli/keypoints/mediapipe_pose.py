@@ -12,7 +12,7 @@ import numpy as np
 
 from metahmr_cli.errors import MetaHMRError
 from metahmr_cli.keypoints.base import check_boxes
-from metahmr_cli.native_logs import native_stderr_silenced
+from metahmr_cli.native_logs import native_stderr_silenced, quiet_native_logs
 
 NUM_LANDMARKS = 33
 
@@ -31,7 +31,6 @@ class MediaPipePoseEstimator:
     def __init__(self, *, margin: float = 0.25, min_detection_confidence: float = 0.5,
                  model_complexity: int = 1) -> None:
         try:
-            from metahmr_cli.native_logs import quiet_native_logs
 
             quiet_native_logs()
             import mediapipe as mp

@@ -99,7 +99,6 @@ class Pipeline:
                  progress: bool = True, console: Any = None, estimator: Estimator | None = None,
                  evidence: Any = None) -> None:
         config.validate()
-        self.config = config
         self.estimator = estimator if estimator is not None else Estimator(
             config, detector=detector, keypoints=keypoints, networks=networks, body=body, console=console,
             evidence=evidence)
@@ -113,6 +112,12 @@ class Pipeline:
         self._people: ImportedPeople | None = None  # made by setup()
         self._stage_totals: dict[str, float] = defaultdict(float)
         self._setup_done = False
+
+    @property
+    def config(self) -> ProcessConfig:
+        """The run's settings as the estimator resolved them (``auto`` choices made concrete once the tier is
+        resolved); the settings the runner was given are never written."""
+        return self.estimator.config
 
     # -------------------------------------------------------------------------------------------- set-up
     def resolve_tier(self) -> None:
