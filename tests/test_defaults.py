@@ -282,3 +282,33 @@ def test_tier_resolution_fills_the_runs_settings_and_leaves_the_callers(standin_
     assert run.body == "smpl"  # injected networks and body: the paper-tier body label
     assert run.detector not in ("auto", None) and run.det_conf is not None and run.min_box is not None
     assert run.inputs == cfg.inputs and run.tto == cfg.tto
+
+
+def test_a_shared_estimator_runs_the_runners_inputs_into_its_folder(tmp_path, standin_body):
+    """`Pipeline(config, estimator=est)`: the runner's inputs, output folder and exports are its own settings, the
+    estimator (built once, from other settings) keeps its own; neither is written."""
+    import copy
+
+    import cv2
+
+    from metahmr_cli.detect import Detections
+    from metahmr_cli.estimator import Estimator
+    from metahmr_cli.pipeline import Pipeline
+    from metahmr_cli.process_config import ProcessConfig
+
+    class Nobody:
+        def detect(self, image):
+            return Detections.empty()
+
+    photo = tmp_path / "street.png"
+    cv2.imwrite(str(photo), np.full((40, 60, 3), 90, np.uint8))
+    est_cfg = ProcessConfig(render=False, device="cpu")
+    est = Estimator(est_cfg, detector=Nobody(), keypoints=lambda *a, **k: None, networks=_tiny_networks(),
+                    body=standin_body)
+    run_cfg = ProcessConfig(inputs=[str(photo)], out=tmp_path / "out", render=False, device="cpu")
+    given = copy.deepcopy(run_cfg)
+    report = Pipeline(run_cfg, estimator=est, progress=False).run()
+    assert report.counts["no_person"] == 1 and report.out_dir == tmp_path / "out"
+    records = (tmp_path / "out" / "manifest.jsonl").read_text().splitlines()
+    assert len(records) == 1 and '"street"' in records[0]
+    assert run_cfg == given and est_cfg.inputs == [] and est_cfg.body == "auto"

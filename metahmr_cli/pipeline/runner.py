@@ -99,6 +99,8 @@ class Pipeline:
                  progress: bool = True, console: Any = None, estimator: Estimator | None = None,
                  evidence: Any = None) -> None:
         config.validate()
+        self._given = config
+        self._owns_estimator = estimator is None
         self.estimator = estimator if estimator is not None else Estimator(
             config, detector=detector, keypoints=keypoints, networks=networks, body=body, console=console,
             evidence=evidence)
@@ -115,9 +117,11 @@ class Pipeline:
 
     @property
     def config(self) -> ProcessConfig:
-        """The run's settings as the estimator resolved them (``auto`` choices made concrete once the tier is
-        resolved); the settings the runner was given are never written."""
-        return self.estimator.config
+        """The run's settings: with its own estimator, the settings it was given as the estimator resolved them
+        (``auto`` choices made concrete once the tier is resolved); with a shared estimator (``estimator=``), the
+        settings it was given (inputs, output folder, exports, video settings), the estimator keeping its own. The
+        settings the runner was given are never written."""
+        return self.estimator.config if self._owns_estimator else self._given
 
     # -------------------------------------------------------------------------------------------- set-up
     def resolve_tier(self) -> None:
