@@ -931,7 +931,7 @@ def measure(images: list[SetImage], before: dict[str, dict[str, np.ndarray] | No
 
 def write_outputs(ev: Evaluation, work: Path, out: Path, name: str) -> list[Path]:
     """``<name>.json``, ``<name>.md`` and ``<name>_montage.jpg`` in ``out`` (each written atomically)."""
-    from metahmr_cli.io.writers import write_bytes_atomic, write_json_atomic, write_text_atomic
+    from metahmr_cli.files import write_bytes_atomic, write_json_atomic, write_text_atomic
 
     cells = []
     for im, row in zip(ev.images, ev.report["images"], strict=True):
@@ -955,7 +955,7 @@ def write_outputs(ev: Evaluation, work: Path, out: Path, name: str) -> list[Path
 
 def show_labels(images: list[SetImage], out: Path) -> list[Path]:
     """Every image with its labels drawn, as ``<id>.png`` in ``out`` (for checking the labels by eye)."""
-    from metahmr_cli.io.writers import write_image_atomic
+    from metahmr_cli.files import write_image_atomic
 
     return [write_image_atomic(out / f"{im.id}.png", draw_labels(im.image, im)) for im in images]
 

@@ -321,7 +321,7 @@ def record_setup_install(root: str | os.PathLike[str], folder: str | os.PathLike
     Returns:
         the record file.
     """
-    from metahmr_cli.io.writers import write_json_atomic
+    from metahmr_cli.files import write_json_atomic
 
     root_abs, folder_abs = Path(root).expanduser().resolve(), Path(folder).expanduser().resolve()
     entry = SetupInstall(root=root_abs, folder=folder_abs, what=what, source=source, command=command,

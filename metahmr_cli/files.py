@@ -5,7 +5,7 @@ through :func:`atomic_path`: the bytes go to a hidden temporary file beside the 
 the final name with :func:`os.replace` once complete and flushed. An interrupted write therefore leaves the old
 file, the new file, or a temporary file that :func:`clean_temp_files` removes at the start of the next run.
 
-Identity: :func:`file_sha256` hashes a file's bytes (or its first ``limit`` bytes), :func:`fingerprint` hashes a
+Identity: :func:`file_sha256` hashes a file's bytes, :func:`fingerprint` hashes a
 JSON-able value (settings, keys of caches) into a short hex string.
 """
 
@@ -149,18 +149,12 @@ def save_torch_atomic(obj: Any, path: str | Path) -> Path:
 # identity
 
 
-def file_sha256(path: str | Path, limit: int | None = None) -> str:
-    """The hex sha256 of a file's bytes, or of its first ``limit`` bytes (read in 1 MiB chunks)."""
+def file_sha256(path: str | Path) -> str:
+    """The hex sha256 of a file's bytes (read in 1 MiB chunks)."""
     digest = hashlib.sha256()
-    read = 0
     with open(path, "rb") as fh:
         while chunk := fh.read(1 << 20):
-            if limit is not None and read + len(chunk) > limit:
-                chunk = chunk[: limit - read]
             digest.update(chunk)
-            read += len(chunk)
-            if limit is not None and read >= limit:
-                break
     return digest.hexdigest()
 
 

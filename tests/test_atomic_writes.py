@@ -15,7 +15,7 @@ import torch
 
 from metahmr_cli import files
 from metahmr_cli.body.builders import common as body_builders
-from metahmr_cli.io.writers import atomic_path, clean_temp_files, is_temp_file
+from metahmr_cli.files import atomic_path, clean_temp_files, is_temp_file
 from metahmr_cli.training.checkpointing import clean_stale_temp_files
 
 OLD = b"the previous, complete file\n"
@@ -108,7 +108,7 @@ def test_writer_success_replaces_file(name, tmp_path):
 
 _KILLED_CHILD = """
 import os, signal, sys
-from metahmr_cli.io.writers import atomic_path
+from metahmr_cli.files import atomic_path
 with atomic_path(sys.argv[1]) as tmp:
     with open(tmp, "wb") as fh:
         fh.write(b"PARTIAL")

@@ -32,9 +32,10 @@ from typer.testing import CliRunner
 
 from metahmr_cli.body.smpl import load_body_model
 from metahmr_cli.cli.app import app
+from metahmr_cli.files import is_temp_file
 from metahmr_cli.geometry.rotation import axis_angle_to_rotmat
 from metahmr_cli.io.sources import read_image
-from metahmr_cli.io.writers import MANIFEST_NAME, is_temp_file, load_result_npz, read_manifest
+from metahmr_cli.io.writers import MANIFEST_NAME, load_result_npz, read_manifest
 
 runner = CliRunner()
 

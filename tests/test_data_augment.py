@@ -20,8 +20,8 @@ from metahmr_cli.data.augment import (
     sample_augmentation,
 )
 from metahmr_cli.data.datasets import HMRDataset
-from metahmr_cli.data.npzio import save_npz_atomic
 from metahmr_cli.data.synth import sample_body_pose, sample_global_orient
+from metahmr_cli.files import save_npz_atomic
 from metahmr_cli.geometry import axis_angle_to_rotmat
 
 MEAN = np.array([0.485, 0.456, 0.406])

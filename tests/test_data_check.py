@@ -7,7 +7,8 @@ from typer.testing import CliRunner
 
 from metahmr_cli.cli.data import data_app
 from metahmr_cli.data.check import check_npz
-from metahmr_cli.data.npzio import load_npz, save_npz_atomic
+from metahmr_cli.data.npzio import load_npz
+from metahmr_cli.files import save_npz_atomic
 
 runner = CliRunner()
 NARROW = {"COLUMNS": "40"}  # narrower than any temp path: report lines must not depend on the console width

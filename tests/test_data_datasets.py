@@ -16,9 +16,10 @@ from metahmr_cli.data import (
     parse_mix,
     resolve_partition,
 )
-from metahmr_cli.data.npzio import load_npz, save_npz_atomic
+from metahmr_cli.data.npzio import load_npz
 from metahmr_cli.data.occlusion import load_occluders
 from metahmr_cli.errors import ConfigError, DatasetError
+from metahmr_cli.files import save_npz_atomic
 
 ITEM_KEYS = {
     "img", "keypoints", "keypoints_full", "pose", "betas", "pose_3d", "has_smpl", "has_pose_3d", "scale", "center",

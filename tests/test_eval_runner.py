@@ -227,8 +227,9 @@ def test_ground_truth_bodies_follow_dataset_gender_and_rule(tmp_path, synth_data
     from torch.utils.data import DataLoader
 
     from metahmr_cli.body.smpl import load_body_model
-    from metahmr_cli.data.npzio import load_npz, save_npz_atomic
+    from metahmr_cli.data.npzio import load_npz
     from metahmr_cli.evaluation import protocols as P
+    from metahmr_cli.files import save_npz_atomic
     from metahmr_cli.geometry.rotation import axis_angle_to_rotmat
 
     d = load_npz(synth_dataset / "synth_test.npz")

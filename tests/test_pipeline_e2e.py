@@ -18,7 +18,8 @@ from test_pipeline_support import (  # noqa: F401  (fixtures)
     write_synthetic_video,
 )
 
-from metahmr_cli.io.writers import MANIFEST_NAME, load_result_npz, read_manifest, temp_path_for
+from metahmr_cli.files import temp_path_for
+from metahmr_cli.io.writers import MANIFEST_NAME, load_result_npz, read_manifest
 from metahmr_cli.pipeline import Pipeline
 from metahmr_cli.process_config import ProcessConfig
 from metahmr_cli.render import RendererUnavailable

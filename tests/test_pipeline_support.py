@@ -16,8 +16,9 @@ import torch
 
 from metahmr_cli.detect import Detections
 from metahmr_cli.errors import ConfigError
+from metahmr_cli.files import TEMP_MARKER
 from metahmr_cli.geometry.camera import focal_for_image
-from metahmr_cli.io.writers import MANIFEST_NAME, TEMP_MARKER, read_manifest, validate_result_npz
+from metahmr_cli.io.writers import MANIFEST_NAME, read_manifest, validate_result_npz
 from metahmr_cli.process_config import ProcessConfig
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"

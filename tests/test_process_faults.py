@@ -24,8 +24,9 @@ from test_pipeline_support import (  # noqa: F401  (fixtures)
 from typer.testing import CliRunner
 
 from metahmr_cli.errors import InputError
+from metahmr_cli.files import TEMP_MARKER
 from metahmr_cli.io.outdir import LOCK_NAME, DiskFullError, OutputLock, check_output_folder
-from metahmr_cli.io.writers import MANIFEST_NAME, TEMP_MARKER, read_manifest
+from metahmr_cli.io.writers import MANIFEST_NAME, read_manifest
 from metahmr_cli.pipeline import Pipeline
 from metahmr_cli.process_config import ProcessConfig
 from metahmr_cli.tto import TTOConfig

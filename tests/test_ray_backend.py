@@ -41,8 +41,9 @@ from typer.testing import CliRunner
 from metahmr_cli.distributed.ray_backend import RayRunner, check_shared_folder, init_ray, plan_units, worker_plan
 from metahmr_cli.distributed.settings import RaySettings
 from metahmr_cli.errors import ConfigError
+from metahmr_cli.files import TEMP_MARKER
 from metahmr_cli.io.sources import InputItem
-from metahmr_cli.io.writers import MANIFEST_NAME, SUMMARY_NAME, TEMP_MARKER, read_manifest
+from metahmr_cli.io.writers import MANIFEST_NAME, SUMMARY_NAME, read_manifest
 from metahmr_cli.pipeline import Pipeline
 from metahmr_cli.process_config import ProcessConfig
 from metahmr_cli.tto import TTOConfig

@@ -9,18 +9,15 @@ import numpy as np
 import pytest
 import trimesh
 
+from metahmr_cli.files import atomic_path, clean_temp_files, is_temp_file, temp_path_for
 from metahmr_cli.io.meshes import write_mesh, write_person_meshes
 from metahmr_cli.io.writers import (
     SCHEMA_VERSION,
     FrameResult,
     Manifest,
     ManifestRecord,
-    atomic_path,
-    clean_temp_files,
-    is_temp_file,
     load_result_npz,
     read_manifest,
-    temp_path_for,
     validate_result_npz,
     write_result_npz,
     write_summary,

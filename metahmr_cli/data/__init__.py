@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from ..files import save_npz_atomic
 from .augment import AugmentConfig, AugParams, item_rng, sample_augmentation
 from .builders import DataConfig, build_eval_dataset, build_train_dataset
 from .check import CheckReport, Issue, check_dataset, check_npz
 from .datasets import Annotations, HMRDataset, read_rgb
 from .mixing import MIX_PRESETS, MixedDataset, parse_mix, resolve_partition
-from .npzio import load_npz, save_npz_atomic
+from .npzio import load_npz
 from .registry import (
     DEFAULT_DATASETS,
     DatasetEntry,

@@ -36,10 +36,9 @@ from ..assets import body_dir
 from ..body.smpl import load_body_model
 from ..constants import BBOX_MARGIN_KEYPOINTS, NUM_BETAS, SCALE_PX
 from ..errors import ConfigError, InputError
+from ..files import save_npz_atomic, write_text_atomic
 from ..geometry import axis_angle_to_rotmat
-from ..io.writers import write_text_atomic
 from .augment import item_rng
-from .npzio import save_npz_atomic
 from .raster import project_points, rasterize, shade_faces
 
 __all__ = [

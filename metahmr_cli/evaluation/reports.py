@@ -24,7 +24,7 @@ import numpy as np
 from metahmr_cli.evaluation.metrics import summarize
 from metahmr_cli.evaluation.paper_numbers import RELEASED_EVAL_NOTE, PaperResult
 from metahmr_cli.evaluation.protocols import METRIC_LABELS, METRICS, EvalProtocol
-from metahmr_cli.io.writers import atomic_path, write_text_atomic
+from metahmr_cli.files import atomic_path, write_text_atomic
 
 REPORT_VERSION = 1
 PER_SAMPLE_FIELDS = ("mpjpe", "pa_mpjpe", "pve", "steps", "reproj_before", "reproj_after", "converged",

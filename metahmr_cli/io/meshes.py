@@ -14,7 +14,7 @@ from typing import Literal
 
 import numpy as np
 
-from metahmr_cli.io.writers import atomic_path
+from metahmr_cli.files import atomic_path
 
 MeshFormat = Literal["obj", "ply", "glb"]
 MESH_FORMATS: tuple[str, ...] = ("obj", "ply", "glb")

@@ -2,7 +2,8 @@
 
 Every file is written atomically: the bytes go to a hidden temporary file in the destination folder, which is
 renamed over the final name with :func:`os.replace` once complete. An interrupted run therefore leaves either the
-old file, the new file, or a temporary file that :func:`clean_temp_files` removes at the start of the next run.
+old file, the new file, or a temporary file that :func:`metahmr_cli.files.clean_temp_files` removes at the start of
+the next run.
 
 Schema "1.3" of a result file (leading axis P = number of people with a mesh, possibly 0; R = people found
 without one; camera frame in metres, OpenCV axes: x right, y down, z forward):
@@ -63,19 +64,7 @@ from typing import Any, Literal
 import numpy as np
 
 from metahmr_cli.body.joints import JOINT_NAMES
-from metahmr_cli.files import (  # noqa: F401 (the atomic writer, re-exported for the writers' callers)
-    TEMP_MARKER,
-    atomic_path,
-    clean_temp_files,
-    is_temp_file,
-    jsonable,
-    save_npz_atomic,
-    temp_path_for,
-    write_bytes_atomic,
-    write_image_atomic,
-    write_json_atomic,
-    write_text_atomic,
-)
+from metahmr_cli.files import jsonable, save_npz_atomic, write_json_atomic, write_text_atomic
 
 logger = logging.getLogger(__name__)
 

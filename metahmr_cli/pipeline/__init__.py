@@ -34,29 +34,5 @@ from __future__ import annotations
 from metahmr_cli.pipeline.records import RunReport, count_processed, new_totals
 from metahmr_cli.pipeline.results import Renderer
 from metahmr_cli.pipeline.runner import Pipeline
-from metahmr_cli.process_config import (
-    DETECTOR_DEFAULTS,
-    FOCAL_RULES,
-    KEYPOINT_BACKENDS,
-    MESH_FORMATS,
-    STAGES,
-    YOLO_DEFAULTS,
-)
-from metahmr_cli.stages import EstimatorStage, KeypointStage, check_keypoint_model
 
-__all__ = [
-    "DETECTOR_DEFAULTS",
-    "FOCAL_RULES",
-    "KEYPOINT_BACKENDS",
-    "MESH_FORMATS",
-    "STAGES",
-    "YOLO_DEFAULTS",
-    "EstimatorStage",
-    "KeypointStage",
-    "Pipeline",
-    "Renderer",
-    "RunReport",
-    "check_keypoint_model",
-    "count_processed",
-    "new_totals",
-]
+__all__ = ["Pipeline", "Renderer", "RunReport", "count_processed", "new_totals"]

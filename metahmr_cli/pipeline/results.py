@@ -19,8 +19,9 @@ import numpy as np
 from metahmr_cli.config import config_to_dict
 from metahmr_cli.estimator import Estimator, Frame, StageTimer
 from metahmr_cli.exports import mesh_names
+from metahmr_cli.files import write_image_atomic
 from metahmr_cli.io.meshes import write_person_meshes
-from metahmr_cli.io.writers import FrameResult, write_image_atomic, write_result_npz
+from metahmr_cli.io.writers import FrameResult, write_result_npz
 from metahmr_cli.pipeline.fingerprints import Fingerprints
 from metahmr_cli.process_config import ProcessConfig
 from metahmr_cli.render import MeshRenderer, RendererUnavailable, person_colors, track_colors

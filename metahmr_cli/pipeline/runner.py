@@ -28,9 +28,10 @@ from typing import Any
 from metahmr_cli import __version__
 from metahmr_cli.config import config_to_dict
 from metahmr_cli.estimator import Estimator, Frame, KeypointStage, StageTimer
+from metahmr_cli.files import clean_temp_files
 from metahmr_cli.io.outdir import DiskFullError, OutputLock, check_output_folder, disk_full
 from metahmr_cli.io.sources import expand_inputs, read_exif_focal, read_image
-from metahmr_cli.io.writers import Manifest, ManifestRecord, clean_temp_files, write_summary
+from metahmr_cli.io.writers import Manifest, ManifestRecord, write_summary
 from metahmr_cli.pipeline import fingerprints as fp
 from metahmr_cli.pipeline.imported import ImportedPeople
 from metahmr_cli.pipeline.records import (

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from metahmr_cli.io.writers import temp_path_for
+from metahmr_cli.files import temp_path_for
 
 
 class VideoWriter:
